@@ -25,8 +25,9 @@ COCO_NAMES = (
     "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, "
     "fire hydrant, stop sign, parking meter, bench, bird, cat, dog, horse, sheep, cow, elephant, "
     "bear, zebra, giraffe, backpack, umbrella, handbag, tie, suitcase, frisbee, skis, snowboard, "
-    "sports ball, kite, baseball bat, baseball glove, skateboard, surfboard, tennis racket, bottle, "
-    "wine glass, cup, fork, knife, spoon, bowl, banana, apple, sandwich, orange, broccoli, carrot, "
+    "sports ball, kite, baseball bat, baseball glove, skateboard, surfboard, tennis racket, "
+    "bottle, wine glass, cup, fork, knife, spoon, bowl, banana, apple, sandwich, orange, "
+    "broccoli, carrot, "
     "hot dog, pizza, donut, cake, chair, couch, potted plant, bed, dining table, toilet, tv, "
     "laptop, mouse, remote, keyboard, cell phone, microwave, oven, toaster, sink, refrigerator, "
     "book, clock, vase, scissors, teddy bear, hair drier, toothbrush"
@@ -61,8 +62,14 @@ def build(shared: Path) -> dict[str, dict]:
         "name": "pascal_part",
         "kind": "parts",
         "categories": [
-            _cat(c["id"], c["name"], c["object"], c["part"], c["split"],
-                 mat_token=c.get("mat_match_token"))
+            _cat(
+                c["id"],
+                c["name"],
+                c["object"],
+                c["part"],
+                c["split"],
+                mat_token=c.get("mat_match_token"),
+            )
             for c in pascal["categories"]
         ],
         "phrases": {},

@@ -18,17 +18,26 @@ class CliError(Exception):
 
 
 def _add_text_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", choices=("clip", "minilm", "precomputed"),
-                        help="text encoder for the prompts")
-    parser.add_argument("--template", default="a_object_part",
-                        help="part prompt template: a_object_part ('a dog head', default), "
-                             "part_of_object ('head of a dog') or a string with {object} {part}")
-    parser.add_argument("--embeddings", help="[C, D] .npy file for --encoder precomputed, rows in "
-                                             "the vocabulary's order")
-    parser.add_argument("--clip-weights", help="local CLIP weights file (default: "
-                                               "$VLPART_CLIP_WEIGHTS, else download 'openai')")
-    parser.add_argument("--cache-dir", help="embedding cache (default: $VLPART_CACHE/text or "
-                                            "~/.cache/vlpart/text)")
+    parser.add_argument(
+        "--encoder", choices=("clip", "minilm", "precomputed"), help="text encoder for the prompts"
+    )
+    parser.add_argument(
+        "--template",
+        default="a_object_part",
+        help="part prompt template: a_object_part ('a dog head', default), "
+        "part_of_object ('head of a dog') or a string with {object} {part}",
+    )
+    parser.add_argument(
+        "--embeddings",
+        help="[C, D] .npy file for --encoder precomputed, rows in the vocabulary's order",
+    )
+    parser.add_argument(
+        "--clip-weights",
+        help="local CLIP weights file (default: $VLPART_CLIP_WEIGHTS, else download 'openai')",
+    )
+    parser.add_argument(
+        "--cache-dir", help="embedding cache (default: $VLPART_CACHE/text or ~/.cache/vlpart/text)"
+    )
 
 
 def _add_vocab(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +45,20 @@ def _add_vocab(sub: argparse._SubParsersAction) -> None:
     vsub = vocab.add_subparsers(dest="vocab_command", required=True)
     vsub.add_parser("list", help="list the built-in vocabularies")
     show = vsub.add_parser(
-        "show", help="print a vocabulary's categories and prompts",
+        "show",
+        help="print a vocabulary's categories and prompts",
         description="Print the categories of a built-in vocabulary or a spec such as "
-                    "'dog; cat:head,ear' or 'dog:*', with prompts, base/novel flags and, given "
-                    "--encoder, each category's nearest neighbours in text-embedding space.",
+        "'dog; cat:head,ear' or 'dog:*', with prompts, base/novel flags and, given "
+        "--encoder, each category's nearest neighbours in text-embedding space.",
     )
     show.add_argument("spec", help="built-in name, spec string or vocabulary .txt file")
-    show.add_argument("--neighbours", type=int, default=3, metavar="K",
-                      help="nearest neighbours per category with --encoder (default 3)")
+    show.add_argument(
+        "--neighbours",
+        type=int,
+        default=3,
+        metavar="K",
+        help="nearest neighbours per category with --encoder (default 3)",
+    )
     _add_text_options(show)
 
 
@@ -65,8 +80,12 @@ def _run_vocab(args: argparse.Namespace) -> None:
         from vlpart.text import build_text_encoder
 
         encoder = build_text_encoder(
-            args.encoder, vocabulary=vocab, template=args.template, embeddings=args.embeddings,
-            clip_weights=args.clip_weights, cache_dir=args.cache_dir,
+            args.encoder,
+            vocabulary=vocab,
+            template=args.template,
+            embeddings=args.embeddings,
+            clip_weights=args.clip_weights,
+            cache_dir=args.cache_dir,
         )
         emb = encoder.encode(prompts)
         sim = emb @ emb.T
@@ -75,25 +94,31 @@ def _run_vocab(args: argparse.Namespace) -> None:
         if k > 0:
             scores, idx = sim.topk(k, dim=1)
             neighbours = [
-                ", ".join(f"{vocab[int(j)].name} ({s:.2f})" for s, j in zip(srow, irow,
-                                                                          strict=True))
+                ", ".join(
+                    f"{vocab[int(j)].name} ({s:.2f})" for s, j in zip(srow, irow, strict=True)
+                )
                 for srow, irow in zip(scores.tolist(), idx.tolist(), strict=True)
             ]
     width = max(len(n) for n in vocab.names) + 2
     pwidth = max(len(p) for p in prompts) + 2
-    print(f"# {vocab.name}: {len(vocab)} categories"
-          + (f", nearest neighbours by {encoder.identity}" if args.encoder else ""))
+    print(
+        f"# {vocab.name}: {len(vocab)} categories"
+        + (f", nearest neighbours by {encoder.identity}" if args.encoder else "")
+    )
     for i, (cat, prompt) in enumerate(zip(vocab, prompts, strict=True)):
         split = cat.split or "-"
-        print(f"{i:>4} {cat.id:>5} {cat.name:<{width}}{prompt!r:<{pwidth + 2}}{split:<6}"
-              f"{neighbours[i]}".rstrip())
+        print(
+            f"{i:>4} {cat.id:>5} {cat.name:<{width}}{prompt!r:<{pwidth + 2}}{split:<6}"
+            f"{neighbours[i]}".rstrip()
+        )
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from vlpart import __version__
 
     parser = argparse.ArgumentParser(
-        prog="vlpart", description="Open-vocabulary part segmentation (VLPart) on PyTorch.")
+        prog="vlpart", description="Open-vocabulary part segmentation (VLPart) on PyTorch."
+    )
     parser.add_argument("--version", action="version", version=f"vlpart {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,8 +134,10 @@ _RUNNERS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="vlpart: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="vlpart: %(levelname)s: %(message)s",
+    )
     try:
         _RUNNERS[args.command](args)
     except (CliError, ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:

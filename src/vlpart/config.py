@@ -100,8 +100,11 @@ def _coerce(value: Any, tp: Any, *, key: str, source: str) -> Any:
                 return _coerce(value, arg, key=key, source=source)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{source}: {key}: {value!r} "
-                          f"matches none of {_type_name(tp)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{source}: {key}: {value!r} matches none of {_type_name(tp)}"
+        )
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
@@ -123,8 +126,9 @@ def _coerce(value: Any, tp: Any, *, key: str, source: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(v, args[1], key=f"{key}.{k}", source=source)
-                for k, v in value.items()}
+        return {
+            str(k): _coerce(v, args[1], key=f"{key}.{k}", source=source) for k, v in value.items()
+        }
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):

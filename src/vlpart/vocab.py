@@ -145,8 +145,13 @@ class Vocabulary(Sequence[Category]):
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return [c.split == split for c in self.categories]
 
-    def subset(self, *, split: str | None = None, objects: Sequence[str] | None = None,
-               parts_only: bool = False) -> Vocabulary:
+    def subset(
+        self,
+        *,
+        split: str | None = None,
+        objects: Sequence[str] | None = None,
+        parts_only: bool = False,
+    ) -> Vocabulary:
         """Categories of one split and/or of some objects, keeping order."""
         keep = list(self.categories)
         if split is not None:
@@ -162,9 +167,7 @@ class Vocabulary(Sequence[Category]):
 
     def to_json(self) -> list[dict]:
         """Plain records (for checkpoint sidecars and result files)."""
-        return [
-            {k: v for k, v in vars(c).items() if v is not None} for c in self.categories
-        ]
+        return [{k: v for k, v in vars(c).items() if v is not None} for c in self.categories]
 
     @classmethod
     def from_json(cls, records: Sequence[dict], name: str = "custom") -> Vocabulary:
@@ -210,8 +213,7 @@ def pascal_part_mat_tokens() -> dict[str, str]:
     otherwise (``paw`` -> ``pa``, ``license plate`` -> ``liplate``).
     """
     return {
-        c["name"]: c["mat_token"] or c["part"]
-        for c in _taxonomy_json("pascal_part")["categories"]
+        c["name"]: c["mat_token"] or c["part"] for c in _taxonomy_json("pascal_part")["categories"]
     }
 
 
@@ -264,7 +266,7 @@ def _warn_if_typo(word: str, spec: str) -> None:
     """Open vocabulary accepts any word, but a near miss of a known name is probably a typo."""
     if word.lower() in _known_words():
         return
-    close = difflib.get_close_matches(word.lower(), sorted(_known_words()), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(word.lower(), sorted(_known_words()), n=1, cutoff=0.66)
     if close:
         logger.warning("%r in %r is not a known name; did you mean %r?", word, spec, close[0])
 
@@ -294,8 +296,10 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                     f"{source}: no built-in taxonomy has parts of {obj!r}"
                     f"{_suggest(obj, sorted(known))}; list its parts, e.g. {obj}:head,body"
                 )
-            cats.extend(Category(name=f"{obj}:{c.part}", object=obj, part=c.part)
-                        for c in known[obj.lower()])
+            cats.extend(
+                Category(name=f"{obj}:{c.part}", object=obj, part=c.part)
+                for c in known[obj.lower()]
+            )
             continue
         _warn_if_typo(obj, source)
         for part in parts:

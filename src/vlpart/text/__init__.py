@@ -51,8 +51,10 @@ def build_text_encoder(
         from vlpart.text.precomputed import PrecomputedTextEncoder
 
         if embeddings is None or vocabulary is None:
-            raise ValueError("the precomputed encoder needs an embeddings .npy file and the "
-                             "vocabulary its rows follow")
+            raise ValueError(
+                "the precomputed encoder needs an embeddings .npy file and the "
+                "vocabulary its rows follow"
+            )
         return PrecomputedTextEncoder.from_npy(embeddings, vocabulary.prompts(template))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if name == "minilm":

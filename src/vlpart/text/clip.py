@@ -33,7 +33,8 @@ class ClipTextEncoder(TextEncoder):
     Args:
         model_name: open_clip architecture, ``RN50`` in the paper.
         weights: ``"openai"`` (download), a local state-dict file (``.bin``, ``.pt`` or
-            ``.safetensors``, e.g. ``open_clip_model.safetensors`` of ``timm/resnet50_clip.openai``),
+            ``.safetensors``, e.g. ``open_clip_model.safetensors`` of
+            ``timm/resnet50_clip.openai``),
             ``None`` to use ``$VLPART_CLIP_WEIGHTS`` or else ``"openai"``, or ``"random"`` for an
             untrained tower (tests only: its embeddings mean nothing).
         cache_dir: embedding cache directory, or None for no cache.
@@ -45,19 +46,28 @@ class ClipTextEncoder(TextEncoder):
     """
 
     def __init__(
-        self, model_name: str = "RN50", weights: str | None = None, *,
-        cache_dir: str | Path | None = None, device: str = "cpu",
+        self,
+        model_name: str = "RN50",
+        weights: str | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__(cache_dir=cache_dir)
         try:
             import open_clip
         except ImportError:
-            raise ImportError("the clip text encoder needs open_clip: pip install 'vlpart[clip]'")
+            raise ImportError(
+                "the clip text encoder needs open_clip: pip install 'vlpart[clip]'"
+            ) from None
         source = None if weights == "random" else _resolve_clip_weights(weights)
         try:
             # OpenAI's CLIP models use QuickGELU; a bare file path does not tell open_clip so.
             model = open_clip.create_model(
-                model_name, pretrained=source, force_quick_gelu=True, device=device,
+                model_name,
+                pretrained=source,
+                force_quick_gelu=True,
+                device=device,
                 weights_only=True,
             )
         except (OSError, RuntimeError) as err:

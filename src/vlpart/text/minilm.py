@@ -36,6 +36,8 @@ class MiniLMTextEncoder(TextEncoder):
 
     def _encode(self, prompts: Sequence[str]) -> torch.Tensor:
         return self._model.encode(
-            list(prompts), convert_to_tensor=True, normalize_embeddings=True,
+            list(prompts),
+            convert_to_tensor=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )

@@ -25,7 +25,10 @@ class PrecomputedTextEncoder(TextEncoder):
     """
 
     def __init__(
-        self, embeddings: np.ndarray | torch.Tensor, prompts: Sequence[str], *,
+        self,
+        embeddings: np.ndarray | torch.Tensor,
+        prompts: Sequence[str],
+        *,
         identity: str | None = None,
     ) -> None:
         super().__init__(cache_dir=None)
@@ -38,8 +41,9 @@ class PrecomputedTextEncoder(TextEncoder):
         self._matrix = matrix
         self._rows = {p: i for i, p in enumerate(prompts)}
         self.dim = matrix.shape[1]
-        self.identity = identity or "precomputed:" + hashlib.sha256(
-            matrix.numpy().tobytes()).hexdigest()[:16]
+        self.identity = (
+            identity or "precomputed:" + hashlib.sha256(matrix.numpy().tobytes()).hexdigest()[:16]
+        )
 
     @classmethod
     def from_npy(cls, path: str | Path, prompts: Sequence[str]) -> PrecomputedTextEncoder:

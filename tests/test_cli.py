@@ -1,0 +1,79 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from vlpart.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_vocab_list(capsys):
+    assert main(["vocab", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"pascal_part\s+93\s+14\s+93\s+77\s+16", out)
+    assert re.search(r"lvis\s+1203", out)
+
+
+def test_vocab_show_builtin(capsys):
+    assert main(["vocab", "show", "pascal_part"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# pascal_part: 93 categories"
+    assert len(lines) == 94
+    assert re.search(r"dog:head\s+'a dog head'\s+novel", "\n".join(lines))
+    assert re.search(r"cat:head\s+'a cat head'\s+base", "\n".join(lines))
+
+
+def test_vocab_show_neighbours_with_precomputed(capsys, shared_data):
+    npy = shared_data / "vlpart_metadata" / "pascal_part_clip_RN50_a+cname.npy"
+    assert (
+        main(
+            [
+                "vocab",
+                "show",
+                "pascal_part",
+                "--encoder",
+                "precomputed",
+                "--embeddings",
+                str(npy),
+                "--neighbours",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert re.search(r"cat:head\s+'a cat head'\s+base\s+dog:head \(0\.\d\d\)", out)
+
+
+def test_vocab_show_template(capsys):
+    assert main(["vocab", "show", "dog:head,tail", "--template", "part_of_object"]) == 0
+    assert "'head of a dog'" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_exit_2(capsys):
+    assert main(["vocab", "show", "pascal_prt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("vlpart: error: unknown vocabulary 'pascal_prt'; did you mean")
+    assert main(["vocab", "show", "dog", "--encoder", "precomputed"]) == 2
+    assert "needs an embeddings .npy file" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "vlpart.cli", "vocab", "show", "dog:*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "# dog:*: 10 categories" in out
+
+
+def test_readme_setup_commands_match_ci():
+    """The README opens with two commands; .ci/run runs the second one verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)
+    main_cmd, test_cmd = (line for line in blocks[0].splitlines() if line.strip())
+    assert "vlpart " in main_cmd
+    assert test_cmd in (ROOT / ".ci" / "run").read_text()
