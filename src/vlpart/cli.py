@@ -113,6 +113,145 @@ def _run_vocab(args: argparse.Namespace) -> None:
         )
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="box and mask AP of COCO-format detections",
+        description="COCO box and mask AP / AP50 / AP75 of a results file against COCO-format "
+        "ground truth, with base/novel means, per-category AP and per-part AP of chosen "
+        "objects; --lvis for PACO's federated (LVIS) protocol.",
+    )
+    ev.add_argument("--results", required=True, help="COCO results JSON (list of detections)")
+    ev.add_argument("--gt", required=True, help="COCO-format ground-truth JSON")
+    ev.add_argument(
+        "--split",
+        help="base/novel split: JSON file {'base': [names], 'novel': [names]} or a built-in "
+        "taxonomy name (default: the built-in taxonomy whose names match the ground truth)",
+    )
+    ev.add_argument(
+        "--lvis",
+        dest="lvis_style",
+        action="store_true",
+        help="LVIS-style evaluation (neg_category_ids, not_exhaustive_category_ids, "
+        "300 detections per image)",
+    )
+    ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
+    ev.add_argument("--out", help="directory for metrics.json and metrics.md")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from vlpart.engine.evaluate import evaluate_results
+
+    objects = [o.strip() for o in (args.objects or "").split(",") if o.strip()]
+    report = evaluate_results(
+        args.gt, args.results, split=args.split, objects=objects, lvis_style=args.lvis_style
+    )
+    if args.out:
+        try:
+            json_path, md_path = report.save(args.out)
+        except OSError as err:
+            raise CliError(f"{args.out}: cannot write the metrics ({err.strerror})") from None
+        logging.getLogger(__name__).info("wrote %s and %s", json_path, md_path)
+    print(report.to_markdown(), end="")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    convert = sub.add_parser(
+        "convert", help="convert an official VLPart checkpoint to safetensors",
+        description="Convert a released VLPart detectron2 checkpoint (R50 Mask R-CNN or Swin-B "
+                    "Cascade, .pth) into OUT.safetensors plus its OUT.json sidecar.",
+    )
+    convert.add_argument("input", help="official checkpoint (.pth)")
+    convert.add_argument("output", help="target .safetensors file")
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    from vlpart.model.checkpoint import sidecar_path
+    from vlpart.model.convert import convert_official_checkpoint
+
+    if not args.output.endswith(".safetensors"):
+        raise CliError(f"{args.output}: the output must be a .safetensors file")
+    out = convert_official_checkpoint(args.input, args.output)
+    print(f"wrote {out} and {sidecar_path(out)}")
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="convert datasets and draw the synthetic parts world")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    conv = dsub.add_parser(
+        "convert-pascal-part",
+        help="Pascal-Part .mat annotations -> COCO JSON (parts + objects)",
+        description="Write OUT.json (part annotations, the 93 pascal_part categories, each part "
+        "with the object_id of its object) and OUT_objects.json (object annotations, the 20 VOC "
+        "categories). Raw part labels matching no category are dropped and reported.",
+    )
+    conv.add_argument("anno_dir", help="folder of Pascal-Part .mat files (Annotations_Part)")
+    conv.add_argument("image_dir", help="folder of the VOC2010 .jpg images (JPEGImages)")
+    conv.add_argument("out", help="part annotation file to write (.json)")
+    conv.add_argument("--objects-out", help="object annotation file (default: OUT_objects.json)")
+    conv.add_argument(
+        "--split",
+        help="text file of image names to convert, one per line (a VOC ImageSets file); "
+        "default: every .mat file",
+    )
+    synth = dsub.add_parser(
+        "synth",
+        help="draw the synthetic parts world (images + COCO JSON)",
+        description="Render images of animals, birds and vehicles built from annotated parts "
+        "and write parts_base_train.json, objects_train.json, image_labels_train.json, "
+        "parts_val.json, objects_val.json and world.json under --out.",
+    )
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--images", type=int, default=500, help="number of images, train + val (default 500)"
+    )
+    synth.add_argument(
+        "--image-size", type=int, default=256, help="image side in pixels (default 256)"
+    )
+
+
+def _run_data(args: argparse.Namespace) -> None:
+    if args.data_command == "convert-pascal-part":
+        from vlpart.data.pascal_part import convert_pascal_part
+
+        names = None
+        if args.split:
+            try:
+                with open(args.split) as f:
+                    names = [line.split()[0] for line in f if line.strip()]
+            except OSError as err:
+                message = f"{args.split}: cannot read the split file ({err.strerror})"
+                raise CliError(message) from None
+        summary = convert_pascal_part(
+            args.anno_dir,
+            args.image_dir,
+            args.out,
+            objects_json=args.objects_out,
+            image_names=names,
+        )
+        print(
+            f"{summary.num_parts} parts on {summary.num_part_images} images -> {summary.parts_json}"
+        )
+        print(
+            f"{summary.num_objects} objects on {summary.num_images} images -> "
+            f"{summary.objects_json}"
+        )
+        if summary.dropped:
+            dropped = ", ".join(f"{k} ({n})" for k, n in summary.dropped.items())
+            print(f"dropped raw labels: {dropped}")
+        return
+    from vlpart.data.synth import synthesize_world
+
+    summary = synthesize_world(
+        args.out, seed=args.seed, num_images=args.images, image_size=args.image_size
+    )
+    print(
+        f"{summary.num_train} train + {summary.num_val} val images, {summary.num_objects} "
+        f"objects, {summary.num_parts} parts -> {summary.out_dir}"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from vlpart import __version__
 
@@ -123,11 +262,17 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_vocab(sub)
+    _add_eval(sub)
+    _add_convert(sub)
+    _add_data(sub)
     return parser
 
 
 _RUNNERS = {
+    "data": _run_data,
     "vocab": _run_vocab,
+    "eval": _run_eval,
+    "convert": _run_convert,
 }
 
 
