@@ -157,9 +157,10 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     convert = sub.add_parser(
-        "convert", help="convert an official VLPart checkpoint to safetensors",
+        "convert",
+        help="convert an official VLPart checkpoint to safetensors",
         description="Convert a released VLPart detectron2 checkpoint (R50 Mask R-CNN or Swin-B "
-                    "Cascade, .pth) into OUT.safetensors plus its OUT.json sidecar.",
+        "Cascade, .pth) into OUT.safetensors plus its OUT.json sidecar.",
     )
     convert.add_argument("input", help="official checkpoint (.pth)")
     convert.add_argument("output", help="target .safetensors file")
@@ -252,6 +253,91 @@ def _run_data(args: argparse.Namespace) -> None:
     )
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a detector on the data sources of a config",
+        description="Joint training on part, object, image-level and parsed-part data. Under "
+                    "'torchrun --nproc-per-node N' it runs DistributedDataParallel. Ctrl-C saves "
+                    "a checkpoint; --resume continues exactly where it stopped.",
+    )
+    p.add_argument("config", help="experiment YAML (see configs/)")
+    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--init-weights", help="start from these weights (.safetensors), e.g. to "
+                                          "fine-tune")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from vlpart.config import Config
+    from vlpart.engine.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = train(Config.from_yaml(args.config), args.out, resume=args.resume,
+                    init_weights=args.init_weights)
+    print(f"weights: {weights}")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="segment objects and parts in images",
+        description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
+                    "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
+                    "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
+                    "status is non-zero only when no image could be processed.",
+    )
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--weights", required=True, help="our .safetensors checkpoint or an official "
+                                                    "VLPart .pth")
+    p.add_argument("--vocab", dest="vocabulary", required=True,
+                   help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ...")
+    p.add_argument("--out", default="out", help="output folder (default ./out)")
+    p.add_argument("--score-thresh", dest="score_threshold", type=float, default=0.3,
+                   help="keep instances scoring at least this (default 0.3)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--save-masks", action="store_true",
+                   help="also write one PNG per instance under OUT/masks/")
+    _add_text_options(p)
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from vlpart.engine.predict import expand_inputs, predict_files
+    from vlpart.predictor import PartSegmenter
+    from vlpart.vocab import parse_vocabulary
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    paths, missing = expand_inputs(args.inputs)
+    for item, reason in missing:
+        logging.getLogger("vlpart").warning("%s: %s", item, reason)
+    if not paths:
+        raise CliError("no input images found")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights, text_encoder=args.encoder, embeddings=args.embeddings,
+        vocabulary=vocabulary, clip_weights=args.clip_weights, cache_dir=args.cache_dir,
+        template=args.template, device=args.device,
+    )
+    summary = predict_files(
+        segmenter, paths, vocabulary=vocabulary, out_dir=args.out,
+        score_threshold=args.score_threshold, batch_size=args.batch_size,
+        save_masks=args.save_masks,
+    )
+    print(f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"
+          + (f"; {len(summary.failed)} unreadable" if summary.failed else ""))
+    if not summary.processed:
+        raise CliError(f"none of the {len(paths)} images could be read")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from vlpart import __version__
 
@@ -265,6 +351,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_convert(sub)
     _add_data(sub)
+    _add_train(sub)
+    _add_predict(sub)
     return parser
 
 
@@ -273,6 +361,8 @@ _RUNNERS = {
     "vocab": _run_vocab,
     "eval": _run_eval,
     "convert": _run_convert,
+    "train": _run_train,
+    "predict": _run_predict,
 }
 
 

@@ -1,0 +1,257 @@
+"""Pascal-Part ``.mat`` annotations -> COCO-format JSON files (parts and objects).
+
+The converter writes two files that share image ids:
+
+* ``OUT.json`` — the part file: the 93 ``pascal_part`` categories (ids 1..93, with ``split``),
+  one annotation per raw ``.mat`` part that maps onto a category (RLE mask, XYWH box, mask area,
+  ``iscrowd=0``) and ``object_id``, the id of its parent object annotation in the object file.
+  As in the official VLPart conversion, images without any mapped part are left out of it (they
+  would only add false positives to part AP).
+* ``OUT_objects.json`` (or ``objects_json``) — the object file: the 20 ``voc`` categories (their
+  ids) and one annotation per object instance, for every image.
+
+A raw part label belongs to the first category of its object, in id order, whose match token
+(:func:`vlpart.vocab.pascal_part_mat_tokens`) is a substring of it (``lfleg`` -> ``leg``,
+``lfpa`` -> ``paw``); labels matching nothing (``lfho``, ``backside``, ``engine_1``) are dropped,
+counted per ``object:label`` and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+from vlpart.data.coco import mask_annotation, write_json_atomic
+from vlpart.vocab import load_builtin, pascal_part_mat_tokens
+
+__all__ = ["PascalPartSummary", "convert_pascal_part"]
+
+logger = logging.getLogger(__name__)
+
+# .mat class names that differ from the VOC taxonomy beyond spaces ("tvmonitor" = "tv monitor").
+_MAT_CLASS_ALIASES = {"table": "dining table"}
+_VOC_IMAGE_NAME = re.compile(r"^(\d{4})_(\d{6})$")
+
+
+@dataclass(frozen=True)
+class PascalPartSummary:
+    """What :func:`convert_pascal_part` wrote.
+
+    Attributes:
+        parts_json: the part file.
+        objects_json: the object file.
+        num_images: images in the object file (all converted images).
+        num_part_images: images in the part file (those with at least one mapped part).
+        num_objects: object annotations.
+        num_parts: part annotations.
+        dropped: raw labels that map onto no category, ``"horse:lfho" -> count``.
+    """
+
+    parts_json: Path
+    objects_json: Path
+    num_images: int
+    num_part_images: int
+    num_objects: int
+    num_parts: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def convert_pascal_part(
+    anno_dir: str | Path,
+    image_dir: str | Path,
+    out_json: str | Path,
+    *,
+    objects_json: str | Path | None = None,
+    image_names: Sequence[str] | None = None,
+) -> PascalPartSummary:
+    """Convert a folder of Pascal-Part ``.mat`` files into COCO JSON (see the module docstring).
+
+    Args:
+        anno_dir: folder of ``<name>.mat`` files (``Annotations_Part``).
+        image_dir: folder of the matching ``<name>.jpg`` photos (VOC2010 ``JPEGImages``); images
+            are checked to exist and to have the annotation's size. ``file_name`` is relative
+            to it.
+        out_json: the part file to write.
+        objects_json: the object file to write; default ``<out_json stem>_objects.json``.
+        image_names: convert only these names (a VOC ``ImageSets`` split); default all files.
+
+    Returns:
+        The written paths, counts and the dropped raw labels.
+
+    Raises:
+        FileNotFoundError: a folder, ``.mat`` file of ``image_names`` or photo is missing.
+        ValueError: a ``.mat`` file is malformed, names an unknown class or disagrees with its
+            photo's size.
+    """
+    anno_dir, image_dir, out_json = Path(anno_dir), Path(image_dir), Path(out_json)
+    objects_json = (
+        Path(objects_json)
+        if objects_json is not None
+        else out_json.with_name(f"{out_json.stem}_objects.json")
+    )
+    for folder in (anno_dir, image_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: folder not found")
+    mat_files = _select_mat_files(anno_dir, image_names)
+    image_ids = _image_ids([p.stem for p in mat_files])
+
+    part_vocab = load_builtin("pascal_part")
+    voc_vocab = load_builtin("voc")
+    tokens = pascal_part_mat_tokens()
+    part_table: dict[str, list[tuple[str, int]]] = {}  # object -> [(token, category id)]
+    for cat in part_vocab:
+        part_table.setdefault(cat.object, []).append((tokens[cat.name], cat.id))
+    voc_ids = {cat.name.replace(" ", ""): cat.id for cat in voc_vocab}
+    part_objects = {obj.replace(" ", ""): obj for obj in part_table}
+
+    images, part_images, objects, parts = [], [], [], []
+    dropped: Counter[str] = Counter()
+    for mat_path, image_id in tqdm(
+        list(zip(mat_files, image_ids, strict=True)), desc="pascal-part", disable=None
+    ):
+        records = _read_mat(mat_path)
+        height, width = records[0][1].shape if records else _image_size(image_dir, mat_path)
+        _check_image(image_dir, mat_path, height, width)
+        image = {
+            "id": image_id,
+            "file_name": f"{mat_path.stem}.jpg",
+            "height": height,
+            "width": width,
+        }
+        images.append(image)
+        num_parts_before = len(parts)
+        for cls, obj_mask, raw_parts in records:
+            key = cls.replace(" ", "")
+            key = _MAT_CLASS_ALIASES.get(key, key).replace(" ", "")
+            if key not in voc_ids:
+                raise ValueError(f"{mat_path}: unknown object class {cls!r}")
+            if obj_mask.shape != (height, width):
+                raise ValueError(f"{mat_path}: masks of different sizes in one file")
+            if not obj_mask.any():
+                logger.debug("%s: empty %s mask skipped", mat_path, cls)
+                continue
+            object_id = len(objects) + 1
+            objects.append(
+                mask_annotation(
+                    obj_mask, ann_id=object_id, image_id=image_id, category_id=voc_ids[key]
+                )
+            )
+            candidates = part_table.get(part_objects.get(key, ""), [])
+            for raw_name, part_mask in raw_parts:
+                cat_id = next((cid for token, cid in candidates if token in raw_name), None)
+                if cat_id is None:
+                    dropped[f"{cls}:{raw_name}"] += 1
+                    continue
+                if not part_mask.any():
+                    logger.debug("%s: empty %s:%s mask skipped", mat_path, cls, raw_name)
+                    continue
+                ann = mask_annotation(
+                    part_mask, ann_id=len(parts) + 1, image_id=image_id, category_id=cat_id
+                )
+                ann["object_id"] = object_id
+                parts.append(ann)
+        if len(parts) > num_parts_before:
+            part_images.append(image)
+
+    part_categories = [
+        {"id": c.id, "name": c.name, "supercategory": c.object, "split": c.split}
+        for c in part_vocab
+    ]
+    object_categories = [{"id": c.id, "name": c.name} for c in voc_vocab]
+    write_json_atomic(
+        {"images": part_images, "annotations": parts, "categories": part_categories}, out_json
+    )
+    write_json_atomic(
+        {"images": images, "annotations": objects, "categories": object_categories}, objects_json
+    )
+    if dropped:
+        logger.info(
+            "dropped %d raw part labels matching no pascal_part category: %s",
+            sum(dropped.values()),
+            ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items())),
+        )
+    logger.info(
+        "wrote %d part annotations on %d images to %s and %d objects on %d images to %s",
+        len(parts),
+        len(part_images),
+        out_json,
+        len(objects),
+        len(images),
+        objects_json,
+    )
+    return PascalPartSummary(
+        parts_json=out_json,
+        objects_json=objects_json,
+        num_images=len(images),
+        num_part_images=len(part_images),
+        num_objects=len(objects),
+        num_parts=len(parts),
+        dropped=dict(sorted(dropped.items())),
+    )
+
+
+def _select_mat_files(anno_dir: Path, image_names: Sequence[str] | None) -> list[Path]:
+    if image_names is None:
+        files = sorted(anno_dir.glob("*.mat"))
+        if not files:
+            raise FileNotFoundError(f"{anno_dir}: no .mat files")
+        return files
+    files = [anno_dir / f"{name}.mat" for name in image_names]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{missing[0]}: annotation not found ({len(missing)} of {len(files)} missing)"
+        )
+    return files
+
+
+def _image_ids(stems: Sequence[str]) -> list[int]:
+    """VOC names ``2008_000652`` -> ``2008000652`` (the official ids); other names -> 1..N."""
+    matches = [_VOC_IMAGE_NAME.match(s) for s in stems]
+    if all(matches):
+        return [int(m.group(1) + m.group(2)) for m in matches]
+    return list(range(1, len(stems) + 1))
+
+
+def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
+    """``[(class, object mask [H, W] uint8, [(raw part name, part mask [H, W] uint8)])]``."""
+    try:
+        anno = scipy.io.loadmat(str(path))["anno"][0, 0]
+        records = []
+        for obj in anno["objects"].ravel():
+            raw_parts = [
+                (str(p["part_name"].item()), np.asarray(p["mask"], dtype=np.uint8))
+                for p in obj["parts"].ravel()
+            ]
+            records.append(
+                (str(obj["class"].item()), np.asarray(obj["mask"], dtype=np.uint8), raw_parts)
+            )
+    except (KeyError, IndexError, ValueError, TypeError, OSError) as err:
+        raise ValueError(f"{path}: not a Pascal-Part annotation ({err})") from None
+    return records
+
+
+def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
+    photo = image_dir / f"{mat_path.stem}.jpg"
+    if not photo.is_file():
+        raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
+    with Image.open(photo) as im:
+        return im.height, im.width
+
+
+def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:
+    size = _image_size(image_dir, mat_path)
+    if size != (height, width):
+        raise ValueError(
+            f"{image_dir / (mat_path.stem + '.jpg')}: image is {size[1]}x{size[0]} but its "
+            f"annotation {mat_path.name} is {width}x{height}"
+        )
