@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "TextConfig", "config_from_dict"]
+__all__ = ["Config", "ConfigError", "ModelConfig", "SourceConfig", "TextConfig", "TrainConfig", "config_from_dict"]
 
 
 class ConfigError(ValueError):
@@ -41,11 +41,99 @@ class TextConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The detector built by :func:`vlpart.model.build_model`; defaults are the paper's R50
+    Mask R-CNN and the reference numerics of the released checkpoints."""
+
+    backbone: Literal["resnet50", "efficientnet_lite0", "swin_b"] = "resnet50"
+    # "imagenet" (bundled file or download, see vlpart.model.resolve_weights), a local weights
+    # file, or null for random initialisation.
+    backbone_weights: str | None = "imagenet"
+    fpn_channels: int = 256
+    # Cascade R-CNN box heads (3 stages), as the paper uses with Swin-B.
+    cascade: bool = False
+    min_size: int = 800
+    max_size: int = 1333
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # Width of the text embeddings (CLIP RN50: 1024).
+    text_dim: int = 1024
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    roi_batch_size_per_image: int = 512
+    roi_positive_fraction: float = 0.25
+    # Cap on positive RoIs per image that train the mask head; null = no cap.
+    mask_rois_per_image: int | None = None
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    # Federated sigmoid loss (LVIS/PACO-size vocabularies); needs per-class image counts.
+    federated_loss: bool = False
+    image_label_mode: Literal["max_size", "max_score"] = "max_size"
+
+
+@dataclass
+class SourceConfig:
+    """One training data source; each batch comes from one source, with its own vocabulary."""
+
+    name: str = "parts"
+    kind: Literal["part", "object", "image", "parsed"] = "part"
+    # COCO-format (or LVIS-format, see ``lvis``) annotation file and the folder its
+    # ``file_name`` entries are relative to.
+    ann_file: str = ""
+    image_root: str = ""
+    # LVIS-style file (LVIS, PACO): its category image counts feed the federated loss and
+    # repeat-factor sampling.
+    lvis: bool = False
+    ratio: float = 1.0
+    batch_size: int = 2
+    # Training short sides, one drawn per image, and the long-side cap.
+    min_size: list[int] = field(default_factory=lambda: [800])
+    max_size: int = 1333
+    flip: bool = True
+    # LVIS repeat-factor threshold t; null = uniform sampling.
+    repeat_thresh: float | None = None
+    # Precomputed [C, D] text embeddings of this source's categories (rows in id order);
+    # null = encode them with the ``text`` encoder.
+    embeddings: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and bookkeeping of :func:`vlpart.engine.train.train`."""
+
+    max_iter: int = 90000
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    # Linear warm-up from ``warmup_factor * lr`` over ``warmup_iters`` iterations.
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    # Iterations at which the learning rate is multiplied by ``lr_gamma``.
+    lr_steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    lr_gamma: float = 0.1
+    # Gradient clipping by total L2 norm; null = off.
+    clip_grad_norm: float | None = 1.0
+    # Mixed precision: bfloat16 autocast on CPU, float16 with loss scaling on CUDA.
+    amp: bool = False
+    checkpoint_period: int = 5000
+    log_period: int = 20
+    seed: int = 0
+    num_workers: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
 class Config:
     """Root of the settings tree."""
 
     vocabulary: str = "pascal_part"
     text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: list[SourceConfig] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:

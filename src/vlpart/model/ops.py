@@ -1,0 +1,176 @@
+"""Detector operations whose exact numerics the converted official checkpoints depend on:
+RoIAlign over pyramid levels, mask targets, grid-sample mask pasting."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+__all__ = [
+    "MultiLevelRoIAlign",
+    "assign_fpn_levels",
+    "mask_targets",
+    "paste_masks",
+    "scale_gradient",
+]
+
+# FPN paper eq. (1): a 224-px box (ImageNet size) maps to level 4.
+CANONICAL_BOX_SIZE = 224
+CANONICAL_LEVEL = 4
+LEVEL_EPS = 1e-8
+# Pixels of margin around a box when pasting its mask (bilinear spill-over).
+PASTE_MARGIN = 1
+
+
+def assign_fpn_levels(
+    boxes: Tensor,
+    *,
+    min_level: int = 2,
+    max_level: int = 5,
+    canonical_box_size: int = CANONICAL_BOX_SIZE,
+    canonical_level: int = CANONICAL_LEVEL,
+) -> Tensor:
+    """Pyramid level of each box: ``floor(4 + log2(sqrt(area) / 224 + 1e-8))`` clamped.
+
+    Args:
+        boxes (Tensor[R, 4], float): XYXY, pixels of the network input.
+
+    Returns:
+        Tensor[R], int64: levels in ``[min_level, max_level]``.
+    """
+    sizes = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + LEVEL_EPS))
+    return levels.clamp(min=min_level, max=max_level).to(torch.int64)
+
+
+class MultiLevelRoIAlign(nn.Module):
+    """RoIAlign that reads each box from its FPN level (see :func:`assign_fpn_levels`).
+
+    Args:
+        output_size: side of the pooled grid (7 for boxes, 14 for masks).
+        min_level: level of the first feature map given to :meth:`forward` (stride
+            ``2**min_level``).
+        sampling_ratio: RoIAlign samples per bin; 0 = adaptive (detectron2's default).
+        aligned: half-pixel alignment (detectron2's ROIAlignV2).
+    """
+
+    def __init__(
+        self, output_size: int, *, min_level: int = 2, sampling_ratio: int = 0, aligned: bool = True
+    ) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.min_level = min_level
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """Pool ``boxes`` from ``features``.
+
+        Args:
+            features: maps ``Tensor[B, C, H_l, W_l]`` of levels ``min_level, min_level + 1, ...``.
+            boxes: per image ``Tensor[R_i, 4]``, XYXY in network-input pixels.
+
+        Returns:
+            Tensor[sum R_i, C, S, S] in the order of the concatenated boxes.
+        """
+        first = features[0]
+        rois = torch.cat(
+            [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
+        )
+        max_level = self.min_level + len(features) - 1
+        levels = assign_fpn_levels(rois[:, 1:], min_level=self.min_level, max_level=max_level)
+        out = first.new_zeros((len(rois), first.shape[1], self.output_size, self.output_size))
+        for offset, feat in enumerate(features):
+            idx = torch.nonzero(levels == self.min_level + offset).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            pooled = roi_align(
+                feat,
+                rois[idx],
+                self.output_size,
+                spatial_scale=1.0 / 2 ** (self.min_level + offset),
+                sampling_ratio=self.sampling_ratio,
+                aligned=self.aligned,
+            )
+            out = out.index_put((idx,), pooled)
+        if len(rois) == 0:
+            # No boxes: keep the features in the graph so an empty batch still back-propagates.
+            out = out + sum(f.sum() * 0 for f in features)
+        return out
+
+
+def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
+    """Crop-and-resize ground-truth masks into the proposal boxes (aligned RoIAlign, >= 0.5).
+
+    Args:
+        gt_masks (Tensor[N, H, W], uint8): instance masks of one image.
+        boxes (Tensor[P, 4], float): positive proposals, XYXY pixels of the same image.
+        matched_idxs (Tensor[P], int64): ground-truth index of each proposal.
+        size: output side M.
+
+    Returns:
+        Tensor[P, M, M], float32 in {0, 1}.
+    """
+    if len(boxes) == 0:
+        return boxes.new_zeros((0, size, size))
+    rois = torch.cat([matched_idxs.to(boxes.dtype)[:, None], boxes], dim=1)
+    crops = roi_align(
+        gt_masks[:, None].to(boxes.dtype),
+        rois,
+        size,
+        spatial_scale=1.0,
+        sampling_ratio=0,
+        aligned=True,
+    )
+    return (crops[:, 0] >= 0.5).to(boxes.dtype)
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Paste box-relative mask probabilities into the image by grid sampling.
+
+    Each output pixel centre ``(x + 0.5, y + 0.5)`` is mapped into the box's normalised
+    coordinates and sampled bilinearly (``align_corners=False``, zeros outside), which is how
+    detectron2 pastes; torchvision's ``paste_masks_in_image`` resizes and differs at the edges.
+
+    Args:
+        masks (Tensor[N, 1, M, M], float): probabilities in box coordinates.
+        boxes (Tensor[N, 4], float): XYXY, pixels of the target image.
+        image_size: ``(H, W)`` of the target image.
+
+    Returns:
+        Tensor[N, 1, H, W], float: probabilities in image pixels.
+    """
+    height, width = image_size
+    out = masks.new_zeros((len(masks), 1, height, width))
+    for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
+        x0, y0, x1, y1 = box.tolist()
+        if not (x1 > x0 and y1 > y0):
+            continue
+        left = max(math.floor(x0) - PASTE_MARGIN, 0)
+        top = max(math.floor(y0) - PASTE_MARGIN, 0)
+        right = min(math.ceil(x1) + PASTE_MARGIN, width)
+        bottom = min(math.ceil(y1) + PASTE_MARGIN, height)
+        if right <= left or bottom <= top:
+            continue
+        xs = torch.arange(left, right, dtype=masks.dtype, device=masks.device) + 0.5 - x0
+        ys = torch.arange(top, bottom, dtype=masks.dtype, device=masks.device) + 0.5 - y0
+        xs = xs / (x1 - x0) * 2 - 1
+        ys = ys / (y1 - y0) * 2 - 1
+        grid = torch.stack(
+            [xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1
+        )
+        pasted = F.grid_sample(mask[None], grid[None], mode="bilinear", align_corners=False)
+        out[i, :, top:bottom, left:right] = pasted[0]
+    return out
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``scale`` in the backward pass.
+
+    ``x * s + x.detach() * (1 - s)`` has value ``x`` and derivative ``s``.
+    """
+    return x * scale + x.detach() * (1.0 - scale)

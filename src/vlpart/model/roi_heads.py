@@ -1,0 +1,514 @@
+"""RoI heads with a text classifier, sigmoid/federated/image-level losses, class-agnostic box
+regression and masks, and the 3-stage cascade variant.
+
+torchvision's :class:`~torchvision.models.detection.roi_heads.RoIHeads` supplies matching,
+sampling and box coding; ``forward`` is overridden because the stock one calls softmax
+``fastrcnn_loss`` and class-specific post-processing inside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder, Matcher
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from vlpart.model.losses import (
+    IMAGE_LABEL_TOPK,
+    box_regression_loss,
+    federated_class_mask,
+    federated_class_weights,
+    image_label_loss,
+    mask_loss,
+    sigmoid_classification_loss,
+)
+from vlpart.model.ops import MultiLevelRoIAlign, mask_targets, scale_gradient
+from vlpart.model.text_classifier import TextBoxPredictor
+
+__all__ = [
+    "CASCADE_BOX_WEIGHTS",
+    "CASCADE_IOUS",
+    "BOX_WEIGHTS",
+    "CascadeRoIHeads",
+    "TextRoIHeads",
+    "build_box_head",
+    "build_mask_branch",
+]
+
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# Cascade R-CNN (Cai & Vasconcelos 2018): IoU thresholds and box-coder weights per stage.
+CASCADE_IOUS = (0.5, 0.6, 0.7)
+CASCADE_BOX_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
+BOX_POOL_SIZE = 7
+MASK_POOL_SIZE = 14
+BOX_HEAD_DIM = 1024
+MASK_HEAD_DIM = 256
+MASK_HEAD_CONVS = 4
+# A default-scale init starts the mask loss at 20–60 instead of 0.69 (DESIGN.md).
+MASK_PREDICTOR_INIT_STD = 0.001
+BOX_DELTA_CLIP = math.log(1000.0 / 16)
+
+
+class _TwoFCHead(nn.Module):
+    """flatten → fc6 → ReLU → fc7 → ReLU (detectron2's 2-fc box head)."""
+
+    def __init__(self, in_features: int, dim: int = BOX_HEAD_DIM) -> None:
+        super().__init__()
+        self.fc6 = nn.Linear(in_features, dim)
+        self.fc7 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc7(self.fc6(x.flatten(1)).relu()).relu()
+
+
+def build_box_head(in_channels: int) -> nn.Module:
+    """The 2-fc box head over 7×7 pooled features: ``Tensor[R, C, 7, 7] → Tensor[R, 1024]``."""
+    return _TwoFCHead(in_channels * BOX_POOL_SIZE**2)
+
+
+def build_mask_branch(in_channels: int) -> tuple[nn.Module, nn.Module]:
+    """Class-agnostic mask head (4 conv3×3+ReLU) and predictor (deconv 2×2 s2 + ReLU, 1×1 conv
+    to one channel, initialised with std 0.001 and zero bias)."""
+    head = MaskRCNNHeads(in_channels, (MASK_HEAD_DIM,) * MASK_HEAD_CONVS, 1)
+    predictor = MaskRCNNPredictor(MASK_HEAD_DIM, MASK_HEAD_DIM, 1)
+    nn.init.normal_(predictor.mask_fcn_logits.weight, std=MASK_PREDICTOR_INIT_STD)
+    nn.init.zeros_(predictor.mask_fcn_logits.bias)
+    return head, predictor
+
+
+class TextRoIHeads(RoIHeads):
+    """Box and mask heads of the text-classifier Mask R-CNN.
+
+    Args:
+        in_channels: FPN channels.
+        text_dim: width D of the text embeddings.
+        batch_size_per_image: RoIs sampled per image for training.
+        positive_fraction: fraction of positives among them.
+        fg_iou_thresh: IoU for a proposal to count as foreground.
+        score_thresh: keep detections scoring strictly above this.
+        nms_thresh: per-class NMS IoU.
+        detections_per_image: detections kept per image.
+        mask_rois_per_image: cap on positive RoIs per image for the mask loss (None: all).
+        federated_loss: use the federated sigmoid loss (needs ``class_image_counts``).
+        image_label_mode: proposal choice of the image-level loss.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        text_dim: int,
+        *,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        fg_iou_thresh: float = 0.5,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+        mask_rois_per_image: int | None = None,
+        federated_loss: bool = False,
+        image_label_mode: Literal["max_size", "max_score"] = "max_size",
+    ) -> None:
+        mask_head, mask_predictor = build_mask_branch(in_channels)
+        super().__init__(
+            box_roi_pool=MultiLevelRoIAlign(BOX_POOL_SIZE),
+            box_head=self._make_box_heads(in_channels),
+            box_predictor=self._make_box_predictors(text_dim),
+            fg_iou_thresh=fg_iou_thresh,
+            bg_iou_thresh=fg_iou_thresh,
+            batch_size_per_image=batch_size_per_image,
+            positive_fraction=positive_fraction,
+            bbox_reg_weights=BOX_WEIGHTS,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_image,
+            mask_roi_pool=MultiLevelRoIAlign(MASK_POOL_SIZE),
+            mask_head=mask_head,
+            mask_predictor=mask_predictor,
+        )
+        self.mask_rois_per_image = mask_rois_per_image
+        self.federated_loss = federated_loss
+        self.image_label_mode = image_label_mode
+        self.register_buffer("class_weights", torch.zeros(0), persistent=False)
+
+    def _make_box_heads(self, in_channels: int) -> nn.Module:
+        return build_box_head(in_channels)
+
+    def _make_box_predictors(self, text_dim: int) -> nn.Module:
+        return TextBoxPredictor(BOX_HEAD_DIM, text_dim)
+
+    def classifiers(self) -> list[nn.Module]:
+        """The text classifiers (one per stage)."""
+        return [self.box_predictor.cls_score]
+
+    def set_vocabulary(
+        self, text_embeddings: Tensor, *, class_image_counts: Tensor | None = None
+    ) -> None:
+        """Set the default vocabulary ``Tensor[C, D]`` and, for the federated loss, the number
+        of training images of each class ``Tensor[C]``."""
+        for classifier in self.classifiers():
+            classifier.set_vocabulary(text_embeddings)
+        if class_image_counts is not None:
+            self.class_weights = federated_class_weights(class_image_counts).to(text_embeddings)
+        else:
+            self.class_weights = text_embeddings.new_zeros(0)
+
+    # ------------------------------------------------------------------ training helpers
+    def _sample(
+        self, proposals: list[Tensor], targets: Sequence[Mapping[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Add the ground truth to the proposals, match and subsample.
+
+        Returns per image the sampled boxes ``Tensor[S_i, 4]``, the matched ground-truth index
+        ``Tensor[S_i]`` (clamped to 0 for background) and labels ``Tensor[S_i]`` (vocabulary
+        index, -1 for background).
+        """
+        gt_boxes = [t["boxes"].to(proposals[0].dtype) for t in targets]
+        # torchvision's matching uses 0 for background: shift labels by one and back.
+        gt_labels = [t["labels"] + 1 for t in targets]
+        proposals = self.add_gt_proposals(proposals, gt_boxes)
+        matched_idxs, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+        sampled = self.subsample(labels)
+        return (
+            [p[s] for p, s in zip(proposals, sampled, strict=True)],
+            [m[s] for m, s in zip(matched_idxs, sampled, strict=True)],
+            [lab[s] - 1 for lab, s in zip(labels, sampled, strict=True)],
+        )
+
+    def _classification_loss(
+        self, class_logits: Tensor, labels: Tensor, class_image_counts: Tensor | None
+    ) -> Tensor:
+        weights = self.class_weights
+        if class_image_counts is not None:
+            weights = federated_class_weights(class_image_counts).to(class_logits)
+        mask = None
+        if self.federated_loss:
+            num_classes = class_logits.shape[1] - 1
+            if weights.numel() != num_classes:
+                raise ValueError(
+                    "the federated loss needs class_image_counts (Tensor[C]) for the "
+                    f"{num_classes} classes of the vocabulary"
+                )
+            mask = federated_class_mask(labels, weights)
+        return sigmoid_classification_loss(class_logits, labels, class_mask=mask)
+
+    def _mask_losses(
+        self,
+        features: list[Tensor],
+        boxes: list[Tensor],
+        matched_idxs: list[Tensor],
+        labels: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+        num_classes: int,
+    ) -> Tensor:
+        pos_boxes, pos_targets = [], []
+        for b, m, lab, t in zip(boxes, matched_idxs, labels, targets, strict=True):
+            pos = torch.nonzero((lab >= 0) & (lab < num_classes)).squeeze(1)
+            if self.mask_rois_per_image is not None and len(pos) > self.mask_rois_per_image:
+                pos = pos[torch.randperm(len(pos), device=pos.device)[: self.mask_rois_per_image]]
+            pos_boxes.append(b[pos])
+            pos_targets.append(mask_targets(t["masks"], b[pos], m[pos], 2 * MASK_POOL_SIZE))
+        mask_feats = self.mask_head(self.mask_roi_pool(features, pos_boxes))
+        return mask_loss(self.mask_predictor(mask_feats), torch.cat(pos_targets))
+
+    def _image_losses(
+        self,
+        classify,
+        features: list[Tensor],
+        proposals: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+    ) -> Tensor:
+        top = [p[:IMAGE_LABEL_TOPK] for p in proposals]
+        logits = classify(self.box_roi_pool(features, top)).split([len(p) for p in top])
+        losses = [
+            image_label_loss(lg, p, t["image_labels"], mode=self.image_label_mode)
+            for lg, p, t in zip(logits, top, targets, strict=True)
+        ]
+        return torch.stack(losses).mean()
+
+    # ------------------------------------------------------------------ forward
+    def forward(  # type: ignore[override]
+        self,
+        features: Mapping[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[Mapping[str, Tensor]] | None = None,
+        *,
+        proposal_scores: list[Tensor] | None = None,
+        losses: Sequence[str] = (),
+        text_embeddings: Tensor | None = None,
+        class_image_counts: Tensor | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Train or detect.
+
+        Args:
+            features: pyramid maps; the first four (P2–P5) are pooled.
+            proposals: per image ``Tensor[R_i, 4]``, XYXY input pixels, sorted by objectness.
+            image_sizes: resized ``(H, W)`` per image.
+            targets: training targets (``boxes``, ``labels``, ``masks``, ``image_labels`` as the
+                requested losses need).
+            proposal_scores: per image objectness probabilities ``Tensor[R_i]`` (inference).
+            losses: names of the losses to compute in training (see ``LOSS_WEIGHTS``).
+            text_embeddings: vocabulary ``Tensor[C, D]`` for this call (default: the one set).
+            class_image_counts: ``Tensor[C]`` image counts for the federated loss.
+
+        Returns:
+            In training ``([], losses)``; otherwise per image ``boxes`` (Tensor[N, 4], input
+            pixels), ``scores`` (Tensor[N]), ``labels`` (Tensor[N], int64 vocabulary indices),
+            ``masks`` (Tensor[N, 1, 28, 28] probabilities in box coordinates), and ``{}``.
+        """
+        maps = list(features.values())[:4]
+        if self.training:
+            if targets is None:
+                raise ValueError("training needs targets")
+            return [], self._forward_train(
+                maps,
+                proposals,
+                image_sizes,
+                targets,
+                set(losses),
+                text_embeddings,
+                class_image_counts,
+            )
+        if proposal_scores is None:
+            raise ValueError("inference needs the proposals' objectness scores")
+        boxes, scores = self._predict_boxes(
+            maps, proposals, image_sizes, proposal_scores, text_embeddings
+        )
+        detections = [
+            self._select(b, s, size) for b, s, size in zip(boxes, scores, image_sizes, strict=True)
+        ]
+        det_boxes = [d["boxes"] for d in detections]
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, det_boxes)))
+        for det, masks in zip(
+            detections, mask_logits.sigmoid().split([len(b) for b in det_boxes]), strict=True
+        ):
+            det["masks"] = masks
+        return detections, {}
+
+    def _forward_train(
+        self,
+        maps: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[Mapping[str, Tensor]],
+        wanted: set[str],
+        text_embeddings: Tensor | None,
+        class_image_counts: Tensor | None,
+    ) -> dict[str, Tensor]:
+        predictor = self.box_predictor
+        out: dict[str, Tensor] = {}
+        if "loss_image" in wanted:
+            out["loss_image"] = self._image_losses(
+                lambda x: predictor.cls_score(self.box_head(x), text_embeddings),
+                maps,
+                proposals,
+                targets,
+            )
+        if not wanted & {"loss_cls", "loss_box_reg", "loss_mask"}:
+            return out
+        boxes, matched_idxs, labels = self._sample(proposals, targets)
+        box_feats = self.box_head(self.box_roi_pool(maps, boxes))
+        class_logits = predictor.cls_score(box_feats, text_embeddings)
+        num_classes = class_logits.shape[1] - 1
+        all_labels = _background_last(torch.cat(labels), num_classes)
+        if "loss_cls" in wanted:
+            out["loss_cls"] = self._classification_loss(
+                class_logits, all_labels, class_image_counts
+            )
+        if "loss_box_reg" in wanted:
+            gt = [
+                t["boxes"].to(b)[m] if len(t["boxes"]) else torch.zeros_like(b)
+                for t, b, m in zip(targets, boxes, matched_idxs, strict=True)
+            ]
+            target_deltas = self.box_coder.encode(gt, boxes)
+            out["loss_box_reg"] = box_regression_loss(
+                predictor.bbox_pred(box_feats),
+                torch.cat(target_deltas),
+                all_labels < num_classes,
+            )
+        if "loss_mask" in wanted:
+            out["loss_mask"] = self._mask_losses(
+                maps, boxes, matched_idxs, labels, targets, num_classes
+            )
+        return out
+
+    def _predict_boxes(
+        self,
+        maps: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        proposal_scores: list[Tensor],
+        text_embeddings: Tensor | None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per image refined boxes ``Tensor[R_i, 4]`` (clipped) and scores
+        ``sqrt(sigmoid(cls) · objectness)`` ``Tensor[R_i, C]``."""
+        feats = self.box_head(self.box_roi_pool(maps, proposals))
+        class_logits, deltas = self.box_predictor(feats, text_embeddings)
+        num_classes = class_logits.shape[1] - 1
+        sizes = [len(p) for p in proposals]
+        decoded = self.box_coder.decode(deltas, proposals).view(-1, 4).split(sizes)
+        boxes = [clip_boxes_to_image(b, s) for b, s in zip(decoded, image_sizes, strict=True)]
+        probs = class_logits[:, :num_classes].sigmoid().split(sizes)
+        scores = [(p * o[:, None]).sqrt() for p, o in zip(probs, proposal_scores, strict=True)]
+        return boxes, scores
+
+    def _select(self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]) -> dict:
+        """Score threshold (strict), per-class NMS and top-k over class-agnostic boxes.
+
+        Args:
+            boxes (Tensor[R, 4]): refined boxes, one per proposal.
+            scores (Tensor[R, C]): per-class scores.
+        """
+        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+        boxes, scores = boxes[finite], scores[finite]
+        rows, classes = torch.nonzero(scores > self.score_thresh, as_tuple=True)
+        det_boxes, det_scores = boxes[rows], scores[rows, classes]
+        keep = batched_nms(det_boxes, det_scores, classes, self.nms_thresh)
+        keep = keep[: self.detections_per_img]
+        return {"boxes": det_boxes[keep], "scores": det_scores[keep], "labels": classes[keep]}
+
+
+class CascadeRoIHeads(TextRoIHeads):
+    """Three box stages (IoU 0.5/0.6/0.7, box-coder weights (10,10,5,5), (20,20,10,10),
+    (30,30,15,15)), each with its own box head and text classifier; each stage refines the
+    previous stage's boxes, test scores are the mean of the stages' class probabilities.
+
+    Takes the keyword arguments of :class:`TextRoIHeads`.
+    """
+
+    def __init__(self, in_channels: int, text_dim: int, **kwargs) -> None:
+        super().__init__(in_channels, text_dim, **kwargs)
+        self.stage_coders = [
+            BoxCoder(w, bbox_xform_clip=BOX_DELTA_CLIP) for w in CASCADE_BOX_WEIGHTS
+        ]
+        self.stage_matchers = [
+            Matcher(iou, iou, allow_low_quality_matches=False) for iou in CASCADE_IOUS
+        ]
+
+    def _make_box_heads(self, in_channels: int) -> nn.Module:
+        return nn.ModuleList(build_box_head(in_channels) for _ in CASCADE_IOUS)
+
+    def _make_box_predictors(self, text_dim: int) -> nn.Module:
+        return nn.ModuleList(TextBoxPredictor(BOX_HEAD_DIM, text_dim) for _ in CASCADE_IOUS)
+
+    def classifiers(self) -> list[nn.Module]:
+        return [p.cls_score for p in self.box_predictor]
+
+    def _run_stage(
+        self, stage: int, maps: list[Tensor], boxes: list[Tensor], text_embeddings: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        pooled = self.box_roi_pool(maps, boxes)
+        if self.training:
+            # detectron2's cascade: each stage's loss reaches the shared features with weight
+            # 1/3, so the pyramid sees the average of the stages' gradients.
+            pooled = scale_gradient(pooled, 1.0 / len(CASCADE_IOUS))
+        feats = self.box_head[stage](pooled)
+        return self.box_predictor[stage](feats, text_embeddings)
+
+    def _refine(
+        self, stage: int, deltas: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[Tensor]:
+        decoded = self.stage_coders[stage].decode(deltas.detach(), boxes).view(-1, 4)
+        return [
+            clip_boxes_to_image(b, s)
+            for b, s in zip(decoded.split([len(b) for b in boxes]), image_sizes, strict=True)
+        ]
+
+    def _match(
+        self, stage: int, boxes: list[Tensor], targets: Sequence[Mapping[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Match refined boxes at the stage's IoU; labels are -1 for background."""
+        matched, labels = [], []
+        for b, t in zip(boxes, targets, strict=True):
+            if len(t["boxes"]) == 0:
+                matched.append(torch.zeros(len(b), dtype=torch.int64, device=b.device))
+                labels.append(torch.full((len(b),), -1, dtype=torch.int64, device=b.device))
+                continue
+            idx = self.stage_matchers[stage](box_iou(t["boxes"].to(b), b))
+            lab = t["labels"][idx.clamp(min=0)]
+            matched.append(idx.clamp(min=0))
+            labels.append(torch.where(idx < 0, torch.full_like(lab, -1), lab))
+        return matched, labels
+
+    def _forward_train(
+        self,
+        maps: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[Mapping[str, Tensor]],
+        wanted: set[str],
+        text_embeddings: Tensor | None,
+        class_image_counts: Tensor | None,
+    ) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        stages = range(len(CASCADE_IOUS))
+        if "loss_image" in wanted:
+            out["loss_image"] = sum(
+                self._image_losses(
+                    lambda x, k=k: self.box_predictor[k].cls_score(
+                        self.box_head[k](x), text_embeddings
+                    ),
+                    maps,
+                    proposals,
+                    targets,
+                )
+                for k in stages
+            ) / len(CASCADE_IOUS)
+        if not wanted & {"loss_cls", "loss_box_reg", "loss_mask"}:
+            return out
+        boxes, matched_idxs, labels = self._sample(proposals, targets)
+        first = (boxes, matched_idxs, labels)
+        for k in stages:
+            if k > 0:
+                matched_idxs, labels = self._match(k, boxes, targets)
+            class_logits, deltas = self._run_stage(k, maps, boxes, text_embeddings)
+            num_classes = class_logits.shape[1] - 1
+            all_labels = _background_last(torch.cat(labels), num_classes)
+            if "loss_cls" in wanted:
+                loss = self._classification_loss(class_logits, all_labels, class_image_counts)
+                out["loss_cls"] = out.get("loss_cls", 0) + loss
+            if "loss_box_reg" in wanted:
+                gt = [
+                    t["boxes"].to(b)[m] if len(t["boxes"]) else torch.zeros_like(b)
+                    for t, b, m in zip(targets, boxes, matched_idxs, strict=True)
+                ]
+                target_deltas = torch.cat(self.stage_coders[k].encode(gt, boxes))
+                loss = box_regression_loss(deltas, target_deltas, all_labels < num_classes)
+                out["loss_box_reg"] = out.get("loss_box_reg", 0) + loss
+            boxes = self._refine(k, deltas, boxes, image_sizes)
+        if "loss_mask" in wanted:
+            boxes, matched_idxs, labels = first
+            num_classes = class_logits.shape[1] - 1
+            out["loss_mask"] = self._mask_losses(
+                maps, boxes, matched_idxs, labels, targets, num_classes
+            )
+        return out
+
+    def _predict_boxes(
+        self,
+        maps: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        proposal_scores: list[Tensor],
+        text_embeddings: Tensor | None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        boxes, probs = proposals, []
+        sizes = [len(p) for p in proposals]
+        for k in range(len(CASCADE_IOUS)):
+            class_logits, deltas = self._run_stage(k, maps, boxes, text_embeddings)
+            probs.append(class_logits[:, :-1].sigmoid())
+            boxes = self._refine(k, deltas, boxes, image_sizes)
+        mean_probs = (sum(probs) / len(probs)).split(sizes)
+        scores = [(p * o[:, None]).sqrt() for p, o in zip(mean_probs, proposal_scores, strict=True)]
+        return boxes, scores
+
+
+def _background_last(labels: Tensor, num_classes: int) -> Tensor:
+    """Map background ``-1`` to ``C`` (the loss functions' convention)."""
+    return torch.where(labels < 0, torch.full_like(labels, num_classes), labels)

@@ -1,0 +1,153 @@
+"""Model-side preprocessing (resize, normalise, pad) and the mapping of outputs back to the
+original image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.transforms.v2 import functional as TF
+
+from vlpart.model.ops import paste_masks
+
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resized_shape"]
+
+# ImageNet statistics in 0–255 units (RGB), as the released models use.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+SIZE_DIVISIBILITY = 32
+
+
+def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> tuple[int, int]:
+    """Short side to ``min_size``, long side capped at ``max_size``, rounded half up (the
+    arithmetic of detectron2's ``ResizeShortestEdge``)."""
+    scale = min_size / min(height, width)
+    if height < width:
+        new_h, new_w = float(min_size), scale * width
+    else:
+        new_h, new_w = scale * height, float(min_size)
+    if max(new_h, new_w) > max_size:
+        scale = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+class DetectorTransform(nn.Module):
+    """Resize → normalise → zero-pad (after normalising) to a multiple of 32.
+
+    Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized as uint8 with
+    antialiasing, like PIL bilinear) or float in 0–1.
+
+    Args:
+        min_size: target short side.
+        max_size: cap on the long side.
+        pixel_mean: per-channel mean in 0–255 units.
+        pixel_std: per-channel std in 0–255 units.
+        size_divisible: padded sides are multiples of this.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_size: int = 800,
+        max_size: int = 1333,
+        pixel_mean: Sequence[float] = PIXEL_MEAN,
+        pixel_std: Sequence[float] = PIXEL_STD,
+        size_divisible: int = SIZE_DIVISIBILITY,
+    ) -> None:
+        super().__init__()
+        self.min_size = min_size
+        self.max_size = max_size
+        self.size_divisible = size_divisible
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
+
+    def forward(
+        self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
+        """Prepare a batch.
+
+        Args:
+            images: ``Tensor[3, H_i, W_i]`` uint8 (0–255) or float (0–1).
+            targets: per image ``boxes`` (XYXY pixels of the input image) and optionally
+                ``masks`` (Tensor[N, H_i, W_i], uint8); other keys are passed through.
+
+        Returns:
+            The padded batch ``Tensor[B, 3, H, W]`` with the resized sizes, and the targets
+            rescaled to the resized images.
+        """
+        resized, out_targets = [], [] if targets is not None else None
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(
+                    f"image {i}: expected a [3, H, W] RGB tensor, got {list(image.shape)}"
+                )
+            height, width = image.shape[-2:]
+            size = resized_shape(height, width, min_size=self.min_size, max_size=self.max_size)
+            if image.dtype == torch.uint8:
+                pixels = TF.resize(image, list(size), antialias=True).to(self.pixel_mean.dtype)
+            else:
+                pixels = TF.resize(image * 255.0, list(size), antialias=True)
+            resized.append((pixels - self.pixel_mean) / self.pixel_std)
+            if targets is not None:
+                out_targets.append(_resize_target(targets[i], (height, width), size))
+        batch = self._pad(resized)
+        return ImageList(batch, [tuple(r.shape[-2:]) for r in resized]), out_targets
+
+    def _pad(self, images: list[Tensor]) -> Tensor:
+        div = self.size_divisible
+        height = -(-max(im.shape[1] for im in images) // div) * div
+        width = -(-max(im.shape[2] for im in images) // div) * div
+        batch = images[0].new_zeros((len(images), 3, height, width))
+        for slot, im in zip(batch, images, strict=True):
+            slot[:, : im.shape[1], : im.shape[2]].copy_(im)
+        return batch
+
+    def postprocess(
+        self,
+        detections: list[dict[str, Tensor]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Map detections from resized to original pixels.
+
+        Boxes are scaled, clipped and empty ones dropped; masks ``Tensor[N, 1, M, M]`` are pasted
+        into ``Tensor[N, 1, H, W]`` probabilities at the original size.
+        """
+        results = []
+        for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes, strict=True):
+            boxes = det["boxes"] * det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            out = {
+                "boxes": boxes[keep],
+                "scores": det["scores"][keep],
+                "labels": det["labels"][keep],
+            }
+            if "masks" in det:
+                out["masks"] = paste_masks(det["masks"][keep], out["boxes"], (oh, ow))
+            results.append(out)
+        return results
+
+
+def _resize_target(
+    target: dict[str, Tensor], size: tuple[int, int], new_size: tuple[int, int]
+) -> dict[str, Tensor]:
+    out = dict(target)
+    (h, w), (nh, nw) = size, new_size
+    if "boxes" in target:
+        boxes = target["boxes"]
+        out["boxes"] = boxes * boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
+    if "masks" in target:
+        masks = target["masks"]
+        if len(masks) == 0:
+            out["masks"] = masks.new_zeros((0, nh, nw))
+        else:
+            out["masks"] = F.interpolate(masks[None].float(), size=new_size, mode="nearest")[0].to(
+                masks.dtype
+            )
+    return out

@@ -1,0 +1,262 @@
+"""Checkpoints, backbone weight resolution and the official-checkpoint converter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torchvision.models import resnet50
+
+from vlpart.cli import main
+from vlpart.model import build_backbone, load_checkpoint, resolve_weights, save_checkpoint
+from vlpart.model.checkpoint import load_state_dict_strict
+from vlpart.model.convert import (
+    DROPPED_KEYS,
+    config_from_official,
+    convert_official_state_dict,
+    official_model,
+)
+
+NUM_TRAIN_CLASSES = 7
+
+
+def test_safetensors_round_trip_is_exact(tiny_models, tiny_config, tmp_path):
+    model = tiny_models()
+    path = save_checkpoint(
+        model,
+        tmp_path / "m.safetensors",
+        config=tiny_config(),
+        vocabulary=[{"id": 1, "name": "dog:head"}],
+        text_encoder="minilm:x",
+    )
+    side = json.loads((tmp_path / "m.json").read_text())
+    assert side["format_version"] == 1 and side["text_encoder"] == "minilm:x"
+    assert side["text_dim"] == 32 and side["config"]["fpn_channels"] == 32
+    loaded, info = load_checkpoint(path)
+    assert info.config == tiny_config() and info.vocabulary == [{"id": 1, "name": "dog:head"}]
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_strict_loading_lists_missing_and_unexpected_keys(tiny_models):
+    model = tiny_models()
+    state = dict(model.state_dict())
+    state.pop("rpn.head.cls_logits.weight")
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(
+        ValueError,
+        match=r"1 missing keys \(rpn.head.cls_logits.weight\); "
+        r"1 unexpected keys \(extra.weight\)",
+    ):
+        load_state_dict_strict(model, state)
+
+
+def test_missing_checkpoint_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        load_checkpoint(tmp_path / "none.safetensors")
+
+
+def test_resolve_weights_order_and_errors(tmp_path, monkeypatch):
+    assert resolve_weights("resnet50", None) is None
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth.*offline"):
+        resolve_weights("resnet50", tmp_path / "nope.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"torch hub cache.*downloading.*offline"):
+        resolve_weights("swin_b")  # downloads are blocked in tests
+    cached = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"")
+    assert resolve_weights("resnet50").source == "cache"
+    explicit = tmp_path / "mine.pth"
+    explicit.write_bytes(b"")
+    assert resolve_weights("resnet50", explicit).source == "file"
+    with pytest.raises(ValueError, match="unknown backbone"):
+        resolve_weights("vgg16")
+
+
+def test_efficientnet_weights_ship_in_a_package():
+    resolved = resolve_weights("efficientnet_lite0")
+    assert resolved.source == "package" and resolved.path.is_file()
+    state = torch.load(resolved.path, map_location="cpu", weights_only=True)
+    backbone = build_backbone("efficientnet_lite0", out_channels=16)
+    torch.testing.assert_close(backbone.body.conv_stem.weight, state["_conv_stem.weight"])
+    torch.testing.assert_close(
+        backbone.body.blocks[15]._bn2.running_var, state["_blocks.15._bn2.running_var"]
+    )
+    feats = backbone(torch.zeros(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [
+        (16, 16),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+        (1, 1),
+    ]
+
+
+def test_resnet_weights_from_a_local_file(tmp_path):
+    net = resnet50()
+    path = tmp_path / "r50.pth"
+    torch.save(net.state_dict(), path)
+    backbone = build_backbone("resnet50", weights=path, out_channels=16)
+    torch.testing.assert_close(backbone.body.layer3[0].conv1.weight, net.layer3[0].conv1.weight)
+    torch.testing.assert_close(backbone.body.bn1.running_mean, net.bn1.running_mean)
+
+
+# ---------------------------------------------------------------- official checkpoints
+def _official_state(*, cascade: bool) -> dict[str, torch.Tensor]:
+    """A synthetic VLPart checkpoint in detectron2's key layout (R50-FPN Mask R-CNN)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) / math.sqrt(max(1, math.prod(shape[1:])))
+
+    trunk = resnet50().state_dict()
+    state = {f"backbone.bottom_up.base.{k}": v for k, v in trunk.items() if not k.startswith("fc.")}
+    for lvl, cin in zip(range(2, 6), (256, 512, 1024, 2048), strict=True):
+        state[f"backbone.fpn_lateral{lvl}.weight"] = rand(256, cin, 1, 1)
+        state[f"backbone.fpn_lateral{lvl}.bias"] = rand(256)
+        state[f"backbone.fpn_output{lvl}.weight"] = rand(256, 256, 3, 3)
+        state[f"backbone.fpn_output{lvl}.bias"] = rand(256)
+    rpn = "proposal_generator.rpn_head."
+    state |= {
+        rpn + "conv.weight": rand(256, 256, 3, 3),
+        rpn + "conv.bias": rand(256),
+        rpn + "objectness_logits.weight": rand(3, 256, 1, 1),
+        rpn + "objectness_logits.bias": rand(3),
+        rpn + "anchor_deltas.weight": rand(12, 256, 1, 1),
+        rpn + "anchor_deltas.bias": rand(12),
+    }
+    for stage in ("0.", "1.", "2.") if cascade else ("",):
+        head, pred = f"roi_heads.box_head.{stage}", f"roi_heads.box_predictor.{stage}"
+        state |= {
+            head + "fc1.weight": rand(1024, 256 * 49),
+            head + "fc1.bias": rand(1024),
+            head + "fc2.weight": rand(1024, 1024),
+            head + "fc2.bias": rand(1024),
+            pred + "cls_score.linear.weight": rand(1024, 1024),
+            pred + "cls_score.linear.bias": rand(1024),
+            pred + "cls_score.zs_weight": rand(1024, NUM_TRAIN_CLASSES + 1),
+            pred + "bbox_pred.0.weight": rand(1024, 1024),
+            pred + "bbox_pred.0.bias": rand(1024),
+            pred + "bbox_pred.2.weight": rand(4, 1024),
+            pred + "bbox_pred.2.bias": rand(4),
+        }
+    mask = "roi_heads.mask_head."
+    for i in range(1, 5):
+        state |= {
+            f"{mask}mask_fcn{i}.weight": rand(256, 256, 3, 3),
+            f"{mask}mask_fcn{i}.bias": rand(256),
+        }
+    state |= {
+        mask + "deconv.weight": rand(256, 256, 2, 2),
+        mask + "deconv.bias": rand(256),
+        mask + "predictor.weight": rand(1, 256, 1, 1),
+        mask + "predictor.bias": rand(1),
+        "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
+        "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1),
+    }
+    return state
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_converter_maps_every_key_and_runs(cascade):
+    import re
+
+    state = _official_state(cascade=cascade)
+    converted = convert_official_state_dict(state)
+    dropped = [k for k in state if any(re.search(p, k) for p, _ in DROPPED_KEYS)]
+    assert len(converted) + len(dropped) == len(state)  # zero unmapped keys
+    assert {k.rsplit(".", 1)[-1] for k in dropped} == {
+        "num_batches_tracked",
+        "zs_weight",
+        "pixel_mean",
+        "pixel_std",
+    }
+    config = config_from_official(state)
+    assert (config.backbone, config.cascade, config.text_dim) == ("resnet50", cascade, 1024)
+    model = official_model(state, config)  # strict load
+    stage = "0." if cascade else ""
+    assert torch.equal(
+        model.backbone.fpn.inner_blocks[0][0].weight, state["backbone.fpn_lateral2.weight"]
+    )
+    assert torch.equal(
+        model.state_dict()[f"roi_heads.box_head.{stage}fc6.weight"],
+        state[f"roi_heads.box_head.{stage}fc1.weight"],
+    )
+    assert torch.equal(
+        model.roi_heads.mask_predictor.conv5_mask.weight, state["roi_heads.mask_head.deconv.weight"]
+    )
+    model.roi_heads.detections_per_img = 5
+    model.transform.min_size, model.transform.max_size = 64, 96
+    model.set_vocabulary(torch.randn(3, 1024))
+    with torch.inference_mode():
+        out = model([torch.rand(3, 64, 80)])
+    assert out[0]["masks"].shape[1:] == (1, 64, 80) and out[0]["boxes"].shape[1] == 4
+
+
+def test_converter_rejects_unknown_keys():
+    state = _official_state(cascade=False)
+    state["roi_heads.box_predictor.freq_weight"] = torch.ones(3)
+    with pytest.raises(ValueError, match=r"1 checkpoint keys .*freq_weight"):
+        convert_official_state_dict(state)
+
+
+def test_swin_trunk_keys_convert_strictly():
+    from vlpart.model.backbones import build_backbone
+
+    state = {}
+    dims, depths, heads = (128, 256, 512, 1024), (2, 2, 18, 2), (4, 8, 16, 32)
+    bb = "backbone.bottom_up."
+    state[bb + "patch_embed.proj.weight"] = torch.zeros(128, 3, 4, 4)
+    state[bb + "patch_embed.proj.bias"] = torch.zeros(128)
+    state[bb + "patch_embed.norm.weight"] = torch.ones(128)
+    state[bb + "patch_embed.norm.bias"] = torch.zeros(128)
+    for i, (c, depth, nh) in enumerate(zip(dims, depths, heads, strict=True)):
+        for j in range(depth):
+            p = f"{bb}layers.{i}.blocks.{j}."
+            state |= {
+                p + "norm1.weight": torch.ones(c),
+                p + "norm1.bias": torch.zeros(c),
+                p + "attn.relative_position_bias_table": torch.zeros(169, nh),
+                p + "attn.relative_position_index": torch.zeros(49, 49, dtype=torch.int64),
+                p + "attn.qkv.weight": torch.zeros(3 * c, c),
+                p + "attn.qkv.bias": torch.zeros(3 * c),
+                p + "attn.proj.weight": torch.zeros(c, c),
+                p + "attn.proj.bias": torch.zeros(c),
+                p + "norm2.weight": torch.ones(c),
+                p + "norm2.bias": torch.zeros(c),
+                p + "mlp.fc1.weight": torch.zeros(4 * c, c),
+                p + "mlp.fc1.bias": torch.zeros(4 * c),
+                p + "mlp.fc2.weight": torch.zeros(c, 4 * c),
+                p + "mlp.fc2.bias": torch.zeros(c),
+            }
+        if i < 3:
+            state |= {
+                f"{bb}layers.{i}.downsample.reduction.weight": torch.zeros(2 * c, 4 * c),
+                f"{bb}layers.{i}.downsample.norm.weight": torch.ones(4 * c),
+                f"{bb}layers.{i}.downsample.norm.bias": torch.zeros(4 * c),
+            }
+        state |= {f"{bb}norm{i}.weight": torch.ones(c), f"{bb}norm{i}.bias": torch.zeros(c)}
+    converted = convert_official_state_dict(state)
+    assert len(converted) == len(state)
+    trunk = build_backbone("swin_b", weights=None).body
+    load_state_dict_strict(
+        trunk, {k.removeprefix("backbone.body."): v for k, v in converted.items()}
+    )
+
+
+def test_cli_convert(tmp_path, capsys):
+    src = tmp_path / "vlpart_r50.pth"
+    torch.save({"model": _official_state(cascade=False), "iteration": 5}, src)
+    out = tmp_path / "r50.safetensors"
+    assert main(["convert", str(src), str(out)]) == 0
+    assert out.is_file() and (tmp_path / "r50.json").is_file()
+    model, info = load_checkpoint(out)
+    assert info.text_encoder == "clip:RN50:openai" and info.config.backbone == "resnet50"
+    assert info.vocabulary is None
+    assert main(["convert", str(tmp_path / "none.pth"), str(out)]) == 2
+    assert "none.pth: checkpoint not found" in capsys.readouterr().err

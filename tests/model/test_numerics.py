@@ -1,0 +1,74 @@
+"""Reference numerics the converted official checkpoints depend on, checked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vlpart.model.ops import MultiLevelRoIAlign, assign_fpn_levels, paste_masks
+from vlpart.model.roi_heads import TextRoIHeads
+from vlpart.model.rpn import AnchorGenerator, cell_anchors
+from vlpart.model.transform import DetectorTransform, resized_shape
+
+
+def test_roi_align_is_half_pixel_aligned_with_adaptive_sampling():
+    # Feature value = x index, so bilinear sampling returns the sample's x coordinate.
+    feat = torch.arange(16.0).repeat(16, 1)[None, None]
+    pool = MultiLevelRoIAlign(2, min_level=2)
+    # Image box [8, 24] at stride 4 → feature [2, 6], aligned shifts by -0.5 → [1.5, 5.5];
+    # two bins of width 2 centred at 2.5 and 4.5.
+    out = pool([feat], [torch.tensor([[8.0, 8.0, 24.0, 24.0]])])
+    torch.testing.assert_close(out[0, 0], torch.tensor([[2.5, 4.5], [2.5, 4.5]]))
+    unaligned = MultiLevelRoIAlign(2, min_level=2, aligned=False)(
+        [feat], [torch.tensor([[8.0, 8.0, 24.0, 24.0]])]
+    )
+    torch.testing.assert_close(unaligned[0, 0], torch.tensor([[3.0, 5.0], [3.0, 5.0]]))
+
+
+def test_level_assignment_formula():
+    sides = torch.tensor([10.0, 111.9, 112.0, 223.9, 224.0, 447.0, 448.0, 2000.0])
+    boxes = torch.stack([torch.zeros(8), torch.zeros(8), sides, sides], dim=1)
+    expected = [min(max(math.floor(4 + math.log2(s / 224 + 1e-8)), 2), 5) for s in sides.tolist()]
+    assert expected == [2, 2, 3, 3, 4, 4, 5, 5]
+    assert assign_fpn_levels(boxes).tolist() == expected
+
+
+def test_box_decoding_with_weights_and_clamp():
+    heads = TextRoIHeads(8, 4)
+    proposal = torch.tensor([[0.0, 0.0, 10.0, 20.0]])
+    deltas = torch.tensor([[10.0, 20.0, 5 * math.log(2.0), 500.0]])  # weights (10, 10, 5, 5)
+    box = heads.box_coder.decode(deltas, [proposal]).view(-1, 4)
+    # centre (5 + 1·10, 10 + 2·20); width 10·2; height 20·exp(log(1000/16)) (clamped).
+    torch.testing.assert_close(box, torch.tensor([[5.0, 50 - 625.0, 25.0, 50 + 625.0]]))
+
+
+def test_cell_anchors_are_not_rounded_and_size_major():
+    anchors = cell_anchors((32, 64), (0.5, 1.0, 2.0))
+    w = math.sqrt(32**2 / 0.5)
+    torch.testing.assert_close(anchors[0], torch.tensor([-w / 2, -w / 4, w / 2, w / 4]))
+    torch.testing.assert_close(anchors[1], torch.tensor([-16.0, -16.0, 16.0, 16.0]))
+    torch.testing.assert_close(anchors[4], torch.tensor([-32.0, -32.0, 32.0, 32.0]))
+    assert anchors[0, 0] != torch.round(anchors[0, 0])
+    grids = AnchorGenerator(sizes=((32,),), strides=(4,)).grid_anchors([(2, 3)], torch.zeros(1))
+    first = grids[0].view(2, 3, 3, 4)  # rows, cols, anchors: offset 0, stride 4
+    torch.testing.assert_close(first[1, 2, 1], torch.tensor([8 - 16.0, 4 - 16.0, 8 + 16, 4 + 16]))
+
+
+def test_grid_sample_paste():
+    mask = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
+    out = paste_masks(mask, torch.tensor([[0.0, 0.0, 4.0, 2.0]]), (2, 5))
+    # Pixel centres 0.5..4.5 → texel coords -0.25, 0.25, 0.75, 1.25, 1.75, zero padding.
+    torch.testing.assert_close(out[0, 0], torch.tensor([[0.0, 0.25, 0.75, 0.75, 0.25]] * 2))
+    assert paste_masks(mask[:0], torch.zeros(0, 4), (3, 4)).shape == (0, 1, 3, 4)
+
+
+def test_resize_rounding_and_pad_after_normalise():
+    assert resized_shape(480, 640, min_size=800, max_size=1333) == (800, 1067)
+    assert resized_shape(100, 2000, min_size=800, max_size=1333) == (67, 1333)
+    transform = DetectorTransform(min_size=64, max_size=128)
+    image = torch.full((3, 64, 90), 255, dtype=torch.uint8)
+    batch, _ = transform([image])
+    assert batch.tensors.shape == (1, 3, 64, 96) and batch.image_sizes == [(64, 90)]
+    torch.testing.assert_close(batch.tensors[0, 0, 0, 0], torch.tensor((255 - 123.675) / 58.395))
+    assert torch.count_nonzero(batch.tensors[..., 90:]) == 0
