@@ -49,9 +49,16 @@ def _rng_guard():
     random.setstate(py_state)
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vlpart_cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline_guard(monkeypatch):
-    """No test may reach a model hub: hub clients are told to stay offline and downloads raise."""
+def _offline_guard(monkeypatch, _session_cache):
+    """No test may reach a model hub (hub clients are told to stay offline and downloads raise)
+    or write to the user's cache (``$VLPART_CACHE`` points into the session's tmp dir)."""
+    monkeypatch.setenv("VLPART_CACHE", str(_session_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
@@ -79,3 +86,54 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+TINY_MODEL = {
+    "backbone": "efficientnet_lite0",
+    "backbone_weights": None,
+    "fpn_channels": 32,
+    "min_size": 96,
+    "max_size": 96,
+    "text_dim": 384,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 200,
+    "rpn_post_nms_top_n_test": 100,
+    "roi_batch_size_per_image": 32,
+    "mask_rois_per_image": 8,
+    "score_thresh": 0.0,
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_world(tmp_path_factory):
+    """A small seeded synthetic parts world (96 px images), built once per run."""
+    from vlpart.data.synth import synthesize_world
+
+    root = tmp_path_factory.mktemp("world")
+    synthesize_world(root, seed=0, num_images=16, image_size=96)
+    return root
+
+
+@pytest.fixture
+def tiny_train_config(synthetic_world):
+    """A cheap joint-training config on the synthetic world (parts, objects and image labels;
+    MiniLM text rows, offline)."""
+    from vlpart.config import config_from_dict
+
+    def source(name, kind, file, **extra):
+        return {"name": name, "kind": kind, "ann_file": str(synthetic_world / file),
+                "image_root": str(synthetic_world), "min_size": [96], "max_size": 96,
+                "batch_size": 2, **extra}
+
+    return config_from_dict({
+        "text": {"encoder": "minilm"},
+        "model": TINY_MODEL,
+        "data": [
+            source("parts", "part", "parts_base_train.json"),
+            source("objects", "object", "objects_train.json"),
+            source("labels", "image", "image_labels_train.json", ratio=0.5),
+        ],
+        "train": {"max_iter": 6, "warmup_iters": 2, "lr_steps": [4], "checkpoint_period": 3,
+                  "log_period": 1, "num_workers": 0, "device": "cpu"},
+    })

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from vlpart.data.coco import decode_segmentation, load_coco_json, vocabulary_from_categories
-from vlpart.data.kinds import DataKind
+from vlpart.kinds import DataKind
 from vlpart.data.transforms import Transform
 from vlpart.vocab import Vocabulary
 

@@ -10,7 +10,7 @@ from vlpart.model.convert import convert_official_checkpoint as convert_official
 from vlpart.model.detector import VLPartDetector as VLPartDetector
 from vlpart.model.detector import build_model as build_model
 from vlpart.model.losses import LOSS_WEIGHTS as LOSS_WEIGHTS
-from vlpart.model.losses import DataKind as DataKind
+from vlpart.kinds import DataKind as DataKind
 from vlpart.model.roi_heads import CascadeRoIHeads as CascadeRoIHeads
 from vlpart.model.roi_heads import TextRoIHeads as TextRoIHeads
 from vlpart.model.text_classifier import CLS_TEMPERATURE as CLS_TEMPERATURE

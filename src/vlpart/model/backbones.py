@@ -33,8 +33,9 @@ BACKBONES = ("resnet50", "efficientnet_lite0", "swin_b")
 FPN_CHANNELS = 256
 # Stages of ResNet-50 that stay frozen (stem and res2), as in detectron2's FREEZE_AT=2.
 RESNET_FROZEN_PREFIXES = ("conv1.", "bn1.", "layer1.")
-# EfficientNet-Lite0 blocks whose outputs are C2–C5 (24/40/112/320 channels, strides 4–32).
-EFFICIENTNET_LITE0_FEATURE_BLOCKS = (1, 3, 10, 15)
+# EfficientNet-Lite0 blocks whose outputs are C2–C5 (24/40/112/320 channels, strides 4–32):
+# the last block of each of those stages.
+EFFICIENTNET_LITE0_FEATURE_BLOCKS = (2, 4, 10, 15)
 EFFICIENTNET_LITE0_CHANNELS = (24, 40, 112, 320)
 # Swin-B (Liu et al. 2021): embedding width 128, depths 2/2/18/2, heads 4/8/16/32, window 7.
 SWIN_B_EMBED_DIM = 128

@@ -47,6 +47,11 @@ class VLPartDetector(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
 
+    @property
+    def text_dim(self) -> int:
+        """Width D of the text embeddings the classifier takes."""
+        return self.roi_heads.classifiers()[0].text_dim
+
     def set_vocabulary(
         self, text_embeddings: Tensor, *, class_image_counts: Tensor | None = None
     ) -> None:

@@ -7,7 +7,6 @@ for empty inputs, a zero that stays connected to the graph.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
@@ -16,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlpart.kinds import DataKind
+
 __all__ = [
     "FED_LOSS_NUM_CLASSES",
     "IMAGE_LABEL_TOPK",
     "LOSS_WEIGHTS",
-    "DataKind",
     "box_regression_loss",
     "federated_class_mask",
     "federated_class_weights",
@@ -37,15 +37,6 @@ IMAGE_LABEL_TOPK = 128
 # Loss weights of the paper's joint training (image labels 0.1; parsed parts cls × 0.1).
 IMAGE_LOSS_WEIGHT = 0.1
 PARSED_CLS_WEIGHT = 0.1
-
-
-class DataKind(enum.Enum):
-    """What a training batch is annotated with (each batch comes from one source)."""
-
-    PART = "part"  # boxes + masks of parts
-    OBJECT = "object"  # boxes + masks of objects
-    IMAGE = "image"  # image-level labels only
-    PARSED = "parsed"  # pseudo part boxes from parsing novel objects
 
 
 _FULL = {

@@ -38,6 +38,9 @@ def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> t
 class DetectorTransform(nn.Module):
     """Resize → normalise → zero-pad (after normalising) to a multiple of 32.
 
+    Inference resizes to ``min_size`` / ``max_size``. Training batches (with targets) keep the
+    size their data pipeline gave them, so that every source can train at its own scales.
+
     Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized as uint8 with
     antialiasing, like PIL bilinear) or float in 0–1.
 
@@ -86,7 +89,11 @@ class DetectorTransform(nn.Module):
                     f"image {i}: expected a [3, H, W] RGB tensor, got {list(image.shape)}"
                 )
             height, width = image.shape[-2:]
-            size = resized_shape(height, width, min_size=self.min_size, max_size=self.max_size)
+            if targets is None:
+                size = resized_shape(height, width, min_size=self.min_size,
+                                     max_size=self.max_size)
+            else:  # training: the data pipeline chose the size (per-source, multi-scale)
+                size = (int(height), int(width))
             if image.dtype == torch.uint8:
                 pixels = TF.resize(image, list(size), antialias=True).to(self.pixel_mean.dtype)
             else:

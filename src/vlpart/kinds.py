@@ -1,4 +1,5 @@
-"""The four kinds of training data and what their annotations contain."""
+"""The four kinds of training data; the data sources produce them, the detector picks its
+losses by them (``vlpart.model.losses.LOSS_WEIGHTS``)."""
 
 from __future__ import annotations
 

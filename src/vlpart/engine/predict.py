@@ -1,0 +1,152 @@
+"""Batch inference over files for ``vlpart predict``: COCO results, overlays, instance masks.
+
+Outputs in ``out_dir``:
+
+* ``results.json``: COCO results (a list; ``pycocotools`` ``COCO.loadRes`` reads it) with RLE
+  masks; every entry also carries ``label`` (the category name) and ``parent``;
+* ``dataset.json``: the COCO ``images`` and ``categories`` the results refer to, so that
+  ``COCO("dataset.json").loadRes("results.json")`` works;
+* ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
+* ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
+
+Unreadable images are logged and skipped; the rest are still processed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from vlpart.predictor import PartSegmenter, load_image, make_prediction
+from vlpart.vocab import Vocabulary
+
+__all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: images processed, failures ``(path, reason)``, instances written."""
+
+    processed: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    num_instances: int = 0
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (their images, sorted, not recursive) and glob patterns → image paths.
+
+    Returns:
+        The paths in order without duplicates, and ``(input, reason)`` for inputs that matched
+        nothing.
+    """
+    paths: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                missing.append((item, "folder holds no images"))
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        elif glob.has_magic(item):
+            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+            if not found:
+                missing.append((item, "pattern matched no files"))
+            paths.extend(found)
+        else:
+            missing.append((item, "no such file or folder"))
+    return list(dict.fromkeys(paths)), missing
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(obj, f)
+    os.replace(f.name, path)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def predict_files(
+    segmenter: PartSegmenter,
+    paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    out_dir: str | Path,
+    score_threshold: float = 0.3,
+    batch_size: int = 1,
+    save_masks: bool = False,
+) -> PredictSummary:
+    """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
+
+    Overlay names are the image file stems, made unique with a numeric suffix when two inputs
+    share a stem.
+    """
+    out = Path(out_dir)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    embeddings = segmenter.text_embeddings(vocabulary)
+    summary = PredictSummary()
+    results: list[dict] = []
+    images_info: list[dict] = []
+    used_names: set[str] = set()
+    bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
+    for start in range(0, len(paths), batch_size):
+        chunk, arrays = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                arrays.append(load_image(path))
+                chunk.append(path)
+            except (ValueError, FileNotFoundError) as err:
+                logger.warning("skipping %s", err)
+                summary.failed.append((str(path), str(err)))
+                bar.update(1)
+        if not chunk:
+            continue
+        tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+        outputs = segmenter.predict_tensors(tensors, embeddings)
+        for path, array, output in zip(chunk, arrays, outputs, strict=True):
+            pred = make_prediction(output, vocabulary, score_threshold)
+            image_id = len(images_info) + 1
+            name = _safe_name(path.stem)
+            while name in used_names:
+                name = f"{name}_{image_id}"
+            used_names.add(name)
+            images_info.append({"id": image_id, "file_name": str(path), "height": array.shape[0],
+                                "width": array.shape[1], "overlay": f"overlays/{name}.png"})
+            results.extend(pred.to_coco(image_id))
+            pred.render(array).save(out / "overlays" / f"{name}.png")
+            if save_masks:
+                mask_dir = out / "masks" / name
+                mask_dir.mkdir(parents=True, exist_ok=True)
+                for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(
+                        mask_dir / f"{k:03d}_{_safe_name(label)}.png")
+            summary.processed.append(path)
+            summary.num_instances += len(pred)
+            bar.update(1)
+    bar.close()
+    categories = [{"id": i + 1, "name": c.name, "object": c.object,
+                   **({"part": c.part} if c.part else {})} for i, c in enumerate(vocabulary)]
+    _write_json_atomic({"images": images_info, "categories": categories, "annotations": []},
+                       out / "dataset.json")
+    _write_json_atomic(results, out / "results.json")
+    return summary

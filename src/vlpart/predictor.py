@@ -1,0 +1,244 @@
+"""``PartSegmenter``: a trained detector plus a text encoder, segmenting what a vocabulary names.
+
+Two layers, no per-image state (one segmenter can serve concurrent requests):
+
+* :meth:`PartSegmenter.predict` takes paths, PIL images or ``np.ndarray[H, W, 3]`` uint8 RGB and
+  returns :class:`~vlpart.prediction.Prediction` records in original pixels;
+* :meth:`PartSegmenter.predict_tensors` takes ``Tensor[3, H, W]`` images and a text-embedding
+  matrix, for the engines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from vlpart.model import VLPartDetector, load_checkpoint
+from vlpart.model.checkpoint import CheckpointInfo
+from vlpart.prediction import Prediction, assign_parents
+from vlpart.text import TextEncoder, build_text_encoder
+from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
+
+__all__ = ["PartSegmenter", "load_image", "make_prediction"]
+
+logger = logging.getLogger(__name__)
+
+MASK_THRESH = 0.5
+OFFICIAL_SUFFIXES = (".pth", ".pkl", ".pt")
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """``np.ndarray[H, W, 3]`` uint8 RGB from a path, a PIL image or an array.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a file that is not a readable image, or an array of the wrong shape/dtype.
+    """
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image not found")
+        try:
+            with Image.open(path) as im:
+                return np.array(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable image ({err})") from None
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"image arrays must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}"
+            )
+        return image
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+def _encoder_name(identity: str | None) -> str:
+    """Which encoder rebuilds embeddings in the space a checkpoint was trained in."""
+    if identity is None:
+        raise ValueError("the checkpoint does not record its text encoder; pass text_encoder=")
+    if identity.startswith("minilm"):
+        return "minilm"
+    # The released precomputed embeddings are CLIP RN50 prompts.
+    if identity.startswith(("clip", "precomputed")):
+        return "clip"
+    raise ValueError(f"unknown text encoder {identity!r} in the checkpoint; pass text_encoder=")
+
+
+class PartSegmenter:
+    """Segment objects and parts named by any vocabulary.
+
+    Args:
+        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here).
+        text_encoder: turns the vocabulary's prompts into classifier rows; its dimension must
+            equal the model's ``text_dim``.
+        info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
+        template: part prompt template (see :data:`vlpart.vocab.PROMPT_TEMPLATES`).
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: VLPartDetector,
+        text_encoder: TextEncoder,
+        *,
+        info: CheckpointInfo | None = None,
+        template: str = DEFAULT_TEMPLATE,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.text_encoder = text_encoder
+        self.info = info
+        self.template = template
+        text_dim = model.text_dim
+        if text_encoder.dim != text_dim:
+            raise ValueError(
+                f"text encoder {text_encoder.identity} gives {text_encoder.dim}-d embeddings but "
+                f"the model was trained with {text_dim}-d ones"
+                + (f" ({info.text_encoder})" if info and info.text_encoder else "")
+            )
+        self._embeddings: dict[tuple[str, ...], Tensor] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights: str | Path,
+        *,
+        text_encoder: TextEncoder | str | None = None,
+        embeddings: str | Path | None = None,
+        vocabulary: str | Vocabulary | None = None,
+        clip_weights: str | None = None,
+        cache_dir: str | Path | None = None,
+        template: str = DEFAULT_TEMPLATE,
+        device: str | torch.device = "cpu",
+    ) -> PartSegmenter:
+        """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
+        fly, in memory).
+
+        Args:
+            weights: the checkpoint file.
+            text_encoder: an encoder, its name, or None for the one the checkpoint was trained
+                with (``clip`` for official checkpoints and precomputed CLIP embeddings).
+            embeddings, vocabulary: for ``text_encoder="precomputed"``: the ``.npy`` file and the
+                vocabulary whose rows it holds.
+            clip_weights: local CLIP weights for the ``clip`` encoder.
+            cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
+        """
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: weights file not found")
+        if path.suffix in OFFICIAL_SUFFIXES:
+            from vlpart.model.convert import (
+                OFFICIAL_TEXT_ENCODER,
+                config_from_official,
+                load_official_state_dict,
+                official_model,
+            )
+
+            state = load_official_state_dict(path)
+            config = config_from_official(state)
+            model = official_model(state, config, source=str(path))
+            info = CheckpointInfo(config=config, text_encoder=OFFICIAL_TEXT_ENCODER,
+                                  text_dim=config.text_dim)
+        else:
+            model, info = load_checkpoint(path)
+        if not isinstance(text_encoder, TextEncoder):
+            name = text_encoder or _encoder_name(info.text_encoder)
+            vocab = parse_vocabulary(vocabulary) if vocabulary is not None else None
+            text_encoder = build_text_encoder(
+                name, vocabulary=vocab, template=template, embeddings=embeddings,
+                clip_weights=clip_weights, cache_dir=cache_dir, device=str(device),
+            )
+        return cls(model, text_encoder, info=info, template=template, device=device)
+
+    def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
+        """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
+        prompts = tuple(vocabulary.prompts(self.template))
+        with self._lock:
+            cached = self._embeddings.get(prompts)
+        if cached is None:
+            cached = self.text_encoder.encode(list(prompts)).to(self.device)
+            with self._lock:
+                self._embeddings[prompts] = cached
+        return cached
+
+    @torch.inference_mode()
+    def predict_tensors(
+        self, images: Sequence[Tensor], text_embeddings: Tensor
+    ) -> list[dict[str, Tensor]]:
+        """Detect in ``Tensor[3, H_i, W_i]`` uint8 RGB images with vocabulary ``Tensor[C, D]``.
+
+        Returns:
+            Per image ``boxes`` (Tensor[N, 4], original pixels), ``scores`` (Tensor[N]),
+            ``labels`` (Tensor[N] int64 rows of the vocabulary) and ``masks``
+            (Tensor[N, H_i, W_i] bool).
+        """
+        outputs = self.model([im.to(self.device) for im in images],
+                             text_embeddings=text_embeddings.to(self.device))
+        for out in outputs:
+            out["masks"] = out["masks"][:, 0] >= MASK_THRESH
+        return outputs
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        vocabulary: str | Vocabulary,
+        score_threshold: float = 0.3,
+    ) -> Prediction | list[Prediction]:
+        """Segment the categories of ``vocabulary`` in one image or a list of images.
+
+        Args:
+            images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them.
+            vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
+            score_threshold: keep instances scoring at least this (the model itself already
+                drops scores below its configured ``score_thresh``).
+
+        Returns:
+            One :class:`Prediction` per image (a single one for a single image).
+        """
+        single = not isinstance(images, list | tuple)
+        batch = [images] if single else list(images)
+        vocab = parse_vocabulary(vocabulary)
+        arrays = [load_image(im) for im in batch]
+        tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+        outputs = self.predict_tensors(tensors, self.text_embeddings(vocab))
+        preds = [make_prediction(out, vocab, score_threshold) for out in outputs]
+        return preds[0] if single else preds
+
+    def __repr__(self) -> str:
+        cfg = dataclasses.asdict(self.info.config) if self.info else {}
+        return (f"PartSegmenter(backbone={cfg.get('backbone')!r}, "
+                f"text_encoder={self.text_encoder.identity!r}, device={str(self.device)!r})")
+
+
+def make_prediction(output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
+                    ) -> Prediction:
+    """Turn one image's :meth:`PartSegmenter.predict_tensors` output into a :class:`Prediction`:
+    keep scores >= ``score_threshold``, sort by score, name labels, link parts to objects."""
+    keep = output["scores"] >= score_threshold
+    order = torch.argsort(output["scores"][keep], descending=True)
+    label_ids = output["labels"][keep][order].cpu().numpy().astype(np.int64)
+    masks = output["masks"][keep][order].cpu().numpy()
+    cats = [vocabulary[int(i)] for i in label_ids]
+    return Prediction(
+        boxes=output["boxes"][keep][order].cpu().numpy().astype(np.float32),
+        scores=output["scores"][keep][order].cpu().numpy().astype(np.float32),
+        labels=[c.name for c in cats],
+        label_ids=label_ids,
+        masks=masks,
+        parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
+    )

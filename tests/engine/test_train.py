@@ -1,0 +1,117 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlpart.config import TrainConfig
+from vlpart.engine.train import build_sources, lr_factor, train
+from vlpart.model import load_checkpoint
+
+
+def test_lr_factor_warmup_and_steps():
+    cfg = TrainConfig(warmup_iters=10, warmup_factor=0.1, lr_steps=[20, 30], lr_gamma=0.5)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, cfg) == pytest.approx(0.55)
+    assert lr_factor(10, cfg) == 1.0
+    assert lr_factor(19, cfg) == 1.0
+    assert lr_factor(20, cfg) == 0.5
+    assert lr_factor(35, cfg) == 0.25
+
+
+def test_sources_have_own_vocabularies_and_embeddings(tiny_train_config):
+    sources = build_sources(tiny_train_config)
+    assert [s.kind.value for s in sources] == ["part", "object", "image"]
+    parts, objects, labels = sources
+    assert all(":" in n for n in parts.dataset.vocabulary.names)
+    assert not any(":" in n for n in objects.dataset.vocabulary.names)
+    assert "dog:head" not in parts.dataset.vocabulary  # novel parts stay out of training
+    for s in sources:
+        assert s.text_embeddings.shape == (len(s.dataset.vocabulary), 384)
+        torch.testing.assert_close(s.text_embeddings.norm(dim=1),
+                                   torch.ones(len(s.dataset.vocabulary)))
+
+
+def test_text_dim_mismatch_is_an_error(tiny_train_config):
+    tiny_train_config.model.text_dim = 1024
+    with pytest.raises(ValueError, match="384-d .* model.text_dim is 1024"):
+        build_sources(tiny_train_config)
+
+
+def test_train_writes_checkpoint_metrics_and_losses_by_kind(tiny_train_config, tmp_path):
+    weights = train(tiny_train_config, tmp_path)
+    assert weights == tmp_path / "model.safetensors"
+    model, info = load_checkpoint(weights)
+    assert info.text_encoder == "minilm:all-MiniLM-L6-v2"
+    names = [c["name"] for c in info.vocabulary]
+    assert names[0].count(":") == 1 and "dog" in names  # parts first, then objects
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(1, 7))
+    for r in records:
+        assert all(torch.isfinite(torch.tensor(v)) for k, v in r.items() if k.startswith("loss"))
+        losses = {k for k in r if k.startswith("loss_")}
+        if r["source"] == "labels":
+            assert losses == {"loss_image"}
+        else:
+            assert losses == {"loss_objectness", "loss_rpn_box_reg", "loss_cls",
+                              "loss_box_reg", "loss_mask"}
+    assert {r["source"] for r in records} >= {"parts", "objects"}
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["iteration"] == 6
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path):
+    full = tmp_path / "full"
+    train(tiny_train_config, full)
+
+    def interrupt(iteration, losses):
+        if iteration == 4:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_train_config, part, on_step=interrupt)
+    assert torch.load(part / "train_state.pt", weights_only=True)["iteration"] == 4
+    train(tiny_train_config, part, resume=True)
+    a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    iterations = [json.loads(line)["iteration"]
+                  for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert iterations == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_without_state_is_a_clear_error(tiny_train_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training state to resume from"):
+        train(tiny_train_config, tmp_path, resume=True)
+
+
+def test_no_data_sources(tiny_train_config, tmp_path):
+    tiny_train_config.data = []
+    with pytest.raises(ValueError, match="lists no training data"):
+        train(tiny_train_config, tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_checkpoint(tiny_train_config, tmp_path):
+    cfg_path = tmp_path / "cfg.yaml"
+    tiny_train_config.train.max_iter = 4
+    tiny_train_config.train.checkpoint_period = 100
+    tiny_train_config.to_yaml(cfg_path)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", "29517",
+         "-m", "vlpart.cli", "train", str(cfg_path), "--out", str(out), "--threads", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.jsonl", "model.json", "model.safetensors", "train_state.pt"]
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["iteration"] == 4 and len(state["rng"]) == 2
+    model, _ = load_checkpoint(out / "model.safetensors")
+    assert sum(p.numel() for p in model.parameters()) > 0
