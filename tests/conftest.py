@@ -137,3 +137,16 @@ def tiny_train_config(synthetic_world):
         "train": {"max_iter": 6, "warmup_iters": 2, "lr_steps": [4], "checkpoint_period": 3,
                   "log_period": 1, "num_workers": 0, "device": "cpu"},
     })
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny detector saved as ``model.safetensors`` + sidecar (MiniLM, 384-d)."""
+    from vlpart.config import config_from_dict
+    from vlpart.model import build_model, save_checkpoint
+
+    cfg = config_from_dict({"model": {**TINY_MODEL, "detections_per_image": 10}}).model
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    return save_checkpoint(model, path, config=cfg, text_encoder="minilm:all-MiniLM-L6-v2")

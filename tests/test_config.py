@@ -11,7 +11,8 @@ def test_defaults_and_empty_file(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    cfg = config_from_dict({"vocabulary": "dog:head", "text": {"encoder": "clip"}})
+    cfg = config_from_dict({"text": {"encoder": "clip"}, "model": {"fpn_channels": 64},
+                            "data": [{"name": "a", "ann_file": "a.json", "min_size": [512]}]})
     path = tmp_path / "c.yaml"
     cfg.to_yaml(path)
     assert Config.from_yaml(path) == cfg
@@ -31,10 +32,14 @@ def test_unknown_key_names_file_path_and_suggestion(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"vocabulary": 3}, "vocabulary: expected str, got int 3"),
+        ({"text": {"template": 3}}, "text.template: expected str, got int 3"),
+        ({"data": [{"batch_size": "2"}]}, r"data\[0\].batch_size: expected int"),
+        ({"data": {"name": "a"}}, "data: expected a list"),
+        ({"train": {"lr": True}}, "train.lr: expected float, got bool"),
         ({"text": {"encoder": "bert"}}, "text.encoder: 'bert' is not one of"),
         ({"text": "clip"}, "text: expected a mapping"),
-        ({"text": {"embeddings": 1.5}}, "text.embeddings"),
+        ({"text": {"cache_dir": 1.5}}, "text.cache_dir"),
+        ({"model": {"pixel_mean": [1, 2]}}, "model.pixel_mean: expected 3 items"),
     ],
 )
 def test_wrong_types(data, message):
@@ -51,6 +56,19 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         Config.from_yaml(tmp_path / "nope.yaml")
 
 
-def test_optional_fields():
-    cfg = config_from_dict({"text": {"embeddings": None, "cache_dir": "/tmp/x"}})
-    assert cfg.text.embeddings is None and cfg.text.cache_dir == "/tmp/x"
+def test_optional_fields_and_int_to_float():
+    cfg = config_from_dict({"text": {"cache_dir": None}, "train": {"lr": 1,
+                                                                   "clip_grad_norm": None}})
+    assert cfg.text.cache_dir is None and cfg.train.clip_grad_norm is None
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        cfg = Config.from_yaml(path)
+        assert cfg.data, path
+        assert cfg.model.text_dim == 1024, path

@@ -116,13 +116,21 @@ def _run_vocab(args: argparse.Namespace) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
-        help="box and mask AP of COCO-format detections",
-        description="COCO box and mask AP / AP50 / AP75 of a results file against COCO-format "
-        "ground truth, with base/novel means, per-category AP and per-part AP of chosen "
-        "objects; --lvis for PACO's federated (LVIS) protocol.",
+        help="box and mask AP of detections or of a model on a dataset",
+        description="COCO box and mask AP / AP50 / AP75 against COCO-format ground truth, with "
+        "base/novel means, per-category AP and per-part AP of chosen objects; --lvis for PACO's "
+        "federated (LVIS) protocol. Either evaluate a results file (--results) or run a model "
+        "(--weights) over the ground truth's images with its categories as the vocabulary.",
     )
-    ev.add_argument("--results", required=True, help="COCO results JSON (list of detections)")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", help="COCO results JSON (list of detections)")
+    source.add_argument("--weights", help="model checkpoint to run over the --gt images")
     ev.add_argument("--gt", required=True, help="COCO-format ground-truth JSON")
+    ev.add_argument("--image-root", help="folder the --gt file_name entries are relative to "
+                                         "(with --weights; default: the --gt file's folder)")
+    ev.add_argument("--config", help="experiment YAML whose text settings encode the "
+                                     "categories (with --weights; default: the checkpoint's)")
+    ev.add_argument("--device", default="cpu", help="with --weights: cpu, cuda, ...")
     ev.add_argument(
         "--split",
         help="base/novel split: JSON file {'base': [names], 'novel': [names]} or a built-in "
@@ -136,16 +144,53 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "300 detections per image)",
     )
     ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
-    ev.add_argument("--out", help="directory for metrics.json and metrics.md")
+    ev.add_argument("--out", help="directory for metrics.json and metrics.md (and, with "
+                                  "--weights, results.json)")
+    _add_text_options(ev)
+
+
+def _model_results(args: argparse.Namespace) -> list[dict]:
+    """Run --weights over the --gt images; the gt's categories are the vocabulary."""
+    from pathlib import Path
+
+    from vlpart.config import Config
+    from vlpart.data.coco import load_coco_json, vocabulary_from_categories
+    from vlpart.engine.inference import predict_dataset
+    from vlpart.predictor import PartSegmenter
+
+    gt = Path(args.gt)
+    vocab = vocabulary_from_categories(load_coco_json(gt)["categories"], name=gt.stem)
+    text = Config.from_yaml(args.config).text if args.config else None
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights,
+        text_encoder=args.encoder or (text.encoder if text else None),
+        embeddings=args.embeddings,
+        vocabulary=vocab,
+        clip_weights=args.clip_weights or (text.clip_weights if text else None),
+        cache_dir=args.cache_dir or (text.cache_dir if text else None),
+        template=args.template,
+        device=args.device,
+    )
+    image_root = Path(args.image_root) if args.image_root else gt.parent
+    return predict_dataset(segmenter.model, gt, image_root,
+                           text_embeddings=segmenter.text_embeddings(vocab))
 
 
 def _run_eval(args: argparse.Namespace) -> None:
     from vlpart.engine.evaluate import evaluate_results
 
     objects = [o.strip() for o in (args.objects or "").split(",") if o.strip()]
+    results = args.results or _model_results(args)
     report = evaluate_results(
-        args.gt, args.results, split=args.split, objects=objects, lvis_style=args.lvis_style
+        args.gt, results, split=args.split, objects=objects, lvis_style=args.lvis_style
     )
+    if args.out and args.weights:
+        from pathlib import Path
+
+        from vlpart.engine.predict import write_json_atomic
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(results, Path(args.out) / "results.json")
     if args.out:
         try:
             json_path, md_path = report.save(args.out)

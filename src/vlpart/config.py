@@ -29,13 +29,12 @@ class ConfigError(ValueError):
 class TextConfig:
     """How category prompts become classifier rows (see :mod:`vlpart.text`)."""
 
-    encoder: Literal["clip", "minilm", "precomputed"] = "minilm"
+    # Encoder of every source's category prompts (a source with ``embeddings`` uses its file).
+    encoder: Literal["clip", "minilm"] = "minilm"
     template: str = "a_object_part"
     clip_model: str = "RN50"
     # "openai" (download from the hub) or a local weights file.
     clip_weights: str = "openai"
-    # ``.npy`` matrix for the ``precomputed`` encoder (rows follow the vocabulary's order).
-    embeddings: str | None = None
     # On-disk embedding cache; None uses $VLPART_CACHE or ~/.cache/vlpart.
     cache_dir: str | None = None
 
@@ -67,6 +66,8 @@ class ModelConfig:
     roi_positive_fraction: float = 0.25
     # Cap on positive RoIs per image that train the mask head; null = no cap.
     mask_rois_per_image: int | None = None
+    # Channels of the mask head's convs (256 in the paper and the released checkpoints).
+    mask_head_dim: int = 256
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_image: int = 100
@@ -88,6 +89,9 @@ class SourceConfig:
     # LVIS-style file (LVIS, PACO): its category image counts feed the federated loss and
     # repeat-factor sampling.
     lvis: bool = False
+    # Keep only the categories of this split (their ``split`` field in the file), e.g. train on
+    # the base parts of a file that holds all of them.
+    split: Literal["base", "novel"] | None = None
     ratio: float = 1.0
     batch_size: int = 2
     # Training short sides, one drawn per image, and the long-side cap.
@@ -129,7 +133,6 @@ class TrainConfig:
 class Config:
     """Root of the settings tree."""
 
-    vocabulary: str = "pascal_part"
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: list[SourceConfig] = field(default_factory=list)

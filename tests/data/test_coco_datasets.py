@@ -246,3 +246,27 @@ def test_vocabulary_from_categories_reads_parts_and_fields():
     assert (vocab[1].part, vocab[1].image_count) == (None, 12)
     assert (vocab[2].object, vocab[2].part, vocab[2].id) == ("Quadruped", "Head", 2)
     assert vocab[2].prompt() == "a quadruped head"
+
+
+def test_split_keeps_only_that_splits_categories(synthetic_world):
+    from vlpart.data import DetectionDataset, ImageLabelDataset
+
+    full = DetectionDataset(synthetic_world / "parts_val.json", synthetic_world)
+    base = DetectionDataset(synthetic_world / "parts_val.json", synthetic_world, split="base")
+    novel = DetectionDataset(synthetic_world / "parts_val.json", synthetic_world, split="novel")
+    assert len(base.vocabulary) + len(novel.vocabulary) == len(full.vocabulary)
+    assert set(novel.vocabulary.objects) == {"dog", "bus"}
+    assert "dog" not in base.vocabulary.objects
+    num_full = sum(len(full[i][1]["labels"]) for i in range(len(full)))
+    num_split = sum(len(d[i][1]["labels"]) for d in (base, novel) for i in range(len(d)))
+    assert num_split == num_full > 0
+    for i in range(len(novel)):
+        labels = novel[i][1]["labels"]
+        assert all(novel.vocabulary[int(j)].object in {"dog", "bus"} for j in labels)
+    labels = ImageLabelDataset(synthetic_world / "image_labels_train.json", synthetic_world,
+                               split="base")
+    assert "dog" not in labels.vocabulary.names
+    assert all(labels.vocabulary[int(j)].object != "dog"
+               for i in range(len(labels)) for j in labels[i][1]["image_labels"])
+    with pytest.raises(ValueError, match="no category has split 'nove'"):
+        DetectionDataset(synthetic_world / "parts_val.json", synthetic_world, split="nove")

@@ -45,22 +45,35 @@ __all__ = [
 
 
 class _CocoImages(Dataset):
-    """Images and vocabulary of a COCO-format file; subclasses build the targets."""
+    """Images and vocabulary of a COCO-format file; subclasses build the targets.
+
+    With ``split`` (``"base"`` or ``"novel"``) only the categories whose ``split`` field says so
+    are kept, and annotations and labels of the others are left out (the paper's base-parts
+    training on a file that holds all parts).
+    """
 
     kind: DataKind
 
     def __init__(
-        self, ann_file: str | Path, image_root: str | Path, *, transform: Transform | None = None
+        self, ann_file: str | Path, image_root: str | Path, *, transform: Transform | None = None,
+        split: str | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_root = Path(image_root)
         self.transform = transform
         data = load_coco_json(self.ann_file)
         self.images: list[dict] = data["images"]
-        if not data["categories"]:
+        categories = data["categories"]
+        if not categories:
             raise ValueError(f"{self.ann_file}: the file lists no categories")
+        if split is not None:
+            categories = [c for c in categories if c.get("split") == split]
+            if not categories:
+                raise ValueError(f"{self.ann_file}: no category has split {split!r}")
+        kept = {int(c["id"]) for c in categories}
+        self._excluded_ids = {int(c["id"]) for c in data["categories"]} - kept
         self.vocabulary: Vocabulary = vocabulary_from_categories(
-            data["categories"], name=self.ann_file.stem
+            categories, name=self.ann_file.stem + (f"[{split}]" if split else "")
         )
         self._label_of_id = {c.id: i for i, c in enumerate(self.vocabulary)}
         self._data = data
@@ -88,6 +101,10 @@ class _CocoImages(Dataset):
 
     def _target(self, index: int, info: dict) -> dict:
         raise NotImplementedError
+
+    def _kept(self, category_ids: Sequence[int]) -> list[int]:
+        """``category_ids`` without those of categories outside the chosen split."""
+        return [c for c in category_ids if int(c) not in self._excluded_ids]
 
     def _labels_of(self, category_ids: Sequence[int], what: str) -> list[int]:
         try:
@@ -143,17 +160,20 @@ class DetectionDataset(_CocoImages):
         *,
         kind: DataKind = DataKind.PART,
         transform: Transform | None = None,
+        split: str | None = None,
     ) -> None:
         kind = DataKind(kind)
         if kind is DataKind.IMAGE:
             raise ValueError("image-level data has no boxes; use ImageLabelDataset")
-        super().__init__(ann_file, image_root, transform=transform)
+        super().__init__(ann_file, image_root, transform=transform, split=split)
         self.kind = kind
         if not isinstance(self._data.get("annotations"), list):
             raise ValueError(f"{self.ann_file}: missing the COCO list 'annotations'")
         self._anns: dict[int, list[dict]] = {int(info["id"]): [] for info in self.images}
         for ann in self._data["annotations"]:
             if ann.get("iscrowd", 0) or ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
+                continue
+            if int(ann["category_id"]) in self._excluded_ids:
                 continue
             self._labels_of([ann["category_id"]], f"annotation {ann.get('id')}")
             self._anns.setdefault(int(ann["image_id"]), []).append(ann)
@@ -203,8 +223,9 @@ class LvisDataset(DetectionDataset):
         *,
         kind: DataKind = DataKind.OBJECT,
         transform: Transform | None = None,
+        split: str | None = None,
     ) -> None:
-        super().__init__(ann_file, image_root, kind=kind, transform=transform)
+        super().__init__(ann_file, image_root, kind=kind, transform=transform, split=split)
         counts = [c.image_count for c in self.vocabulary]
         if any(c is None for c in counts):
             counted = np.zeros(len(self.vocabulary), dtype=np.int64)
@@ -221,7 +242,7 @@ class LvisDataset(DetectionDataset):
             ("neg_category_ids", "neg_labels"),
             ("not_exhaustive_category_ids", "not_exhaustive_labels"),
         ):
-            labels = self._labels_of(info.get(key, []), f"image {info['id']} {key}")
+            labels = self._labels_of(self._kept(info.get(key, [])), f"image {info['id']} {key}")
             target[out] = torch.tensor(labels, dtype=torch.int64)
         return target
 
@@ -237,12 +258,14 @@ class ImageLabelDataset(_CocoImages):
 
     def image_category_ids(self) -> list[list[int]]:
         return [
-            sorted(set(self._labels_of(info.get("pos_category_ids", []), f"image {info['id']}")))
+            sorted(set(self._labels_of(self._kept(info.get("pos_category_ids", [])),
+                                       f"image {info['id']}")))
             for info in self.images
         ]
 
     def _target(self, index: int, info: dict) -> dict:
-        labels = self._labels_of(info.get("pos_category_ids", []), f"image {info['id']}")
+        labels = self._labels_of(self._kept(info.get("pos_category_ids", [])),
+                                 f"image {info['id']}")
         return {
             "boxes": torch.zeros((0, 4), dtype=torch.float32),
             "labels": torch.zeros((0,), dtype=torch.int64),

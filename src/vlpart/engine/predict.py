@@ -32,7 +32,9 @@ from tqdm import tqdm
 from vlpart.predictor import PartSegmenter, load_image, make_prediction
 from vlpart.vocab import Vocabulary
 
-__all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
+__all__ = [
+    "IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files", "write_json_atomic"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     return list(dict.fromkeys(paths)), missing
 
 
-def _write_json_atomic(obj, path: Path) -> None:
+def write_json_atomic(obj, path: Path) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
         json.dump(obj, f)
     os.replace(f.name, path)
@@ -146,7 +149,7 @@ def predict_files(
     bar.close()
     categories = [{"id": i + 1, "name": c.name, "object": c.object,
                    **({"part": c.part} if c.part else {})} for i, c in enumerate(vocabulary)]
-    _write_json_atomic({"images": images_info, "categories": categories, "annotations": []},
+    write_json_atomic({"images": images_info, "categories": categories, "annotations": []},
                        out / "dataset.json")
-    _write_json_atomic(results, out / "results.json")
+    write_json_atomic(results, out / "results.json")
     return summary

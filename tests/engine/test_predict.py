@@ -1,0 +1,142 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools import mask as mask_utils
+
+from vlpart.cli import main
+from vlpart.engine.predict import expand_inputs
+from vlpart.predictor import PartSegmenter, load_image
+from vlpart.vocab import parse_vocabulary
+
+PHOTO = "pascal_part_examples/2008_000652.jpg"
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_checkpoint):
+    return PartSegmenter.from_pretrained(tiny_checkpoint)
+
+
+def test_from_pretrained_uses_the_checkpoints_encoder(segmenter):
+    assert segmenter.text_encoder.identity == "minilm:all-MiniLM-L6-v2"
+    assert segmenter.model.text_dim == 384
+    assert "efficientnet_lite0" in repr(segmenter)
+
+
+def test_predict_on_a_real_photo(segmenter, shared_data):
+    photo = shared_data / PHOTO
+    h, w = np.asarray(Image.open(photo)).shape[:2]
+    pred = segmenter.predict(photo, vocabulary="dog; dog:head,torso,leg", score_threshold=0.0)
+    n = len(pred)
+    assert 0 < n <= 10  # untrained, but every proposal scores > 0 with score_thresh 0
+    assert pred.boxes.shape == (n, 4) and pred.boxes.dtype == np.float32
+    assert pred.masks.shape == (n, h, w) and pred.masks.dtype == bool
+    assert set(pred.labels) <= {"dog", "dog:head", "dog:torso", "dog:leg"}
+    assert (np.diff(pred.scores) <= 0).all()
+    assert (pred.boxes[:, [0, 2]] <= w).all() and (pred.boxes[:, [1, 3]] <= h).all()
+    assert pred.parent.shape == (n,)
+    assert all(pred.parent[i] == -1 for i, lab in enumerate(pred.labels) if ":" not in lab)
+
+
+def test_predict_inputs_and_thresholds(segmenter, shared_data):
+    photo = shared_data / PHOTO
+    array = load_image(photo)
+    a = segmenter.predict(array, vocabulary="dog:head", score_threshold=0.0)
+    b = segmenter.predict(Image.open(photo), vocabulary="dog:head", score_threshold=0.0)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    both = segmenter.predict([array, array[:50, :80].copy()], vocabulary="dog:head",
+                             score_threshold=0.0)
+    assert both[1].masks.shape[1:] == (50, 80)
+    assert len(segmenter.predict(array, vocabulary="dog:head", score_threshold=1.01)) == 0
+    with pytest.raises(ValueError, match=r"\[H, W, 3\] uint8"):
+        segmenter.predict(np.zeros((4, 4)), vocabulary="dog")
+
+
+def test_vocabulary_embeddings_are_cached(segmenter):
+    calls = []
+    encode = segmenter.text_encoder.encode
+    segmenter.text_encoder.encode = lambda prompts: calls.append(prompts) or encode(prompts)
+    try:
+        vocab = parse_vocabulary("cat:tail,ear")
+        first = segmenter.text_embeddings(vocab)
+        second = segmenter.text_embeddings(parse_vocabulary("cat:tail,ear"))
+    finally:
+        segmenter.text_encoder.encode = encode
+    assert len(calls) == 1 and first is second
+
+
+def test_wrong_encoder_dimension_is_rejected(tiny_checkpoint, shared_data):
+    with pytest.raises(ValueError, match="1024-d embeddings but the model was trained with "
+                                         "384-d"):
+        PartSegmenter.from_pretrained(
+            tiny_checkpoint, text_encoder="precomputed", vocabulary="pascal_part",
+            embeddings=shared_data / "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy")
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.JPG").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    paths, missing = expand_inputs([str(tmp_path), str(tmp_path / "*.png"),
+                                    str(tmp_path / "nothing*.jpg"), str(tmp_path / "gone.jpg")])
+    assert [p.name for p in paths] == ["a.png", "b.JPG"]
+    assert [m[1] for m in missing] == ["pattern matched no files", "no such file or folder"]
+
+
+def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data, tmp_path,
+                                                   capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(shared_data / PHOTO, images / "dog.jpg")
+    (images / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code = main(["predict", str(images), "--weights", str(tiny_checkpoint), "--vocab",
+                 "dog; dog:head,leg", "--out", str(out), "--score-thresh", "0", "--save-masks",
+                 "--threads", "1"])
+    assert code == 0
+    assert "1 images" in capsys.readouterr().out
+    gt = COCO(str(out / "dataset.json"))
+    results = json.loads((out / "results.json").read_text())
+    assert results, "an untrained model with score_thresh 0 still detects"
+    dt = gt.loadRes(str(out / "results.json"))
+    h, w = np.asarray(Image.open(images / "dog.jpg")).shape[:2]
+    for ann in dt.anns.values():
+        assert mask_utils.decode(ann["segmentation"]).shape == (h, w)
+    assert [c["name"] for c in gt.dataset["categories"]] == ["dog", "dog:head", "dog:leg"]
+    overlay = Image.open(out / "overlays" / "dog.png")
+    assert overlay.size == (w, h)
+    masks = sorted((out / "masks" / "dog").iterdir())
+    assert len(masks) == len(results)
+    assert Image.open(masks[0]).size == (w, h)
+
+
+def test_cli_exit_status_when_nothing_is_readable(tiny_checkpoint, tmp_path, capsys, caplog):
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    code = main(["predict", str(tmp_path / "bad.png"), "--weights", str(tiny_checkpoint),
+                 "--vocab", "dog", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "bad.png: not a readable image" in caplog.text
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "vlpart: error: none of the 1 images could be read"
+    assert main(["predict", str(tmp_path / "missing.png"), "--weights", str(tiny_checkpoint),
+                 "--vocab", "dog"]) == 2
+    assert main(["predict", str(tmp_path / "bad.png"), "--weights", str(tmp_path / "no.pt"),
+                 "--vocab", "dog"]) == 2
+    assert "no.pt: weights file not found" in capsys.readouterr().err
+
+
+def test_eval_runs_a_model_over_ground_truth(tiny_checkpoint, synthetic_world, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", "--weights", str(tiny_checkpoint), "--gt",
+                 str(synthetic_world / "parts_val.json"), "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["segm"]["AP50"] <= 1.0
+    assert "AP50_novel" in metrics["metrics"]["segm"]
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} <= {
+        im["id"] for im in json.loads((synthetic_world / "parts_val.json").read_text())["images"]}
