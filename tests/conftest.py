@@ -122,21 +122,37 @@ def tiny_train_config(synthetic_world):
     from vlpart.config import config_from_dict
 
     def source(name, kind, file, **extra):
-        return {"name": name, "kind": kind, "ann_file": str(synthetic_world / file),
-                "image_root": str(synthetic_world), "min_size": [96], "max_size": 96,
-                "batch_size": 2, **extra}
+        return {
+            "name": name,
+            "kind": kind,
+            "ann_file": str(synthetic_world / file),
+            "image_root": str(synthetic_world),
+            "min_size": [96],
+            "max_size": 96,
+            "batch_size": 2,
+            **extra,
+        }
 
-    return config_from_dict({
-        "text": {"encoder": "minilm"},
-        "model": TINY_MODEL,
-        "data": [
-            source("parts", "part", "parts_base_train.json"),
-            source("objects", "object", "objects_train.json"),
-            source("labels", "image", "image_labels_train.json", ratio=0.5),
-        ],
-        "train": {"max_iter": 6, "warmup_iters": 2, "lr_steps": [4], "checkpoint_period": 3,
-                  "log_period": 1, "num_workers": 0, "device": "cpu"},
-    })
+    return config_from_dict(
+        {
+            "text": {"encoder": "minilm"},
+            "model": TINY_MODEL,
+            "data": [
+                source("parts", "part", "parts_base_train.json"),
+                source("objects", "object", "objects_train.json"),
+                source("labels", "image", "image_labels_train.json", ratio=0.5),
+            ],
+            "train": {
+                "max_iter": 6,
+                "warmup_iters": 2,
+                "lr_steps": [4],
+                "checkpoint_period": 3,
+                "log_period": 1,
+                "num_workers": 0,
+                "device": "cpu",
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,13 @@ def test_defaults_and_empty_file(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    cfg = config_from_dict({"text": {"encoder": "clip"}, "model": {"fpn_channels": 64},
-                            "data": [{"name": "a", "ann_file": "a.json", "min_size": [512]}]})
+    cfg = config_from_dict(
+        {
+            "text": {"encoder": "clip"},
+            "model": {"fpn_channels": 64},
+            "data": [{"name": "a", "ann_file": "a.json", "min_size": [512]}],
+        }
+    )
     path = tmp_path / "c.yaml"
     cfg.to_yaml(path)
     assert Config.from_yaml(path) == cfg
@@ -57,8 +62,9 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 
 def test_optional_fields_and_int_to_float():
-    cfg = config_from_dict({"text": {"cache_dir": None}, "train": {"lr": 1,
-                                                                   "clip_grad_norm": None}})
+    cfg = config_from_dict(
+        {"text": {"cache_dir": None}, "train": {"lr": 1, "clip_grad_norm": None}}
+    )
     assert cfg.text.cache_dir is None and cfg.train.clip_grad_norm is None
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
 

@@ -13,16 +13,18 @@ def _box_mask(h, w, x0, y0, x1, y1):
 
 def test_parents_by_containment():
     h, w = 40, 60
-    masks = np.stack([
-        _box_mask(h, w, 0, 0, 30, 40),    # 0 dog A
-        _box_mask(h, w, 30, 0, 60, 40),   # 1 dog B
-        _box_mask(h, w, 2, 2, 10, 10),    # 2 dog:head inside A
-        _box_mask(h, w, 40, 30, 50, 40),  # 3 dog:leg inside B
-        _box_mask(h, w, 26, 5, 36, 15),   # 4 dog:tail 40% in A, 60% in B -> B
-        _box_mask(h, w, 5, 5, 15, 15),    # 5 cat:head inside the cat (not a dog's)
-        _box_mask(h, w, 0, 0, 20, 20),    # 6 cat
-        _box_mask(h, w, 10, 20, 20, 30),  # 7 cat:ear outside the cat -> -1
-    ])
+    masks = np.stack(
+        [
+            _box_mask(h, w, 0, 0, 30, 40),  # 0 dog A
+            _box_mask(h, w, 30, 0, 60, 40),  # 1 dog B
+            _box_mask(h, w, 2, 2, 10, 10),  # 2 dog:head inside A
+            _box_mask(h, w, 40, 30, 50, 40),  # 3 dog:leg inside B
+            _box_mask(h, w, 26, 5, 36, 15),  # 4 dog:tail 40% in A, 60% in B -> B
+            _box_mask(h, w, 5, 5, 15, 15),  # 5 cat:head inside the cat (not a dog's)
+            _box_mask(h, w, 0, 0, 20, 20),  # 6 cat
+            _box_mask(h, w, 10, 20, 20, 30),  # 7 cat:ear outside the cat -> -1
+        ]
+    )
     objects = ["dog", "dog", "dog", "dog", "dog", "cat", "cat", "cat"]
     parts = [None, None, "head", "leg", "tail", "head", None, "ear"]
     parent = assign_parents(masks, objects, parts)
@@ -62,9 +64,17 @@ def test_to_coco_rle_round_trip():
     decoded = mask_utils.decode(out[1]["segmentation"])
     assert decoded.shape == (30, 50)
     np.testing.assert_array_equal(decoded.astype(bool), pred.masks[1])
-    assert Prediction(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [],
-                      np.zeros(0, np.int64), np.zeros((0, 30, 50), bool),
-                      np.zeros(0, np.int64)).to_coco(1) == []
+    assert (
+        Prediction(
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            [],
+            np.zeros(0, np.int64),
+            np.zeros((0, 30, 50), bool),
+            np.zeros(0, np.int64),
+        ).to_coco(1)
+        == []
+    )
 
 
 def test_render_keeps_size_and_draws():

@@ -126,10 +126,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--results", help="COCO results JSON (list of detections)")
     source.add_argument("--weights", help="model checkpoint to run over the --gt images")
     ev.add_argument("--gt", required=True, help="COCO-format ground-truth JSON")
-    ev.add_argument("--image-root", help="folder the --gt file_name entries are relative to "
-                                         "(with --weights; default: the --gt file's folder)")
-    ev.add_argument("--config", help="experiment YAML whose text settings encode the "
-                                     "categories (with --weights; default: the checkpoint's)")
+    ev.add_argument(
+        "--image-root",
+        help="folder the --gt file_name entries are relative to "
+        "(with --weights; default: the --gt file's folder)",
+    )
+    ev.add_argument(
+        "--config",
+        help="experiment YAML whose text settings encode the "
+        "categories (with --weights; default: the checkpoint's)",
+    )
     ev.add_argument("--device", default="cpu", help="with --weights: cpu, cuda, ...")
     ev.add_argument(
         "--split",
@@ -144,8 +150,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "300 detections per image)",
     )
     ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
-    ev.add_argument("--out", help="directory for metrics.json and metrics.md (and, with "
-                                  "--weights, results.json)")
+    ev.add_argument(
+        "--out",
+        help="directory for metrics.json and metrics.md (and, with --weights, results.json)",
+    )
     _add_text_options(ev)
 
 
@@ -172,8 +180,9 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
         device=args.device,
     )
     image_root = Path(args.image_root) if args.image_root else gt.parent
-    return predict_dataset(segmenter.model, gt, image_root,
-                           text_embeddings=segmenter.text_embeddings(vocab))
+    return predict_dataset(
+        segmenter.model, gt, image_root, text_embeddings=segmenter.text_embeddings(vocab)
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> None:
@@ -300,16 +309,18 @@ def _run_data(args: argparse.Namespace) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a detector on the data sources of a config",
+        "train",
+        help="train a detector on the data sources of a config",
         description="Joint training on part, object, image-level and parsed-part data. Under "
-                    "'torchrun --nproc-per-node N' it runs DistributedDataParallel. Ctrl-C saves "
-                    "a checkpoint; --resume continues exactly where it stopped.",
+        "'torchrun --nproc-per-node N' it runs DistributedDataParallel. Ctrl-C saves "
+        "a checkpoint; --resume continues exactly where it stopped.",
     )
     p.add_argument("config", help="experiment YAML (see configs/)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--init-weights", help="start from these weights (.safetensors), e.g. to "
-                                          "fine-tune")
+    p.add_argument(
+        "--init-weights", help="start from these weights (.safetensors), e.g. to fine-tune"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -321,32 +332,45 @@ def _run_train(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights = train(Config.from_yaml(args.config), args.out, resume=args.resume,
-                    init_weights=args.init_weights)
+    weights = train(
+        Config.from_yaml(args.config), args.out, resume=args.resume, init_weights=args.init_weights
+    )
     print(f"weights: {weights}")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict", help="segment objects and parts in images",
+        "predict",
+        help="segment objects and parts in images",
         description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
-                    "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
-                    "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
-                    "status is non-zero only when no image could be processed.",
+        "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
+        "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
+        "status is non-zero only when no image could be processed.",
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--weights", required=True, help="our .safetensors checkpoint or an official "
-                                                    "VLPart .pth")
-    p.add_argument("--vocab", dest="vocabulary", required=True,
-                   help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ...")
+    p.add_argument(
+        "--weights", required=True, help="our .safetensors checkpoint or an official VLPart .pth"
+    )
+    p.add_argument(
+        "--vocab",
+        dest="vocabulary",
+        required=True,
+        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ...",
+    )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
-    p.add_argument("--score-thresh", dest="score_threshold", type=float, default=0.3,
-                   help="keep instances scoring at least this (default 0.3)")
+    p.add_argument(
+        "--score-thresh",
+        dest="score_threshold",
+        type=float,
+        default=0.3,
+        help="keep instances scoring at least this (default 0.3)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    p.add_argument("--save-masks", action="store_true",
-                   help="also write one PNG per instance under OUT/masks/")
+    p.add_argument(
+        "--save-masks", action="store_true", help="also write one PNG per instance under OUT/masks/"
+    )
     _add_text_options(p)
 
 
@@ -368,19 +392,144 @@ def _run_predict(args: argparse.Namespace) -> None:
         raise CliError("no input images found")
     vocabulary = parse_vocabulary(args.vocabulary)
     segmenter = PartSegmenter.from_pretrained(
-        args.weights, text_encoder=args.encoder, embeddings=args.embeddings,
-        vocabulary=vocabulary, clip_weights=args.clip_weights, cache_dir=args.cache_dir,
-        template=args.template, device=args.device,
+        args.weights,
+        text_encoder=args.encoder,
+        embeddings=args.embeddings,
+        vocabulary=vocabulary,
+        clip_weights=args.clip_weights,
+        cache_dir=args.cache_dir,
+        template=args.template,
+        device=args.device,
     )
     summary = predict_files(
-        segmenter, paths, vocabulary=vocabulary, out_dir=args.out,
-        score_threshold=args.score_threshold, batch_size=args.batch_size,
+        segmenter,
+        paths,
+        vocabulary=vocabulary,
+        out_dir=args.out,
+        score_threshold=args.score_threshold,
+        batch_size=args.batch_size,
         save_masks=args.save_masks,
     )
-    print(f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"
-          + (f"; {len(summary.failed)} unreadable" if summary.failed else ""))
+    print(
+        f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"
+        + (f"; {len(summary.failed)} unreadable" if summary.failed else "")
+    )
     if not summary.processed:
         raise CliError(f"none of the {len(paths)} images could be read")
+
+
+def _add_parse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "parse",
+        help="parse novel objects into parts by dense correspondence",
+        description="Build a bank of annotated base objects, match every novel-object instance "
+        "to its nearest base object with self-supervised features, carry the base "
+        "part masks over, snap the boxes to the detector's proposals and write "
+        "OUT/parsed_parts.json (train on it with kind: parsed). Under 'torchrun' "
+        "every rank parses a shard and rank 0 merges them. Re-running resumes.",
+    )
+    p.add_argument("config", help="YAML with a 'parse:' section")
+    p.add_argument("--out", default="runs/parsed", help="output folder (default runs/parsed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+
+
+def _run_parse(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from vlpart.config import Config
+    from vlpart.engine.distributed import init_distributed, shutdown_distributed
+    from vlpart.engine.parse import build_base_bank, parse_novel_objects
+    from vlpart.model import load_checkpoint
+    from vlpart.parsing import ParseConfig, build_feature_extractor
+    from vlpart.parsing.parser import merge_shards
+    from vlpart.vocab import parse_vocabulary
+
+    pc = Config.from_yaml(args.config).parse
+    for key in ("base_objects", "base_parts", "novel_objects"):
+        if not getattr(pc, key):
+            raise CliError(f"{args.config}: parse.{key} is not set")
+    if not pc.base_categories:
+        raise CliError(f"{args.config}: parse.base_categories is empty")
+    info = init_distributed("cuda" if args.device.startswith("cuda") else "cpu")
+    try:
+        settings = ParseConfig(
+            backend=pc.backend,
+            weights=pc.weights,
+            stride=pc.stride,
+            image_size=pc.image_size,
+            batch_size=pc.batch_size,
+            include_masks=pc.include_masks,
+            device=args.device,
+        )
+        extractor = build_feature_extractor(
+            pc.backend, weights=pc.weights, stride=pc.stride, device=args.device
+        )
+        bank = build_base_bank(
+            pc.base_objects,
+            pc.base_parts,
+            pc.base_image_root,
+            categories=pc.base_categories,
+            extractor=extractor,
+            config=settings,
+        )
+        detector = load_checkpoint(pc.detector)[0].to(args.device) if pc.detector else None
+        out = parse_novel_objects(
+            pc.novel_objects,
+            pc.novel_image_root,
+            categories=pc.novel_categories,
+            bank=bank,
+            vocabulary=parse_vocabulary(pc.vocabulary),
+            out_dir=args.out,
+            config=settings,
+            detector=detector,
+            extractor=extractor,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        if info.distributed:
+            dist.barrier()
+            if info.is_main:
+                out = merge_shards(Path(args.out) / "parsed_parts.json", info.world_size)
+        if info.is_main:
+            print(f"parsed parts: {out}")
+    finally:
+        shutdown_distributed()
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quickstart",
+        help="the paper's experiment in miniature, offline (~15 min on 2 cores)",
+        description="Draw a synthetic parts world, train three detectors (base parts; + object "
+        "data; + parts parsed from the novel objects), evaluate all/base/novel part "
+        "AP, and write OUT/report.md, OUT/metrics.json and OUT/model.safetensors.",
+    )
+    p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=15.0,
+        help="time budget; fewer iterations per row if this machine is too slow "
+        "for the default schedule (default 15)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and the training")
+
+
+def _run_quickstart(args: argparse.Namespace) -> None:
+    from vlpart.engine.quickstart import QuickstartSettings, run_quickstart
+
+    if args.budget_minutes <= 0:
+        raise CliError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    result = run_quickstart(
+        args.out, QuickstartSettings(seed=args.seed, budget_minutes=args.budget_minutes)
+    )
+    from pathlib import Path
+
+    report = (Path(args.out) / "report.md").read_text()
+    print(report.split("## ")[0].rstrip())
+    print(f"\nreport: {Path(args.out) / 'report.md'}; model: {result['model']}")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -398,6 +547,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
+    _add_parse(sub)
+    _add_quickstart(sub)
     return parser
 
 
@@ -408,6 +559,8 @@ _RUNNERS = {
     "convert": _run_convert,
     "train": _run_train,
     "predict": _run_predict,
+    "parse": _run_parse,
+    "quickstart": _run_quickstart,
 }
 
 

@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "ModelConfig", "SourceConfig", "TextConfig", "TrainConfig", "config_from_dict"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ModelConfig",
+    "ParsingConfig",
+    "SourceConfig",
+    "TextConfig",
+    "TrainConfig",
+    "config_from_dict",
+]
 
 
 class ConfigError(ValueError):
@@ -130,6 +139,36 @@ class TrainConfig:
 
 
 @dataclass
+class ParsingConfig:
+    """``vlpart parse``: parse the instances of novel objects into parts by dense correspondence
+    to annotated base objects (see :mod:`vlpart.engine.parse`)."""
+
+    # Feature backend: DINO ViT-S/8 (the paper's) or the offline EfficientNet-Lite0.
+    backend: Literal["dino_vits8", "efficientnet_lite0"] = "dino_vits8"
+    # "pretrained" (hub or packaged weights) or a local weights file.
+    weights: str = "pretrained"
+    # DINO patch stride: 8, or 4 for denser features (null: the backbone's own).
+    stride: int | None = None
+    image_size: int = 224
+    batch_size: int = 8
+    # Base objects: COCO object file, part file (parts carry ``object_id``) and image folder.
+    base_objects: str = ""
+    base_parts: str = ""
+    base_image_root: str = ""
+    base_categories: list[str] = field(default_factory=list)
+    # Novel objects: COCO object file (boxes and masks) and image folder.
+    novel_objects: str = ""
+    novel_image_root: str = ""
+    novel_categories: list[str] = field(default_factory=lambda: ["dog", "bus"])
+    # Vocabulary that names the parsed parts (parts it cannot name are dropped).
+    vocabulary: str = "pascal_part"
+    # Trained detector whose proposals the parsed boxes snap to (null: keep transferred boxes).
+    detector: str | None = None
+    # Also write the transferred masks as RLE.
+    include_masks: bool = False
+
+
+@dataclass
 class Config:
     """Root of the settings tree."""
 
@@ -137,6 +176,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: list[SourceConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parse: ParsingConfig = field(default_factory=ParsingConfig)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:

@@ -101,9 +101,7 @@ class Prediction:
         return out
 
 
-def assign_parents(
-    masks: np.ndarray, objects: list[str], parts: list[str | None]
-) -> np.ndarray:
+def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None]) -> np.ndarray:
     """Link each part instance to the object instance that contains it.
 
     A part of object ``o`` (``parts[i] is not None``, ``objects[i] == o``) is linked to the

@@ -151,16 +151,22 @@ class PartSegmenter:
             state = load_official_state_dict(path)
             config = config_from_official(state)
             model = official_model(state, config, source=str(path))
-            info = CheckpointInfo(config=config, text_encoder=OFFICIAL_TEXT_ENCODER,
-                                  text_dim=config.text_dim)
+            info = CheckpointInfo(
+                config=config, text_encoder=OFFICIAL_TEXT_ENCODER, text_dim=config.text_dim
+            )
         else:
             model, info = load_checkpoint(path)
         if not isinstance(text_encoder, TextEncoder):
             name = text_encoder or _encoder_name(info.text_encoder)
             vocab = parse_vocabulary(vocabulary) if vocabulary is not None else None
             text_encoder = build_text_encoder(
-                name, vocabulary=vocab, template=template, embeddings=embeddings,
-                clip_weights=clip_weights, cache_dir=cache_dir, device=str(device),
+                name,
+                vocabulary=vocab,
+                template=template,
+                embeddings=embeddings,
+                clip_weights=clip_weights,
+                cache_dir=cache_dir,
+                device=str(device),
             )
         return cls(model, text_encoder, info=info, template=template, device=device)
 
@@ -186,8 +192,9 @@ class PartSegmenter:
             ``labels`` (Tensor[N] int64 rows of the vocabulary) and ``masks``
             (Tensor[N, H_i, W_i] bool).
         """
-        outputs = self.model([im.to(self.device) for im in images],
-                             text_embeddings=text_embeddings.to(self.device))
+        outputs = self.model(
+            [im.to(self.device) for im in images], text_embeddings=text_embeddings.to(self.device)
+        )
         for out in outputs:
             out["masks"] = out["masks"][:, 0] >= MASK_THRESH
         return outputs
@@ -221,12 +228,15 @@ class PartSegmenter:
 
     def __repr__(self) -> str:
         cfg = dataclasses.asdict(self.info.config) if self.info else {}
-        return (f"PartSegmenter(backbone={cfg.get('backbone')!r}, "
-                f"text_encoder={self.text_encoder.identity!r}, device={str(self.device)!r})")
+        return (
+            f"PartSegmenter(backbone={cfg.get('backbone')!r}, "
+            f"text_encoder={self.text_encoder.identity!r}, device={str(self.device)!r})"
+        )
 
 
-def make_prediction(output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
-                    ) -> Prediction:
+def make_prediction(
+    output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
+) -> Prediction:
     """Turn one image's :meth:`PartSegmenter.predict_tensors` output into a :class:`Prediction`:
     keep scores >= ``score_threshold``, sort by score, name labels, link parts to objects."""
     keep = output["scores"] >= score_threshold

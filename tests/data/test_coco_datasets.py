@@ -263,10 +263,14 @@ def test_split_keeps_only_that_splits_categories(synthetic_world):
     for i in range(len(novel)):
         labels = novel[i][1]["labels"]
         assert all(novel.vocabulary[int(j)].object in {"dog", "bus"} for j in labels)
-    labels = ImageLabelDataset(synthetic_world / "image_labels_train.json", synthetic_world,
-                               split="base")
+    labels = ImageLabelDataset(
+        synthetic_world / "image_labels_train.json", synthetic_world, split="base"
+    )
     assert "dog" not in labels.vocabulary.names
-    assert all(labels.vocabulary[int(j)].object != "dog"
-               for i in range(len(labels)) for j in labels[i][1]["image_labels"])
+    assert all(
+        labels.vocabulary[int(j)].object != "dog"
+        for i in range(len(labels))
+        for j in labels[i][1]["image_labels"]
+    )
     with pytest.raises(ValueError, match="no category has split 'nove'"):
         DetectionDataset(synthetic_world / "parts_val.json", synthetic_world, split="nove")

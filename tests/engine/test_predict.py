@@ -4,8 +4,8 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from vlpart.cli import main
 from vlpart.engine.predict import expand_inputs
@@ -47,8 +47,9 @@ def test_predict_inputs_and_thresholds(segmenter, shared_data):
     a = segmenter.predict(array, vocabulary="dog:head", score_threshold=0.0)
     b = segmenter.predict(Image.open(photo), vocabulary="dog:head", score_threshold=0.0)
     np.testing.assert_array_equal(a.boxes, b.boxes)
-    both = segmenter.predict([array, array[:50, :80].copy()], vocabulary="dog:head",
-                             score_threshold=0.0)
+    both = segmenter.predict(
+        [array, array[:50, :80].copy()], vocabulary="dog:head", score_threshold=0.0
+    )
     assert both[1].masks.shape[1:] == (50, 80)
     assert len(segmenter.predict(array, vocabulary="dog:head", score_threshold=1.01)) == 0
     with pytest.raises(ValueError, match=r"\[H, W, 3\] uint8"):
@@ -69,11 +70,13 @@ def test_vocabulary_embeddings_are_cached(segmenter):
 
 
 def test_wrong_encoder_dimension_is_rejected(tiny_checkpoint, shared_data):
-    with pytest.raises(ValueError, match="1024-d embeddings but the model was trained with "
-                                         "384-d"):
+    with pytest.raises(ValueError, match="1024-d embeddings but the model was trained with 384-d"):
         PartSegmenter.from_pretrained(
-            tiny_checkpoint, text_encoder="precomputed", vocabulary="pascal_part",
-            embeddings=shared_data / "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy")
+            tiny_checkpoint,
+            text_encoder="precomputed",
+            vocabulary="pascal_part",
+            embeddings=shared_data / "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy",
+        )
 
 
 def test_expand_inputs(tmp_path):
@@ -81,22 +84,41 @@ def test_expand_inputs(tmp_path):
     (tmp_path / "b.JPG").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "sub").mkdir()
-    paths, missing = expand_inputs([str(tmp_path), str(tmp_path / "*.png"),
-                                    str(tmp_path / "nothing*.jpg"), str(tmp_path / "gone.jpg")])
+    paths, missing = expand_inputs(
+        [
+            str(tmp_path),
+            str(tmp_path / "*.png"),
+            str(tmp_path / "nothing*.jpg"),
+            str(tmp_path / "gone.jpg"),
+        ]
+    )
     assert [p.name for p in paths] == ["a.png", "b.JPG"]
     assert [m[1] for m in missing] == ["pattern matched no files", "no such file or folder"]
 
 
-def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data, tmp_path,
-                                                   capsys):
+def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data, tmp_path, capsys):
     images = tmp_path / "in"
     images.mkdir()
     shutil.copy(shared_data / PHOTO, images / "dog.jpg")
     (images / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    code = main(["predict", str(images), "--weights", str(tiny_checkpoint), "--vocab",
-                 "dog; dog:head,leg", "--out", str(out), "--score-thresh", "0", "--save-masks",
-                 "--threads", "1"])
+    code = main(
+        [
+            "predict",
+            str(images),
+            "--weights",
+            str(tiny_checkpoint),
+            "--vocab",
+            "dog; dog:head,leg",
+            "--out",
+            str(out),
+            "--score-thresh",
+            "0",
+            "--save-masks",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     assert "1 images" in capsys.readouterr().out
     gt = COCO(str(out / "dataset.json"))
@@ -116,27 +138,69 @@ def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data
 
 def test_cli_exit_status_when_nothing_is_readable(tiny_checkpoint, tmp_path, capsys, caplog):
     (tmp_path / "bad.png").write_bytes(b"junk")
-    code = main(["predict", str(tmp_path / "bad.png"), "--weights", str(tiny_checkpoint),
-                 "--vocab", "dog", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "bad.png"),
+            "--weights",
+            str(tiny_checkpoint),
+            "--vocab",
+            "dog",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     assert "bad.png: not a readable image" in caplog.text
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "vlpart: error: none of the 1 images could be read"
-    assert main(["predict", str(tmp_path / "missing.png"), "--weights", str(tiny_checkpoint),
-                 "--vocab", "dog"]) == 2
-    assert main(["predict", str(tmp_path / "bad.png"), "--weights", str(tmp_path / "no.pt"),
-                 "--vocab", "dog"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "missing.png"),
+                "--weights",
+                str(tiny_checkpoint),
+                "--vocab",
+                "dog",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "bad.png"),
+                "--weights",
+                str(tmp_path / "no.pt"),
+                "--vocab",
+                "dog",
+            ]
+        )
+        == 2
+    )
     assert "no.pt: weights file not found" in capsys.readouterr().err
 
 
 def test_eval_runs_a_model_over_ground_truth(tiny_checkpoint, synthetic_world, tmp_path, capsys):
     out = tmp_path / "eval"
-    code = main(["eval", "--weights", str(tiny_checkpoint), "--gt",
-                 str(synthetic_world / "parts_val.json"), "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            "--weights",
+            str(tiny_checkpoint),
+            "--gt",
+            str(synthetic_world / "parts_val.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["metrics"]["segm"]["AP50"] <= 1.0
     assert "AP50_novel" in metrics["metrics"]["segm"]
     results = json.loads((out / "results.json").read_text())
     assert {r["image_id"] for r in results} <= {
-        im["id"] for im in json.loads((synthetic_world / "parts_val.json").read_text())["images"]}
+        im["id"] for im in json.loads((synthetic_world / "parts_val.json").read_text())["images"]
+    }

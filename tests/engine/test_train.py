@@ -30,8 +30,9 @@ def test_sources_have_own_vocabularies_and_embeddings(tiny_train_config):
     assert "dog:head" not in parts.dataset.vocabulary  # novel parts stay out of training
     for s in sources:
         assert s.text_embeddings.shape == (len(s.dataset.vocabulary), 384)
-        torch.testing.assert_close(s.text_embeddings.norm(dim=1),
-                                   torch.ones(len(s.dataset.vocabulary)))
+        torch.testing.assert_close(
+            s.text_embeddings.norm(dim=1), torch.ones(len(s.dataset.vocabulary))
+        )
 
 
 def test_text_dim_mismatch_is_an_error(tiny_train_config):
@@ -55,8 +56,13 @@ def test_train_writes_checkpoint_metrics_and_losses_by_kind(tiny_train_config, t
         if r["source"] == "labels":
             assert losses == {"loss_image"}
         else:
-            assert losses == {"loss_objectness", "loss_rpn_box_reg", "loss_cls",
-                              "loss_box_reg", "loss_mask"}
+            assert losses == {
+                "loss_objectness",
+                "loss_rpn_box_reg",
+                "loss_cls",
+                "loss_box_reg",
+                "loss_mask",
+            }
     assert {r["source"] for r in records} >= {"parts", "objects"}
     state = torch.load(tmp_path / "train_state.pt", weights_only=True)
     assert state["iteration"] == 6
@@ -79,8 +85,9 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    iterations = [json.loads(line)["iteration"]
-                  for line in (part / "metrics.jsonl").read_text().splitlines()]
+    iterations = [
+        json.loads(line)["iteration"] for line in (part / "metrics.jsonl").read_text().splitlines()
+    ]
     assert iterations == [1, 2, 3, 4, 5, 6]
 
 
@@ -103,14 +110,36 @@ def test_torchrun_two_processes_write_one_checkpoint(tiny_train_config, tmp_path
     tiny_train_config.to_yaml(cfg_path)
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", "29517",
-         "-m", "vlpart.cli", "train", str(cfg_path), "--out", str(out), "--threads", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            "29517",
+            "-m",
+            "vlpart.cli",
+            "train",
+            str(cfg_path),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.jsonl", "model.json", "model.safetensors", "train_state.pt"]
+        "metrics.jsonl",
+        "model.json",
+        "model.safetensors",
+        "train_state.pt",
+    ]
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert state["iteration"] == 4 and len(state["rng"]) == 2
     model, _ = load_checkpoint(out / "model.safetensors")

@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from vlpart.data.coco import decode_segmentation, load_coco_json, vocabulary_from_categories
-from vlpart.kinds import DataKind
 from vlpart.data.transforms import Transform
+from vlpart.kinds import DataKind
 from vlpart.vocab import Vocabulary
 
 __all__ = [
@@ -55,7 +55,11 @@ class _CocoImages(Dataset):
     kind: DataKind
 
     def __init__(
-        self, ann_file: str | Path, image_root: str | Path, *, transform: Transform | None = None,
+        self,
+        ann_file: str | Path,
+        image_root: str | Path,
+        *,
+        transform: Transform | None = None,
         split: str | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
@@ -258,14 +262,20 @@ class ImageLabelDataset(_CocoImages):
 
     def image_category_ids(self) -> list[list[int]]:
         return [
-            sorted(set(self._labels_of(self._kept(info.get("pos_category_ids", [])),
-                                       f"image {info['id']}")))
+            sorted(
+                set(
+                    self._labels_of(
+                        self._kept(info.get("pos_category_ids", [])), f"image {info['id']}"
+                    )
+                )
+            )
             for info in self.images
         ]
 
     def _target(self, index: int, info: dict) -> dict:
-        labels = self._labels_of(self._kept(info.get("pos_category_ids", [])),
-                                 f"image {info['id']}")
+        labels = self._labels_of(
+            self._kept(info.get("pos_category_ids", [])), f"image {info['id']}"
+        )
         return {
             "boxes": torch.zeros((0, 4), dtype=torch.float32),
             "labels": torch.zeros((0,), dtype=torch.int64),

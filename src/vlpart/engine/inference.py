@@ -12,8 +12,8 @@ from tqdm import tqdm
 from vlpart.data.coco import load_coco_json
 from vlpart.engine.evaluate import EvalReport, evaluate_results
 from vlpart.model import VLPartDetector
-from vlpart.predictor import MASK_THRESH
 from vlpart.prediction import Prediction
+from vlpart.predictor import MASK_THRESH
 
 __all__ = ["evaluate_model", "predict_dataset"]
 
@@ -43,18 +43,27 @@ def predict_dataset(
     data = load_coco_json(Path(ann_file))
     category_ids = [c["id"] for c in sorted(data["categories"], key=lambda c: c["id"])]
     if len(category_ids) != text_embeddings.shape[0]:
-        raise ValueError(f"{ann_file}: {len(category_ids)} categories but "
-                         f"{text_embeddings.shape[0]} text embeddings")
+        raise ValueError(
+            f"{ann_file}: {len(category_ids)} categories but "
+            f"{text_embeddings.shape[0]} text embeddings"
+        )
     model.eval()
     device = next(model.parameters()).device
     text_embeddings = text_embeddings.to(device)
     results: list[dict] = []
     images = data["images"]
-    for start in tqdm(range(0, len(images), batch_size), desc="eval", unit="batch",
-                      disable=not progress, dynamic_ncols=True):
+    for start in tqdm(
+        range(0, len(images), batch_size),
+        desc="eval",
+        unit="batch",
+        disable=not progress,
+        dynamic_ncols=True,
+    ):
         infos = images[start : start + batch_size]
-        batch = [decode_image(str(Path(image_root) / info["file_name"]), mode=ImageReadMode.RGB)
-                 for info in infos]
+        batch = [
+            decode_image(str(Path(image_root) / info["file_name"]), mode=ImageReadMode.RGB)
+            for info in infos
+        ]
         outputs = model([im.to(device) for im in batch], text_embeddings=text_embeddings)
         for info, out in zip(infos, outputs, strict=True):
             pred = Prediction(
@@ -85,7 +94,12 @@ def evaluate_model(
 ) -> EvalReport:
     """:func:`predict_dataset` then :func:`~vlpart.engine.evaluate.evaluate_results` (box and
     mask AP, base/novel means when the categories have a split)."""
-    results = predict_dataset(model, ann_file, image_root, text_embeddings=text_embeddings,
-                              batch_size=batch_size, progress=progress)
-    return evaluate_results(ann_file, results, split=split, objects=objects,
-                            lvis_style=lvis_style)
+    results = predict_dataset(
+        model,
+        ann_file,
+        image_root,
+        text_embeddings=text_embeddings,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return evaluate_results(ann_file, results, split=split, objects=objects, lvis_style=lvis_style)

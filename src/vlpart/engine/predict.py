@@ -33,7 +33,11 @@ from vlpart.predictor import PartSegmenter, load_image, make_prediction
 from vlpart.vocab import Vocabulary
 
 __all__ = [
-    "IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files", "write_json_atomic"
+    "IMAGE_SUFFIXES",
+    "PredictSummary",
+    "expand_inputs",
+    "predict_files",
+    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,8 +137,15 @@ def predict_files(
             while name in used_names:
                 name = f"{name}_{image_id}"
             used_names.add(name)
-            images_info.append({"id": image_id, "file_name": str(path), "height": array.shape[0],
-                                "width": array.shape[1], "overlay": f"overlays/{name}.png"})
+            images_info.append(
+                {
+                    "id": image_id,
+                    "file_name": str(path),
+                    "height": array.shape[0],
+                    "width": array.shape[1],
+                    "overlay": f"overlays/{name}.png",
+                }
+            )
             results.extend(pred.to_coco(image_id))
             pred.render(array).save(out / "overlays" / f"{name}.png")
             if save_masks:
@@ -142,14 +153,18 @@ def predict_files(
                 mask_dir.mkdir(parents=True, exist_ok=True)
                 for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
                     Image.fromarray(mask.astype(np.uint8) * 255).save(
-                        mask_dir / f"{k:03d}_{_safe_name(label)}.png")
+                        mask_dir / f"{k:03d}_{_safe_name(label)}.png"
+                    )
             summary.processed.append(path)
             summary.num_instances += len(pred)
             bar.update(1)
     bar.close()
-    categories = [{"id": i + 1, "name": c.name, "object": c.object,
-                   **({"part": c.part} if c.part else {})} for i, c in enumerate(vocabulary)]
-    write_json_atomic({"images": images_info, "categories": categories, "annotations": []},
-                       out / "dataset.json")
+    categories = [
+        {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
+        for i, c in enumerate(vocabulary)
+    ]
+    write_json_atomic(
+        {"images": images_info, "categories": categories, "annotations": []}, out / "dataset.json"
+    )
     write_json_atomic(results, out / "results.json")
     return summary

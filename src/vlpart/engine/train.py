@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from safetensors.torch import load_file as load_safetensors
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -39,10 +39,10 @@ from vlpart.data.datasets import (
     MultiDataset,
     collate,
 )
-from vlpart.kinds import DataKind
 from vlpart.data.sampler import MultiDatasetBatchSampler, repeat_factors
 from vlpart.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from vlpart.engine.distributed import DistInfo, init_distributed, shutdown_distributed
+from vlpart.kinds import DataKind
 from vlpart.model import build_model, save_checkpoint
 from vlpart.model.checkpoint import load_state_dict_strict
 from vlpart.text import build_text_encoder, encode_vocabulary
@@ -103,13 +103,19 @@ def build_sources(cfg: Config) -> list[TrainSource]:
         else:
             dataset = DetectionDataset(src.ann_file, src.image_root, kind=kind, **common)
         if src.embeddings:
-            enc = build_text_encoder("precomputed", vocabulary=dataset.vocabulary,
-                                     template=cfg.text.template, embeddings=src.embeddings)
+            enc = build_text_encoder(
+                "precomputed",
+                vocabulary=dataset.vocabulary,
+                template=cfg.text.template,
+                embeddings=src.embeddings,
+            )
         else:
             if encoder is None:
                 encoder = build_text_encoder(
-                    cfg.text.encoder, clip_model=cfg.text.clip_model,
-                    clip_weights=cfg.text.clip_weights, cache_dir=cfg.text.cache_dir,
+                    cfg.text.encoder,
+                    clip_model=cfg.text.clip_model,
+                    clip_weights=cfg.text.clip_weights,
+                    cache_dir=cfg.text.cache_dir,
                 )
             enc = encoder
         embeddings = encode_vocabulary(enc, dataset.vocabulary, cfg.text.template)
@@ -130,8 +136,9 @@ def _build_sampler(sources: list[TrainSource], cfg: Config, dist: DistInfo):
         if s.config.repeat_thresh is None:
             factors.append(np.ones(len(s.dataset)))
         else:
-            factors.append(repeat_factors(s.dataset.image_category_ids(),
-                                          thresh=s.config.repeat_thresh))
+            factors.append(
+                repeat_factors(s.dataset.image_category_ids(), thresh=s.config.repeat_thresh)
+            )
     return MultiDatasetBatchSampler(
         factors,
         batch_sizes=[s.config.batch_size for s in sources],
@@ -216,7 +223,8 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
     if dist.distributed:
         # Image-level and parsed batches leave the RPN / box / mask heads unused.
         net = DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            model,
+            device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
 
@@ -226,8 +234,10 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
     if resume:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{state_path}: training state version {state.get('version')} is "
-                             f"not {STATE_VERSION}")
+            raise ValueError(
+                f"{state_path}: training state version {state.get('version')} is "
+                f"not {STATE_VERSION}"
+            )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -248,8 +258,10 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         _set_rng_state(rng_state)
 
     embeddings = [s.text_embeddings.to(dist.device) for s in sources]
-    counts = [c.to(dist.device) if c is not None else None
-              for c in (s.class_image_counts for s in sources)]
+    counts = [
+        c.to(dist.device) if c is not None else None
+        for c in (s.class_image_counts for s in sources)
+    ]
     iteration = start
     # The sidecar names every category seen in training, first source first.
     records: dict[str, dict] = {}
@@ -266,8 +278,13 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
             rng = gathered
         if not dist.is_main:
             return
-        save_checkpoint(model, model_path, config=cfg.model, vocabulary=vocabulary,
-                        text_encoder=sources[0].text_identity)
+        save_checkpoint(
+            model,
+            model_path,
+            config=cfg.model,
+            vocabulary=vocabulary,
+            text_encoder=sources[0].text_identity,
+        )
         _atomic_torch_save(
             {
                 "version": STATE_VERSION,
@@ -282,19 +299,30 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         logger.info("saved checkpoint at iteration %d to %s", iteration, out)
 
     metrics_file = open(out / METRICS_FILE, "a") if dist.is_main else None  # noqa: SIM115
-    bar = tqdm(total=tcfg.max_iter, initial=start, desc="train", disable=not dist.is_main,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tcfg.max_iter,
+        initial=start,
+        desc="train",
+        disable=not dist.is_main,
+        dynamic_ncols=True,
+    )
     started = time.perf_counter()
     try:
         for images, targets in loader:
             source = targets[0]["dataset"]
             images = [im.to(dist.device) for im in images]
-            targets = [{k: v.to(dist.device) if isinstance(v, Tensor) else v
-                        for k, v in t.items()} for t in targets]
+            targets = [
+                {k: v.to(dist.device) if isinstance(v, Tensor) else v for k, v in t.items()}
+                for t in targets
+            ]
             with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=use_amp):
-                losses = net(images, targets, kind=sources[source].kind,
-                             text_embeddings=embeddings[source],
-                             class_image_counts=counts[source])
+                losses = net(
+                    images,
+                    targets,
+                    kind=sources[source].kind,
+                    text_embeddings=embeddings[source],
+                    class_image_counts=counts[source],
+                )
             total = sum(losses.values())
             if not torch.isfinite(total):
                 raise FloatingPointError(
@@ -312,12 +340,17 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
             iteration += 1
             values = {k: float(v.detach()) for k, v in losses.items()}
             bar.update(1)
-            if metrics_file is not None and (iteration % tcfg.log_period == 0
-                                             or iteration == tcfg.max_iter):
-                record = {"iteration": iteration, "source": sources[source].config.name,
-                          "loss": float(total.detach()), **values,
-                          "lr": optimizer.param_groups[0]["lr"],
-                          "seconds": round(time.perf_counter() - started, 2)}
+            if metrics_file is not None and (
+                iteration % tcfg.log_period == 0 or iteration == tcfg.max_iter
+            ):
+                record = {
+                    "iteration": iteration,
+                    "source": sources[source].config.name,
+                    "loss": float(total.detach()),
+                    **values,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
@@ -338,4 +371,3 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
 
 def _one_thread(worker_id: int) -> None:
     torch.set_num_threads(1)
-

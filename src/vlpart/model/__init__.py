@@ -1,6 +1,7 @@
 """The VLPart detector on torchvision: backbones with FPN, text-classifier RoI heads (plain and
 cascade), losses, ``build_model(config)``, checkpoints and the official-checkpoint converter."""
 
+from vlpart.kinds import DataKind as DataKind
 from vlpart.model.backbones import build_backbone as build_backbone
 from vlpart.model.backbones import resolve_weights as resolve_weights
 from vlpart.model.checkpoint import CheckpointInfo as CheckpointInfo
@@ -10,7 +11,6 @@ from vlpart.model.convert import convert_official_checkpoint as convert_official
 from vlpart.model.detector import VLPartDetector as VLPartDetector
 from vlpart.model.detector import build_model as build_model
 from vlpart.model.losses import LOSS_WEIGHTS as LOSS_WEIGHTS
-from vlpart.kinds import DataKind as DataKind
 from vlpart.model.roi_heads import CascadeRoIHeads as CascadeRoIHeads
 from vlpart.model.roi_heads import TextRoIHeads as TextRoIHeads
 from vlpart.model.text_classifier import CLS_TEMPERATURE as CLS_TEMPERATURE

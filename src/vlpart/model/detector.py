@@ -110,6 +110,29 @@ class VLPartDetector(nn.Module):
             return {name: losses[name] * weight for name, weight in weights.items()}
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
+    @torch.inference_mode()
+    def propose(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+        """Region proposals alone (proposal recall, snapping parsed parts).
+
+        Args:
+            images: ``Tensor[3, H_i, W_i]`` RGB, uint8 0–255 or float 0–1.
+
+        Returns:
+            Per image ``boxes`` (Tensor[R, 4], XYXY original pixels, by descending score) and
+            ``scores`` (Tensor[R], objectness probabilities).
+        """
+        original_sizes = [tuple(im.shape[-2:]) for im in images]
+        batch, _ = self.transform(images)
+        features = self.backbone(batch.tensors)
+        proposals, scores, _ = self.rpn(batch, features, None, compute_losses=False)
+        out = []
+        for boxes, obj, (h, w), (oh, ow) in zip(
+            proposals, scores, batch.image_sizes, original_sizes, strict=True
+        ):
+            scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
+            out.append({"boxes": boxes * scale, "scores": obj})
+        return out
+
 
 def _check_targets(
     targets: Sequence[dict[str, Tensor]] | None, kind: DataKind, num_images: int

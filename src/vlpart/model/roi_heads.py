@@ -72,9 +72,7 @@ def build_box_head(in_channels: int) -> nn.Module:
     return _TwoFCHead(in_channels * BOX_POOL_SIZE**2)
 
 
-def build_mask_branch(
-    in_channels: int, dim: int = MASK_HEAD_DIM
-) -> tuple[nn.Module, nn.Module]:
+def build_mask_branch(in_channels: int, dim: int = MASK_HEAD_DIM) -> tuple[nn.Module, nn.Module]:
     """Class-agnostic mask head (4 conv3×3+ReLU of width ``dim``) and predictor (deconv 2×2 s2 +
     ReLU, 1×1 conv to one channel, initialised with std 0.001 and zero bias)."""
     head = MaskRCNNHeads(in_channels, (dim,) * MASK_HEAD_CONVS, 1)

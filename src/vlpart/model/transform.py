@@ -90,8 +90,7 @@ class DetectorTransform(nn.Module):
                 )
             height, width = image.shape[-2:]
             if targets is None:
-                size = resized_shape(height, width, min_size=self.min_size,
-                                     max_size=self.max_size)
+                size = resized_shape(height, width, min_size=self.min_size, max_size=self.max_size)
             else:  # training: the data pipeline chose the size (per-source, multi-scale)
                 size = (int(height), int(width))
             if image.dtype == torch.uint8:
