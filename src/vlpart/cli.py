@@ -196,7 +196,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.out and args.weights:
         from pathlib import Path
 
-        from vlpart.engine.predict import write_json_atomic
+        from vlpart.data.coco import write_json_atomic
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(results, Path(args.out) / "results.json")

@@ -144,3 +144,14 @@ def test_torchrun_two_processes_write_one_checkpoint(tiny_train_config, tmp_path
     assert state["iteration"] == 4 and len(state["rng"]) == 2
     model, _ = load_checkpoint(out / "model.safetensors")
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_bfloat16_autocast_on_cpu_trains(tiny_train_config, tmp_path):
+    tiny_train_config.train.amp = True
+    tiny_train_config.train.max_iter = 3
+    train(tiny_train_config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert all(v.dtype != torch.bfloat16 for v in weights.values())  # master weights stay fp32

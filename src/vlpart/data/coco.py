@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
+import torch
+from PIL import Image, UnidentifiedImageError
 
 from vlpart.vocab import Category, Vocabulary
 
@@ -37,6 +39,20 @@ def write_json_atomic(data: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_rgb_image(path: str | Path) -> torch.Tensor:
+    """``Tensor[3, H, W]`` uint8 RGB of an image file (decoded with PIL).
+
+    Raises:
+        ValueError: the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            pixels = np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def load_coco_json(path: str | Path, *, require: Sequence[str] = ("images", "categories")) -> dict:

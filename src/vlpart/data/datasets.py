@@ -27,9 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 
-from vlpart.data.coco import decode_segmentation, load_coco_json, vocabulary_from_categories
+from vlpart.data.coco import (
+    decode_segmentation,
+    load_coco_json,
+    load_rgb_image,
+    vocabulary_from_categories,
+)
 from vlpart.data.transforms import Transform
 from vlpart.kinds import DataKind
 from vlpart.vocab import Vocabulary
@@ -131,7 +135,7 @@ class _CocoImages(Dataset):
         path = self._image_path(info)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image of {self.ann_file.name} not found")
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
+        image = load_rgb_image(path)
         size = (int(info["height"]), int(info["width"]))
         if tuple(image.shape[-2:]) != size:
             raise ValueError(

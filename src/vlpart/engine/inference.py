@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
-from vlpart.data.coco import load_coco_json
+from vlpart.data.coco import load_coco_json, load_rgb_image
 from vlpart.engine.evaluate import EvalReport, evaluate_results
 from vlpart.model import VLPartDetector
 from vlpart.prediction import Prediction
@@ -60,10 +59,7 @@ def predict_dataset(
         dynamic_ncols=True,
     ):
         infos = images[start : start + batch_size]
-        batch = [
-            decode_image(str(Path(image_root) / info["file_name"]), mode=ImageReadMode.RGB)
-            for info in infos
-        ]
+        batch = [load_rgb_image(Path(image_root) / info["file_name"]) for info in infos]
         outputs = model([im.to(device) for im in batch], text_embeddings=text_embeddings)
         for info, out in zip(infos, outputs, strict=True):
             pred = Prediction(

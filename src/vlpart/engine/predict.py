@@ -15,11 +15,8 @@ Unreadable images are logged and skipped; the rest are still processed.
 from __future__ import annotations
 
 import glob
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +26,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from vlpart.data.coco import write_json_atomic
 from vlpart.predictor import PartSegmenter, load_image, make_prediction
 from vlpart.vocab import Vocabulary
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "PredictSummary",
-    "expand_inputs",
-    "predict_files",
-    "write_json_atomic",
-]
+__all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +72,6 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
         else:
             missing.append((item, "no such file or folder"))
     return list(dict.fromkeys(paths)), missing
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(obj, f)
-    os.replace(f.name, path)
 
 
 def _safe_name(text: str) -> str:

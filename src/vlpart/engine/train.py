@@ -184,8 +184,8 @@ def train(
         out_dir: where checkpoints and ``metrics.jsonl`` go (created).
         resume: continue from ``out_dir/train_state.pt`` and ``out_dir/model.safetensors``.
         init_weights: start from these weights (e.g. fine-tuning), ignored when resuming.
-        on_step: called after every iteration with its index and losses (for callers that
-            report progress their own way).
+        on_step: called after every iteration (once it is logged and checkpointed) with its
+            index and losses; a ``KeyboardInterrupt`` raised there stops training like Ctrl-C.
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
