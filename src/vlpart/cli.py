@@ -501,7 +501,7 @@ def _run_parse(args: argparse.Namespace) -> None:
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quickstart",
-        help="the paper's experiment in miniature, offline (~15 min on 2 cores)",
+        help="the paper's experiment in miniature, offline (~10 min on 2 cores)",
         description="Draw a synthetic parts world, train three detectors (base parts; + object "
         "data; + parts parsed from the novel objects), evaluate all/base/novel part "
         "AP, and write OUT/report.md, OUT/metrics.json and OUT/model.safetensors.",

@@ -32,7 +32,7 @@ __all__ = ["PartSegmenter", "load_image", "make_prediction"]
 logger = logging.getLogger(__name__)
 
 MASK_THRESH = 0.5
-OFFICIAL_SUFFIXES = (".pth", ".pkl", ".pt")
+OFFICIAL_SUFFIXES = (".pth", ".pt")
 
 ImageInput = str | Path | Image.Image | np.ndarray
 

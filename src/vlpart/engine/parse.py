@@ -101,7 +101,7 @@ def object_crops(
         x1 = min(w, int(np.ceil(x + bw + CROP_MARGIN * bw)))
         y1 = min(h, int(np.ceil(y + bh + CROP_MARGIN * bh)))
         with Image.open(Path(image_root) / info["file_name"]) as im:
-            pixels = np.asarray(im.convert("RGB"))[y0:y1, x0:x1]
+            pixels = np.array(im.convert("RGB"))[y0:y1, x0:x1]
         part_masks = (
             np.stack(
                 [
