@@ -86,3 +86,14 @@ def test_render_keeps_size_and_draws():
     assert (out[29, 49] == 128).all()  # far corner untouched
     with pytest.raises(ValueError, match="prediction is for"):
         pred.render(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_render_accepts_a_path(tmp_path):
+    from PIL import Image
+
+    pred = _prediction()
+    image = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    assert np.array_equal(
+        np.asarray(pred.render(tmp_path / "x.png")), np.asarray(pred.render(image))
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -74,9 +75,14 @@ class Prediction:
             )
         return out
 
-    def render(self, image: np.ndarray | Image.Image, *, alpha: float = 0.45) -> Image.Image:
-        """Overlay masks, boxes and ``label score`` tags on ``image`` (``np.ndarray[H, W, 3]``
-        uint8 RGB or a PIL image of the prediction's size)."""
+    def render(
+        self, image: str | Path | np.ndarray | Image.Image, *, alpha: float = 0.45
+    ) -> Image.Image:
+        """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
+        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size)."""
+        if isinstance(image, str | Path):
+            with Image.open(image) as im:
+                image = im.convert("RGB")
         base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if base.shape[:2] != self.image_size and len(self):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
