@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -82,8 +83,8 @@ def evaluate_model(
     image_root: str | Path,
     *,
     text_embeddings: Tensor,
-    split=None,
-    objects=(),
+    split: str | Path | Mapping[str, Sequence[str]] | None = None,
+    objects: Sequence[str] = (),
     lvis_style: bool = False,
     batch_size: int = 1,
     progress: bool = True,
