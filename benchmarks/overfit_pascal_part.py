@@ -25,7 +25,8 @@ from vlpart.data.pascal_part import convert_pascal_part
 from vlpart.engine.inference import evaluate_model
 from vlpart.engine.train import train
 from vlpart.model import load_checkpoint
-from vlpart.text import build_text_encoder, encode_vocabulary
+from vlpart.predictor import PartSegmenter
+from vlpart.text import build_text_encoder
 from vlpart.vocab import load_builtin
 
 EMBEDDINGS = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"
@@ -78,12 +79,11 @@ def overfit_config(
 
 
 def mask_ap50(weights: Path, parts_json: Path, image_root: Path, embeddings: Path) -> float:
-    model, _ = load_checkpoint(weights)
+    model, info = load_checkpoint(weights)
     vocab = load_builtin("pascal_part")
-    emb = encode_vocabulary(
-        build_text_encoder("precomputed", vocabulary=vocab, embeddings=embeddings), vocab
-    )
-    report = evaluate_model(model, parts_json, image_root, text_embeddings=emb, progress=False)
+    encoder = build_text_encoder("precomputed", vocabulary=vocab, embeddings=embeddings)
+    segmenter = PartSegmenter(model, encoder, info=info)
+    report = evaluate_model(segmenter, parts_json, image_root, progress=False)
     return report.metrics["segm"]["AP50"]
 
 

@@ -180,9 +180,7 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
         device=args.device,
     )
     image_root = Path(args.image_root) if args.image_root else gt.parent
-    return predict_dataset(
-        segmenter.model, gt, image_root, text_embeddings=segmenter.text_embeddings(vocab)
-    )
+    return predict_dataset(segmenter, gt, image_root)
 
 
 def _run_eval(args: argparse.Namespace) -> None:
@@ -196,7 +194,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.out and args.weights:
         from pathlib import Path
 
-        from vlpart.data.coco import write_json_atomic
+        from vlpart._io import write_json_atomic
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(results, Path(args.out) / "results.json")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["Prediction", "assign_parents"]
+from vlpart._io import read_rgb
+
+__all__ = ["Prediction", "assign_parents", "coco_results"]
 
 # A part belongs to an object instance of its object category when at least this fraction of
 # the part's mask lies inside the object's mask.
@@ -53,26 +56,12 @@ class Prediction:
             image_id: the image's id in the results file.
             category_ids: category id of each vocabulary row; default ``row + 1``.
         """
-        from pycocotools import mask as mask_utils
-
-        out = []
-        if len(self) == 0:
-            return out
-        rles = mask_utils.encode(np.asfortranarray(self.masks.transpose(1, 2, 0).astype(np.uint8)))
-        for i, rle in enumerate(rles):
-            x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
-            row = int(self.label_ids[i])
-            out.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": category_ids[row] if category_ids else row + 1,
-                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                    "score": round(float(self.scores[i]), 5),
-                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                    "label": self.labels[i],
-                    "parent": int(self.parent[i]),
-                }
-            )
+        out = coco_results(
+            image_id, self.boxes, self.scores, self.label_ids, self.masks, category_ids
+        )
+        for record, label, parent in zip(out, self.labels, self.parent, strict=True):
+            record["label"] = label
+            record["parent"] = int(parent)
         return out
 
     def render(
@@ -81,8 +70,7 @@ class Prediction:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
         ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size)."""
         if isinstance(image, str | Path):
-            with Image.open(image) as im:
-                image = im.convert("RGB")
+            image = read_rgb(image)
         base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if base.shape[:2] != self.image_size and len(self):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
@@ -105,6 +93,44 @@ class Prediction:
             draw.rectangle((tx0, ty, tx1 + 2, ty + (ty1 - ty0) + 2), fill=colors[i])
             draw.text((x0 + 1, ty + 1 - (ty0 - y0)), text, font=font, fill=_ink(colors[i]))
         return out
+
+
+def coco_results(
+    image_id: int,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    label_ids: np.ndarray,
+    masks: np.ndarray,
+    category_ids: Sequence[int] | None = None,
+) -> list[dict]:
+    """COCO result dicts of one image's instances.
+
+    Args:
+        image_id: the image's id in the results file.
+        boxes (np.ndarray[N, 4]): XYXY pixels; written as XYWH ``bbox``.
+        scores (np.ndarray[N]): detection scores.
+        label_ids (np.ndarray[N]): vocabulary rows.
+        masks (np.ndarray[N, H, W], bool): written as compressed RLE (``counts`` as str).
+        category_ids: category id of each vocabulary row; default ``row + 1``.
+    """
+    from pycocotools import mask as mask_utils
+
+    if len(scores) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    out = []
+    for box, score, row, rle in zip(boxes, scores, label_ids, rles, strict=True):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": category_ids[int(row)] if category_ids else int(row) + 1,
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "score": round(float(score), 5),
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+            }
+        )
+    return out
 
 
 def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None]) -> np.ndarray:

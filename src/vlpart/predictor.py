@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+from vlpart._io import read_rgb
 from vlpart.model import VLPartDetector, load_checkpoint
 from vlpart.model.checkpoint import CheckpointInfo
 from vlpart.prediction import Prediction, assign_parents
@@ -45,14 +46,7 @@ def load_image(image: ImageInput) -> np.ndarray:
         ValueError: a file that is not a readable image, or an array of the wrong shape/dtype.
     """
     if isinstance(image, str | Path):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: image not found")
-        try:
-            with Image.open(path) as im:
-                return np.array(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ValueError(f"{path}: not a readable image ({err})") from None
+        return read_rgb(image)
     if isinstance(image, Image.Image):
         return np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):

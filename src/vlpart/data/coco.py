@@ -1,10 +1,8 @@
-"""COCO-format JSON helpers: loading with clear errors, vocabularies, RLE masks, atomic writes."""
+"""COCO-format JSON helpers: loading with clear errors, vocabularies, RLE masks, images."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,47 +10,27 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from vlpart._io import read_rgb
 from vlpart.vocab import Category, Vocabulary
 
 __all__ = [
     "decode_segmentation",
     "encode_mask",
     "load_coco_json",
+    "load_rgb_image",
     "mask_annotation",
     "vocabulary_from_categories",
-    "write_json_atomic",
 ]
 
 
-def write_json_atomic(data: Any, path: str | Path) -> None:
-    """Write ``data`` as compact JSON to ``path`` through a temporary file and a rename, so a
-    crash never leaves a half-written file in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_rgb_image(path: str | Path) -> torch.Tensor:
-    """``Tensor[3, H, W]`` uint8 RGB of an image file (decoded with PIL).
+    """``Tensor[3, H, W]`` uint8 RGB of an image file.
 
     Raises:
-        ValueError: the file is not a readable image.
+        FileNotFoundError / ValueError: see :func:`vlpart._io.read_rgb`.
     """
-    try:
-        with Image.open(path) as image:
-            pixels = np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from None
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1).contiguous()
 
 
 def load_coco_json(path: str | Path, *, require: Sequence[str] = ("images", "categories")) -> dict:

@@ -30,7 +30,8 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart.data.coco import mask_annotation, write_json_atomic
+from vlpart._io import write_json_atomic
+from vlpart.data.coco import mask_annotation
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
 __all__ = ["PascalPartSummary", "convert_pascal_part"]

@@ -35,7 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vlpart.data.coco import mask_annotation, write_json_atomic
+from vlpart._io import write_json_atomic
+from vlpart.data.coco import mask_annotation
 from vlpart.vocab import load_builtin
 
 __all__ = [

@@ -29,9 +29,7 @@ import copy
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from pycocotools import mask as mask_utils
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from vlpart._io import write_text_atomic
 from vlpart.vocab import BUILTIN_VOCABULARIES, Vocabulary, load_builtin
 
 __all__ = [
@@ -235,8 +234,8 @@ class EvalReport:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         json_path, md_path = directory / "metrics.json", directory / "metrics.md"
-        _write_atomic(json_path, json.dumps(self.to_json(), indent=2) + "\n")
-        _write_atomic(md_path, self.to_markdown())
+        write_text_atomic(json_path, json.dumps(self.to_json(), indent=2) + "\n")
+        write_text_atomic(md_path, self.to_markdown())
         return json_path, md_path
 
 
@@ -766,14 +765,3 @@ def _pct(value: float | None) -> str:
 
 def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

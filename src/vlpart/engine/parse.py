@@ -9,7 +9,6 @@ the output and the parsed-parts file refers to them; the trainer reads it as ``k
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlpart._io import atomic_write
 from vlpart.data.coco import decode_segmentation, load_coco_json
 from vlpart.model import VLPartDetector
 from vlpart.parsing import BaseBank, BaseObject, ParseConfig, ParseItem, Proposals
@@ -179,9 +179,7 @@ def parse_novel_objects(
     for index, crop in enumerate(object_crops(objects_json, image_root, categories=categories)):
         path = (out / "images" / f"{index + 1:06d}.png").resolve()
         if not path.is_file():  # atomic: torchrun ranks write the same crops
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-            Image.fromarray(crop.image).save(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp, c=crop: Image.fromarray(c.image).save(tmp, "PNG"))
         proposals = None
         if detector is not None:
             detector.eval()

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlpart._io import write_json_atomic
 from vlpart.config import Config, config_from_dict
-from vlpart.data.coco import load_coco_json, vocabulary_from_categories, write_json_atomic
+from vlpart.data.coco import load_coco_json
 from vlpart.data.synth import synthesize_world
 from vlpart.engine.evaluate import EvalReport
 from vlpart.engine.inference import evaluate_model
@@ -40,7 +41,7 @@ from vlpart.engine.train import build_sources, train
 from vlpart.model import build_model, load_checkpoint
 from vlpart.parsing import ParseConfig, build_feature_extractor
 from vlpart.predictor import PartSegmenter, load_image
-from vlpart.text import build_text_encoder, encode_vocabulary
+from vlpart.text import build_text_encoder
 from vlpart.vocab import load_builtin, parse_vocabulary
 
 __all__ = [
@@ -193,12 +194,9 @@ def _seconds_per_step(cfg: Config) -> float:
 
 
 def _evaluate(weights: Path, world: Path, encoder) -> EvalReport:
-    model, _ = load_checkpoint(weights)
-    gt = world / "parts_val.json"
-    vocab = vocabulary_from_categories(load_coco_json(gt)["categories"], name="parts_val")
-    return evaluate_model(
-        model, gt, world, text_embeddings=encode_vocabulary(encoder, vocab), progress=False
-    )
+    model, info = load_checkpoint(weights)
+    segmenter = PartSegmenter(model, encoder, info=info)
+    return evaluate_model(segmenter, world / "parts_val.json", world, progress=False)
 
 
 def _percent(report: EvalReport, iou_type: str) -> dict[str, float | None]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vlpart._io import atomic_write
 from vlpart.config import Config, SourceConfig, TrainConfig
 from vlpart.data.datasets import (
     DetectionDataset,
@@ -148,12 +147,6 @@ def _build_sampler(sources: list[TrainSource], cfg: Config, dist: DistInfo):
         rank=dist.rank,
         world_size=dist.world_size,
     )
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        torch.save(obj, f)
-    os.replace(f.name, path)
 
 
 def _rng_state() -> dict:
@@ -285,17 +278,15 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
             vocabulary=vocabulary,
             text_encoder=sources[0].text_identity,
         )
-        _atomic_torch_save(
-            {
-                "version": STATE_VERSION,
-                "iteration": iteration,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng,
-            },
-            state_path,
-        )
+        state = {
+            "version": STATE_VERSION,
+            "iteration": iteration,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+        }
+        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
         logger.info("saved checkpoint at iteration %d to %s", iteration, out)
 
     metrics_file = open(out / METRICS_FILE, "a") if dist.is_main else None  # noqa: SIM115

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from vlpart._io import atomic_write, write_text_atomic
 from vlpart.config import ConfigError, ModelConfig, config_from_dict
 from vlpart.model.detector import VLPartDetector, build_model
 
@@ -88,10 +87,8 @@ def save_checkpoint(
         "text_encoder": text_encoder,
         "text_dim": config.text_dim,
     }
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _atomic_write(
-        sidecar_path(path), lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n")
-    )
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    write_text_atomic(sidecar_path(path), json.dumps(info, indent=2) + "\n")
     return path
 
 
@@ -178,14 +175,3 @@ def _first(keys: Sequence[str]) -> str:
         return ""
     more = f", ... (+{len(keys) - _SHOWN_KEYS})" if len(keys) > _SHOWN_KEYS else ""
     return " (" + ", ".join(keys[:_SHOWN_KEYS]) + more + ")"
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -8,8 +8,6 @@ source).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from vlpart._io import atomic_write, write_text_atomic
 from vlpart.parsing.features import FeatureExtractor, prepare_images, prepare_masks
 from vlpart.parsing.transfer import foreground_cells
 
@@ -209,13 +208,8 @@ class BaseBank:
                 for e in self.entries
             ],
         }
-        with tempfile.NamedTemporaryFile(
-            dir=tensor_path.parent, suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_tensors = tmp.name
-        save_file(tensors, tmp_tensors)
-        _write_text_atomic(meta_path, json.dumps(meta, indent=1))
-        os.replace(tmp_tensors, tensor_path)
+        atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
+        write_text_atomic(meta_path, json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> BaseBank:
@@ -258,12 +252,3 @@ def bank_paths(path: str | Path) -> tuple[Path, Path]:
     if base.suffix in (".safetensors", ".json"):
         base = base.with_suffix("")
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import Tensor
 from tqdm import tqdm
 
-from vlpart.parsing.bank import BaseBank, _write_text_atomic
+from vlpart._io import read_rgb, write_text_atomic
+from vlpart.parsing.bank import BaseBank
 from vlpart.parsing.features import (
     PRETRAINED,
     FeatureExtractor,
@@ -168,13 +168,7 @@ def _category_ids(vocabulary: Vocabulary) -> dict[str, int]:
 
 
 def _load_image(image: str | Path | np.ndarray) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    path = Path(image)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    return image if isinstance(image, np.ndarray) else read_rgb(image)
 
 
 class Parser:
@@ -475,7 +469,7 @@ def _read_progress(path: Path, fingerprint: dict) -> dict[int, dict]:
             records[obj["image"]["id"]] = obj
         good.append(line)
     if len(good) != sum(1 for line in lines if line):
-        _write_text_atomic(path, "".join(line + "\n" for line in good))
+        write_text_atomic(path, "".join(line + "\n" for line in good))
     return records
 
 
@@ -492,7 +486,7 @@ def _write_coco(path: Path, records: Sequence[dict], categories: list[dict], inf
         "categories": categories,
         "annotations": annotations,
     }
-    _write_text_atomic(path, json.dumps(coco))
+    write_text_atomic(path, json.dumps(coco))
 
 
 def shard_path(out_path: str | Path, rank: int, world_size: int) -> Path:

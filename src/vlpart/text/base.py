@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vlpart._io import atomic_write
 
 __all__ = ["EmbeddingCache", "TextEncoder", "default_cache_dir"]
 
@@ -45,11 +46,11 @@ class EmbeddingCache:
             return None  # missing or unreadable entries are recomputed
 
     def put(self, identity: str, prompt: str, embedding: np.ndarray) -> None:
-        path = self._path(identity, prompt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.save(f, embedding)
-        os.replace(f.name, path)
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, embedding)
+
+        atomic_write(self._path(identity, prompt), save)
 
 
 class TextEncoder(ABC):
