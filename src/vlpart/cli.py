@@ -347,6 +347,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also take the images in the folders' subfolders (and let ** in patterns match them)",
+    )
+    p.add_argument(
         "--weights", required=True, help="our .safetensors checkpoint or an official VLPart .pth"
     )
     p.add_argument(
@@ -383,7 +389,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
-    paths, missing = expand_inputs(args.inputs)
+    paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
     for item, reason in missing:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
     if not paths:

@@ -194,7 +194,6 @@ def train(
 
 def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> Path:
     tcfg = cfg.train
-    out.mkdir(parents=True, exist_ok=True)
     state_path, model_path = out / STATE_FILE, out / MODEL_FILE
     if resume and not state_path.is_file():
         raise FileNotFoundError(f"{state_path}: no training state to resume from")
@@ -289,6 +288,9 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))
         logger.info("saved checkpoint at iteration %d to %s", iteration, out)
 
+    # Created only once the data, the model and the weights have loaded: a start that fails
+    # leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
     metrics_file = open(out / METRICS_FILE, "a") if dist.is_main else None  # noqa: SIM115
     bar = tqdm(
         total=tcfg.max_iter,
