@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ PAPER = {"base_parts": 1.0, "objects": 1.0, "image_labels": 4.0, "parsed_parts":
 OLD = {"base_parts": 2.0, "objects": 1.0, "image_labels": 0.5, "parsed_parts": 0.5}
 # A toy run: every stage, seconds not minutes.
 TOY = QuickstartSettings(
-    num_images=16, image_size=64, base_iterations=3, finetune_iterations=2, batch_size=2
+    num_images=24, image_size=64, base_iterations=3, finetune_iterations=2, batch_size=2
 )
 
 
@@ -117,9 +118,9 @@ def test_budget_gives_a_cut_down_run_that_says_so(tmp_path):
 def test_validation_world_holds_only_training_images(tmp_path):
     settings = QuickstartSettings(**{**TOY.__dict__, "validation": True, "rows": ("A",)})
     result = run_quickstart(tmp_path / "val", settings)
-    # 16 images, of which the last 3 are the held-out ones: 13 training images, 3 of them
+    # 24 images, of which the last 5 are the held-out ones: 19 training images, 4 of them
     # (the last fifth) for validation.
-    assert result["world"] == {**result["world"], "train_images": 10, "val_images": 3}
+    assert result["world"] == {**result["world"], "train_images": 15, "val_images": 4}
     held_out = run_quickstart(tmp_path / "full", QuickstartSettings(**{**TOY.__dict__}))
     full = json.loads((tmp_path / "full" / "world" / "parts_val.json").read_text())
     val = json.loads((tmp_path / "val" / "world" / "parts_val.json").read_text())
@@ -127,7 +128,7 @@ def test_validation_world_holds_only_training_images(tmp_path):
     assert (tmp_path / "val" / "world" / "images" / "000013.png").read_bytes() == (
         tmp_path / "full" / "world" / "images" / "000013.png"
     ).read_bytes()
-    assert held_out["world"]["val_images"] == 3
+    assert held_out["world"]["val_images"] == 5
 
 
 def test_seeds_report_mean_and_std(tmp_path):
@@ -164,3 +165,22 @@ def test_full_quickstart(tmp_path, capsys):
     assert [r["iterations"] for r in result["rows"]] == [300, 300, 300]
     # Trained rows must beat an untrained detector on the base parts they saw.
     assert all(row["mask"]["AP50_base"] > 5.0 for row in result["rows"])
+
+
+def test_a_slow_machine_is_told_and_keeps_the_schedule(caplog):
+    from vlpart.engine import quickstart
+
+    check = quickstart._SpeedCheck(total_steps=900)
+    check.start -= 20 * 1.4  # 20 steps took 1.4 s each: four times the README's speed
+    with caplog.at_level(logging.WARNING, logger="vlpart.engine.quickstart"):
+        check(quickstart.SPEED_CHECK_STEPS - 1, {})
+        assert check.per_step is None and not caplog.records
+        check(quickstart.SPEED_CHECK_STEPS, {})
+    assert check.per_step == pytest.approx(1.4, rel=0.05)
+    assert "runs the README's schedule all the same" in caplog.text
+    assert "about 28 minutes" in caplog.text  # 900 x 1.4 s / 0.75 (share of training)
+    fast = quickstart._SpeedCheck(total_steps=900)
+    with caplog.at_level(logging.WARNING, logger="vlpart.engine.quickstart"):
+        caplog.clear()
+        fast(quickstart.SPEED_CHECK_STEPS, {})
+    assert not caplog.records
