@@ -134,6 +134,7 @@ def _crowded(h=120, w=160):
         scores=scores,
         labels=labels,
         label_ids=np.arange(n),
+        category_ids=np.arange(n) + 1,
         masks=masks,
         parent=assign_parents(masks, objects, part_names),
         is_part=np.array(parts),

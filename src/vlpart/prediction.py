@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class Prediction:
             scores=self.scores[keep],
             labels=[self.labels[i] for i in keep],
             label_ids=self.label_ids[keep],
+            category_ids=self.category_ids[keep],
             masks=self.masks[keep],
             parent=np.array([where.get(int(self.parent[i]), -1) for i in keep], np.int64),
             is_part=None if self.is_part is None else self.is_part[keep],
