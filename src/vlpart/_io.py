@@ -44,18 +44,28 @@ def write_json_atomic(data: Any, path: str | Path) -> Path:
     return write_text_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """``np.ndarray[H, W, 3]`` uint8 RGB (writable) of an image file.
+
+    Args:
+        max_pixels: refuse images whose ``width * height`` exceeds this, from the header,
+            before decoding (decompression bombs); None: Pillow's own limit only.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable image.
+        ValueError: the file is not a readable image, or is above the pixel limit.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+            width, height = image.size
+            if max_pixels is None or width * height <= max_pixels:
+                return np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
+    raise ValueError(
+        f"{path}: image is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the "
+        f"limit of {max_pixels / 1e6:.1f} megapixels"
+    )
