@@ -401,11 +401,14 @@ def at_granularity(vocabulary: Vocabulary, granularity: str) -> Vocabulary:
                 )
                 for c in known[key]
             )
-    cats = dict((_key(c.name), c) for group in groups.values() for c in group).values()
+    unique: dict[str, Category] = {}  # the first of equal names wins (a typed part)
+    for group in groups.values():
+        for cat in group:
+            unique.setdefault(_key(cat.name), cat)
     return Vocabulary(
         tuple(
             Category(name=c.name, object=c.object, part=c.part, id=i + 1, object_text=c.object_text)
-            for i, c in enumerate(cats)
+            for i, c in enumerate(unique.values())
         ),
         name=f"{vocabulary.name}@{granularity}",
     )
