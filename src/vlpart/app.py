@@ -354,6 +354,7 @@ def build_app(
                     label="Image",
                     sources=["upload", "clipboard"],
                     buttons=["fullscreen"],
+                    height=320,
                     elem_id="image",
                 )
                 vocabulary = gr.Textbox(
@@ -399,6 +400,7 @@ def build_app(
                     format="png",
                     interactive=False,
                     buttons=["fullscreen"],
+                    height=440,
                     elem_id="overlay",
                 )
                 table = gr.Dataframe(
