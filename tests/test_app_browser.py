@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SERVER_START_S = 180  # model load + Gradio import on a busy 2-core machine
 REQUEST_S = 120
+MAX_UPLOAD_MB = 1  # above the example photos
 VOCABULARY = "dog; dog:head,torso,tail"
 VOCABULARY_NAMES = ["dog", "dog:head", "dog:torso", "dog:tail"]
 
@@ -69,6 +71,8 @@ def server(tiny_checkpoint, shared_data, tmp_path):
             str(port),
             "--examples",
             str(shared_data / "pascal_part_examples"),
+            "--max-upload-mb",
+            str(MAX_UPLOAD_MB),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -83,13 +87,15 @@ def server(tiny_checkpoint, shared_data, tmp_path):
             time.sleep(0.5)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: Gradio closes, the download folder goes
+        proc.send_signal(signal.SIGTERM)  # stops like Ctrl-C: the server closes, cleans up
         try:
-            proc.wait(timeout=30)
+            returncode = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            returncode = None
         log.close()
+    assert returncode == 0, (tmp_path / "server.log").read_text()
 
 
 class DemoPage:
@@ -231,6 +237,12 @@ def test_demo_in_a_headless_browser(server, chrome_options, shared_data, tmp_pat
         assert len(page.rows()) == 10
 
         assert _requested_hosts(driver) == {"127.0.0.1"}  # nothing phones home
+
+        # Uploads above the limit are refused by the server before anything reads them.
+        too_big = {"files": ("big.jpg", b"\xff" * (MAX_UPLOAD_MB * 2**20 + 1), "image/jpeg")}
+        refused = httpx.post(f"{server}gradio_api/upload", files=too_big, timeout=60)
+        assert refused.status_code == 413, refused.text
+        assert "maximum allowed size of 1048576 bytes" in refused.text
         driver.save_screenshot(str(tmp_path / "demo_after_error.png"))
     finally:
         driver.quit()

@@ -20,7 +20,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -441,6 +443,11 @@ def find_examples(folder: str | Path) -> list[Path]:
     return found[:MAX_EXAMPLES]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def serve(
     handler: DemoHandler,
     *,
@@ -448,11 +455,14 @@ def serve(
     port: int = 7860,
     examples: Sequence[str | Path] = (),
 ) -> None:
-    """Serve the page on ``host:port`` until interrupted (Ctrl-C).
+    """Serve the page on ``host:port`` until interrupted (Ctrl-C, or SIGTERM in the main
+    thread); either way the server closes and the download folder is removed.
 
     Raises:
         OSError: the port cannot be bound.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     app, files = build_app(handler, examples=examples)
     limits = handler.limits
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
