@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from vlpart._io import read_rgb, write_json_atomic
+from vlpart._io import MAX_PIXELS_ENV, read_image, write_json_atomic
 from vlpart.prediction import Prediction
 from vlpart.vocab import (
     DEFAULT_TEMPLATE,
@@ -220,7 +220,15 @@ class DemoHandler:
         if image is None or not str(image):
             raise ValueError("upload an image first (or pick an example)")
         path = Path(image)
-        return read_rgb(path, max_pixels=self.limits.max_pixels), _file_stem(path)
+        try:
+            array = read_image(path, max_pixels=self.limits.max_pixels)
+        except ValueError as err:
+            # The demo's limit is its --max-pixels, not the library's environment variable.
+            hint = f"set ${MAX_PIXELS_ENV} to read it"
+            raise ValueError(
+                str(err).replace(hint, "'vlpart demo --max-pixels N' reads it")
+            ) from None
+        return array, _file_stem(path)
 
 
 def instance_rows(pred: Prediction) -> list[list]:
