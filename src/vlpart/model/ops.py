@@ -7,8 +7,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 import torchvision
+from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 __all__ = [
