@@ -228,6 +228,54 @@ def _run_convert(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {sidecar_path(out)}")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export the detector to an ONNX file that onnxruntime runs "
+        "(PartSegmenter.from_onnx, or 'vlpart predict --weights OUT.onnx'). The graph takes "
+        "one resized, normalised image of any size and returns boxes, scores, labels and "
+        "28x28 mask probabilities; the vocabulary's text embeddings are baked in, or with "
+        "--dynamic-vocab a second input.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="our .safetensors checkpoint or an official .pth")
+    source.add_argument("--model", help="a model name from the model zoo")
+    export.add_argument(
+        "--vocab", dest="vocabulary", required=True, help="vocabulary baked into the graph"
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx")
+    export.add_argument(
+        "--dynamic-vocab",
+        action="store_true",
+        help="take the text embeddings [C, D] as a graph input instead of baking them in",
+    )
+    export.add_argument("output", help="the .onnx file to write")
+    _add_text_options(export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vlpart.export import export_onnx
+    from vlpart.predictor import PartSegmenter
+    from vlpart.vocab import parse_vocabulary
+
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"{args.output}: the output must be a .onnx file")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights or args.model,
+        text_encoder=args.encoder,
+        embeddings=args.embeddings,
+        vocabulary=vocabulary,
+        clip_weights=args.clip_weights,
+        cache_dir=args.cache_dir,
+        template=args.template,
+    )
+    out = export_onnx(segmenter, vocabulary, args.output, dynamic_vocab=args.dynamic_vocab)
+    kind = "dynamic vocabulary" if args.dynamic_vocab else f"{len(vocabulary)} categories"
+    print(f"wrote {out} ({kind})")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="convert datasets and draw the synthetic parts world")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -542,6 +590,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_vocab(sub)
     _add_eval(sub)
     _add_convert(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
@@ -555,6 +604,7 @@ _RUNNERS = {
     "vocab": _run_vocab,
     "eval": _run_eval,
     "convert": _run_convert,
+    "export": _run_export,
     "train": _run_train,
     "predict": _run_predict,
     "parse": _run_parse,
