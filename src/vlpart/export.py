@@ -26,6 +26,7 @@ refuses data-dependent Python branches instead of freezing the branch taken whil
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 from vlpart._io import atomic_write
+from vlpart.model.backbones import SwinTrunk
 from vlpart.model.transform import DetectorTransform
 from vlpart.vocab import Vocabulary
 
@@ -105,6 +107,11 @@ def export_onnx(
         raise ValueError("the segmenter already runs an exported model; export its weights")
     if segmenter.device.type != "cpu":
         raise ValueError(f"export runs on the CPU; the segmenter is on {segmenter.device}")
+    if isinstance(getattr(model.backbone, "body", None), SwinTrunk):
+        raise ValueError(
+            "swin_b models cannot be exported: torch.export cannot keep the Swin trunk's "
+            "input size dynamic; export a resnet50 or efficientnet_lite0 model"
+        )
     embeddings = segmenter.text_embeddings(vocabulary).float().cpu()
     example = torch.zeros((1, 3, *EXAMPLE_SIZE))
     dim = torch.export.Dim
@@ -127,7 +134,8 @@ def export_onnx(
                 verbose=False,
             )
         except Exception as err:  # the exporter raises many kinds; report one line
-            first = (str(err).strip() or type(err).__name__).splitlines()[0]
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip() or type(err).__name__
+            first = text.splitlines()[0]
             raise RuntimeError(f"{path}: ONNX export failed: {first}") from err
     proto = program.model_proto
     if not dynamic_vocab:

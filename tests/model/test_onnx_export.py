@@ -210,3 +210,13 @@ def test_export_cli_needs_an_onnx_path(tiny_checkpoint, capsys):
     assert capsys.readouterr().err.strip() == (
         "vlpart: error: model.bin: the output must be a .onnx file"
     )
+
+
+def test_swin_is_refused_in_one_line(tmp_path, tiny_config):
+    cfg = tiny_config(backbone="swin_b")
+    seg = PartSegmenter(build_model(cfg), _encoder(cfg.text_dim, "dog"))
+    with pytest.raises(ValueError) as err:
+        export_onnx(seg, parse_vocabulary("dog"), tmp_path / "swin.onnx")
+    assert str(err.value).startswith("swin_b models cannot be exported")
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())
