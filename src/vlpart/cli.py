@@ -391,9 +391,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
         "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
         "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
-        "status is non-zero only when no image could be processed.",
+        "status is non-zero only when no image could be processed. A video file CLIP.mp4 "
+        "(.mov, .mkv, .avi, .webm, ...) gives OUT/CLIP.mp4 (annotated, same frame rate and "
+        "size) and OUT/CLIP.json (per-frame COCO results); a truncated video keeps the frames "
+        "decoded and exits non-zero.",
     )
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="*", help="image or video files, folders or glob patterns")
+    p.add_argument(
+        "--every", type=int, default=1, metavar="N", help="videos: segment every N-th frame"
+    )
+    p.add_argument(
+        "--webcam",
+        nargs="?",
+        const="default",
+        metavar="DEVICE",
+        help="segment a camera until Ctrl-C into OUT/webcam.mp4 and OUT/webcam.json "
+        "(default device: /dev/video0 on Linux, 0 on macOS)",
+    )
     p.add_argument(
         "--weights", required=True, help="our .safetensors checkpoint or an official VLPart .pth"
     )
@@ -424,6 +438,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     import torch
 
     from vlpart.engine.predict import expand_inputs, predict_files
+    from vlpart.engine.video import is_video
     from vlpart.predictor import PartSegmenter
     from vlpart.vocab import parse_vocabulary
 
@@ -431,10 +446,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.every < 1:
+        raise CliError(f"--every must be at least 1, got {args.every}")
     paths, missing = expand_inputs(args.inputs)
     for item, reason in missing:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
-    if not paths:
+    if not paths and not args.webcam:
         raise CliError("no input images found")
     vocabulary = parse_vocabulary(args.vocabulary)
     segmenter = PartSegmenter.from_pretrained(
@@ -447,6 +464,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         template=args.template,
         device=args.device,
     )
+    video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
+    paths = [p for p in paths if not is_video(p)]
+    if not paths:
+        if video_errors:
+            raise CliError(video_errors[0])
+        return
     summary = predict_files(
         segmenter,
         paths,
@@ -462,6 +485,38 @@ def _run_predict(args: argparse.Namespace) -> None:
     )
     if not summary.processed:
         raise CliError(f"none of the {len(paths)} images could be read")
+    if video_errors:
+        raise CliError(video_errors[0])
+
+
+def _run_videos(args: argparse.Namespace, segmenter, vocabulary, videos: list) -> list[str]:
+    """``vlpart predict`` on video files and the --webcam camera (engine/video.py); returns
+    the errors of videos that ended early (their outputs keep the frames decoded)."""
+    from vlpart.engine.video import default_webcam, predict_video
+
+    sources = [(str(v), None) for v in videos]
+    if args.webcam:
+        fmt, device = default_webcam()
+        sources.append((device if args.webcam == "default" else args.webcam, fmt))
+    errors = []
+    for source, fmt in sources:
+        summary = predict_video(
+            segmenter,
+            source,
+            vocabulary=vocabulary,
+            out_dir=args.out,
+            score_threshold=args.score_threshold,
+            every=args.every,
+            input_format=fmt,
+        )
+        print(
+            f"{source}: {summary.frames_processed} of {summary.frames_decoded} frames segmented, "
+            f"{summary.num_instances} instances, {summary.frames_per_second:.2f} frames/s "
+            f"-> {args.out}"
+        )
+        if summary.error:
+            errors.append(f"{summary.error}; the outputs keep the frames decoded before it")
+    return errors
 
 
 def _add_parse(sub: argparse._SubParsersAction) -> None:

@@ -30,7 +30,7 @@ from vlpart._io import write_json_atomic
 from vlpart.predictor import PartSegmenter, load_image, make_prediction
 from vlpart.vocab import Vocabulary
 
-__all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
+__all__ = ["IMAGE_SUFFIXES", "PredictSummary", "coco_categories", "expand_inputs", "predict_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,15 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
         else:
             missing.append((item, "no such file or folder"))
     return list(dict.fromkeys(paths)), missing
+
+
+def coco_categories(vocabulary: Vocabulary) -> list[dict]:
+    """COCO ``categories`` of a vocabulary: ``id`` (row + 1, the results' ``category_id``),
+    ``name``, ``object`` and, for parts, ``part``."""
+    return [
+        {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
+        for i, c in enumerate(vocabulary)
+    ]
 
 
 def _safe_name(text: str) -> str:
@@ -144,12 +153,9 @@ def predict_files(
             summary.num_instances += len(pred)
             bar.update(1)
     bar.close()
-    categories = [
-        {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
-        for i, c in enumerate(vocabulary)
-    ]
     write_json_atomic(
-        {"images": images_info, "categories": categories, "annotations": []}, out / "dataset.json"
+        {"images": images_info, "categories": coco_categories(vocabulary), "annotations": []},
+        out / "dataset.json",
     )
     write_json_atomic(results, out / "results.json")
     return summary
