@@ -13,7 +13,7 @@ from PIL import Image
 
 from vlpart.cli import main
 from vlpart.config import ModelConfig
-from vlpart.engine.video import predict_video
+from vlpart.engine.video import predict_video, write_video
 from vlpart.model import build_model, save_checkpoint
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import parse_vocabulary
@@ -31,18 +31,6 @@ def _world_frames(world, count: int) -> list[np.ndarray]:
         np.array(Image.open(photos[i % len(photos)]).convert("RGB").resize((WIDTH, HEIGHT)))
         for i in range(count)
     ]
-
-
-def _write_clip(path, frames: list[np.ndarray], fps: int = FPS) -> None:
-    """H.264 MP4 with the index at the front, so that a truncated copy stays decodable."""
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as sink:
-        stream = sink.add_stream("h264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                sink.mux(packet)
-        for packet in stream.encode():
-            sink.mux(packet)
 
 
 def _decode(path) -> list[np.ndarray]:
@@ -95,7 +83,7 @@ def test_video_outputs_match_per_frame_predictions(
     tmp_path, synthetic_world, checkpoint, segmenter
 ):
     clip = tmp_path / "clip.mp4"
-    _write_clip(clip, _world_frames(synthetic_world, 12))
+    write_video(clip, _world_frames(synthetic_world, 12), fps=FPS)
     out = tmp_path / "out"
     assert _cli(checkpoint, clip, "--out", out, "--every", "3") == 0
 
@@ -139,7 +127,7 @@ def test_video_outputs_match_per_frame_predictions(
 
 def test_truncated_video_keeps_decoded_frames(tmp_path, synthetic_world, checkpoint, capsys):
     clip = tmp_path / "clip.mp4"
-    _write_clip(clip, _world_frames(synthetic_world, 30))
+    write_video(clip, _world_frames(synthetic_world, 30), fps=FPS)
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) * 6 // 10])
     out = tmp_path / "out"
@@ -170,3 +158,11 @@ def test_every_must_be_positive(tmp_path, segmenter):
     with pytest.raises(ValueError, match="every must be at least 1"):
         vocab = parse_vocabulary(VOCAB)
         predict_video(segmenter, tmp_path / "x.mp4", vocabulary=vocab, out_dir=tmp_path, every=0)
+
+
+def test_odd_sized_frames_keep_their_size(tmp_path):
+    frames = [np.full((63, 95, 3), 40 * i, np.uint8) for i in range(3)]
+    clip = write_video(tmp_path / "odd.mp4", frames, fps=5)
+    decoded = _decode(clip)
+    assert [f.shape for f in decoded] == [(63, 95, 3)] * 3
+    assert [int(f.mean()) for f in decoded] == pytest.approx([0, 40, 80], abs=3)

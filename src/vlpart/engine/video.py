@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +34,14 @@ from vlpart.prediction import Prediction
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
 
-__all__ = ["VIDEO_SUFFIXES", "VideoSummary", "default_webcam", "is_video", "predict_video"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoSummary",
+    "default_webcam",
+    "is_video",
+    "predict_video",
+    "write_video",
+]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts")
 # Camera input device (PyAV/FFmpeg format, default device) per platform.
@@ -162,11 +169,8 @@ def predict_video(
             return pred
 
         def encode(tmp: Path) -> None:
-            with av.open(str(tmp), "w", format="mp4") as sink:
-                video = sink.add_stream(CODEC, rate=rate)
-                video.width, video.height = width, height
-                # 4:2:0 chroma needs even sides; odd-sized videos keep full chroma.
-                video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            with _open_sink(tmp) as sink:
+                video = _add_stream(sink, width, height, rate)
                 try:
                     for index, (seconds, array) in enumerate(_chain(first, frames)):
                         if index % every == 0:
@@ -216,6 +220,45 @@ def predict_video(
         out / f"{stem}.json",
     )
     return summary
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float) -> Path:
+    """Encode ``np.ndarray[H, W, 3]`` uint8 RGB frames as an H.264 MP4 (index at the front).
+
+    Returns:
+        ``path``.
+    """
+    import av
+
+    path = Path(path)
+    with _open_sink(path) as sink:
+        video = None
+        for array in frames:
+            if video is None:
+                video = _add_stream(sink, array.shape[1], array.shape[0], Fraction(fps))
+            for packet in video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                sink.mux(packet)
+        if video is None:
+            raise ValueError(f"{path}: no frames to write")
+        for packet in video.encode():
+            sink.mux(packet)
+    return path
+
+
+def _open_sink(path: Path):
+    """An MP4 container for writing, with its index at the front (playable while streaming;
+    a truncated copy keeps the frames before the cut)."""
+    import av
+
+    return av.open(str(path), "w", format="mp4", options={"movflags": "faststart"})
+
+
+def _add_stream(sink, width: int, height: int, rate: Fraction):
+    video = sink.add_stream(CODEC, rate=rate)
+    video.width, video.height = width, height
+    # 4:2:0 chroma needs even sides; odd-sized videos keep full chroma.
+    video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    return video
 
 
 def _frames(container, stream, summary: VideoSummary) -> Iterator[tuple[float, np.ndarray]]:
