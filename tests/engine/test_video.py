@@ -94,9 +94,9 @@ def test_video_outputs_match_per_frame_predictions(
         assert sum(1 for _ in annotated.decode(stream)) == 12
 
     data = json.loads((out / "clip.json").read_text())
-    assert data["video"]["fps"] == FPS
-    assert (data["video"]["width"], data["video"]["height"]) == (WIDTH, HEIGHT)
-    assert data["video"]["frames_decoded"] == 12 and data["video"]["complete"]
+    assert data["info"]["video"]["fps"] == FPS
+    assert (data["info"]["video"]["width"], data["info"]["video"]["height"]) == (WIDTH, HEIGHT)
+    assert data["info"]["video"]["frames_decoded"] == 12 and data["info"]["video"]["complete"]
     assert [im["frame_index"] for im in data["images"]] == [0, 3, 6, 9]
     assert data["images"][1]["time"] == pytest.approx(3 / FPS, abs=1e-3)
     assert [c["name"] for c in data["categories"]] == parse_vocabulary(VOCAB).names
@@ -137,9 +137,9 @@ def test_truncated_video_keeps_decoded_frames(tmp_path, synthetic_world, checkpo
     assert "frames decoded before it" in err[-1]
 
     result = json.loads((out / "clip.json").read_text())
-    kept = result["video"]["frames_decoded"]
+    kept = result["info"]["video"]["frames_decoded"]
     assert 0 < kept < 30
-    assert not result["video"]["complete"] and result["video"]["error"]
+    assert not result["info"]["video"]["complete"] and result["info"]["video"]["error"]
     assert len(result["images"]) == kept
     assert len(_decode(out / "clip.mp4")) == kept
 

@@ -6,8 +6,9 @@ Outputs for ``clip.mp4`` in ``out_dir``:
 
 * ``clip.mp4``: every decoded frame with the overlay of the latest segmented frame (with
   ``every=N`` the N - 1 frames after a segmented one keep its overlay);
-* ``clip.json``: ``video`` (source, frame rate, size, frames decoded, ``every``, ``complete``
-  and the decoding ``error`` if the file ended early), ``categories``, ``images`` (one per
+* ``clip.json``: a COCO file whose ``info.video`` holds the source, frame rate, size, frames
+  decoded, ``every``, ``complete`` and the decoding ``error`` if the file ended early, then
+  ``categories`` (as ``vlpart predict``'s ``dataset.json``), ``images`` (one per
   segmented frame: ``id``, ``frame_index``, ``time`` in seconds, ``width``, ``height``) and
   ``annotations``: the COCO results of those frames (RLE masks, ``label``, and ``parent``:
   the index, among the same frame's instances, of the object a part belongs to, or -1).
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vlpart._io import atomic_write, write_json_atomic
-from vlpart.engine.predict import coco_categories
+from vlpart._io import atomic_write
+from vlpart.coco import category_records, write_coco
 from vlpart.prediction import Prediction
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
@@ -98,7 +99,7 @@ def predict_video(
     *,
     vocabulary: Vocabulary,
     out_dir: str | Path,
-    score_threshold: float = 0.3,
+    score_threshold: float | None = None,
     every: int = 1,
     input_format: str | None = None,
     progress: bool = True,
@@ -111,7 +112,8 @@ def predict_video(
         source: a video file, or a camera device with ``input_format`` (see
             :func:`default_webcam`); a camera runs until Ctrl-C.
         vocabulary: what to segment.
-        score_threshold: keep instances scoring at least this.
+        score_threshold: keep instances scoring at least this (None: the segmenter's
+            default, :data:`vlpart.predictor.SCORE_THRESH`).
         every: segment every N-th frame (frames 0, N, 2N, ...).
         input_format: FFmpeg input format for devices (``v4l2``, ``avfoundation``).
         progress: show a progress bar (frames/s).
@@ -210,14 +212,12 @@ def predict_video(
         "complete": summary.error is None,
         "error": summary.error,
     }
-    write_json_atomic(
-        {
-            "video": video_info,
-            "categories": coco_categories(vocabulary),
-            "images": images,
-            "annotations": results,
-        },
+    write_coco(
         out / f"{stem}.json",
+        info={"video": video_info},
+        images=images,
+        categories=category_records(vocabulary),
+        annotations=results,
     )
     return summary
 
