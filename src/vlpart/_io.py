@@ -280,13 +280,16 @@ def _fsync_file(path: Path) -> None:
 
 @contextlib.contextmanager
 def errors_name(target: str | Path) -> Iterator[None]:
-    """Re-raise ``OSError`` of a write (often on a temporary name, or from a library that gives
-    none) with ``filename`` = ``target``; a full disk reads "no space left on device"."""
+    """Re-raise an ``OSError`` that names no file or a temporary one (a write to a temporary
+    name, or a library that gives none) with ``filename`` = ``target``; a full disk reads "no
+    space left on device". Errors that name another file are left as they are."""
     target = Path(target)
     try:
         yield
     except OSError as err:
-        if err.errno is None or err.filename == str(target):
+        parts = Path(str(err.filename)).parts if err.filename is not None else ()
+        named = bool(parts) and not any(_TEMP_NAME.match(part) for part in parts)
+        if err.errno is None or named:
             raise
         reason = "no space left on device" if err.errno == errno.ENOSPC else err.strerror
         raise OSError(err.errno, reason, str(target)) from None

@@ -64,14 +64,14 @@ def vocabulary_from_categories(categories: Sequence[Mapping[str, Any]], *, name:
     """
     cats = []
     for rec in sorted(categories, key=lambda c: c["id"]):
-        name = str(rec["name"])
-        obj, sep, part = name.partition(":")
+        cat_name = str(rec["name"])
+        obj, sep, part = cat_name.partition(":")
         supercategory = str(rec.get("supercategory") or "")
-        if not sep and supercategory and name.startswith(supercategory + " "):
-            obj, sep, part = supercategory, " ", name[len(supercategory) + 1 :]
+        if not sep and supercategory and cat_name.startswith(supercategory + " "):
+            obj, sep, part = supercategory, " ", cat_name[len(supercategory) + 1 :]
         cats.append(
             Category(
-                name=name,
+                name=cat_name,
                 object=obj.strip(),
                 part=part.strip() if sep else None,
                 id=int(rec["id"]),

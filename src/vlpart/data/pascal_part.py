@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image
+from scipy.io.matlab import MatReadError
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
+from vlpart._io import OutputSet, remove_orphans
 from vlpart.data.coco import mask_annotation
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
@@ -168,12 +169,18 @@ def convert_pascal_part(
         for c in part_vocab
     ]
     object_categories = [{"id": c.id, "name": c.name} for c in voc_vocab]
-    write_json_atomic(
-        {"images": part_images, "annotations": parts, "categories": part_categories}, out_json
-    )
-    write_json_atomic(
-        {"images": images, "annotations": objects, "categories": object_categories}, objects_json
-    )
+    # The two files share image and object ids: they are replaced together or not at all.
+    for folder in {out_json.parent, objects_json.parent}:
+        remove_orphans(folder)
+    with OutputSet() as outputs:
+        outputs.write_json(
+            out_json, {"images": part_images, "annotations": parts, "categories": part_categories}
+        )
+        outputs.write_json(
+            objects_json,
+            {"images": images, "annotations": objects, "categories": object_categories},
+        )
+        outputs.commit()
     if dropped:
         logger.info(
             "dropped %d raw part labels matching no pascal_part category: %s",
@@ -236,7 +243,7 @@ def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndar
             records.append(
                 (str(obj["class"].item()), np.asarray(obj["mask"], dtype=np.uint8), raw_parts)
             )
-    except (KeyError, IndexError, ValueError, TypeError, OSError) as err:
+    except (KeyError, IndexError, ValueError, TypeError, OSError, MatReadError) as err:
         raise ValueError(f"{path}: not a Pascal-Part annotation ({err})") from None
     return records
 
@@ -245,8 +252,11 @@ def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
     photo = image_dir / f"{mat_path.stem}.jpg"
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
-    with Image.open(photo) as im:
-        return im.height, im.width
+    try:
+        with Image.open(photo) as im:
+            return im.height, im.width
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{photo}: not a readable image ({err})") from None
 
 
 def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:

@@ -129,6 +129,8 @@ def export_weights(checkpoint: SavedCheckpoint, out_dir: Path) -> Path:
     where the filesystem allows, else copies; each switched atomically, sidecar first)."""
     for name in (SIDECAR_FILE, WEIGHTS_FILE):
         source, target = checkpoint.path / name, out_dir / name
+        if target.exists() and os.path.samefile(source, target):
+            continue  # (renaming a hard link onto itself would do nothing)
         tmp = temp_name(target)
         try:
             try:

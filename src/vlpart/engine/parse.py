@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlpart._io import atomic_write
+from vlpart._io import atomic_write, remove_orphans
 from vlpart.data.coco import decode_segmentation, load_coco_json
 from vlpart.model import VLPartDetector
 from vlpart.parsing import BaseBank, BaseObject, ParseConfig, ParseItem, Proposals
@@ -175,6 +175,7 @@ def parse_novel_objects(
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    remove_orphans(out / "images")
     items = []
     for index, crop in enumerate(object_crops(objects_json, image_root, categories=categories)):
         path = (out / "images" / f"{index + 1:06d}.png").resolve()

@@ -9,7 +9,10 @@ Outputs in ``out_dir``:
 * ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
 * ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
 
-Unreadable images are logged and skipped; the rest are still processed.
+Unreadable images are logged and skipped; the rest are still processed. The outputs are one
+set (:class:`vlpart._io.OutputSet`): written under temporary names, flushed, and moved into place
+only once every image is done, replacing the previous run's ``overlays/`` (and ``masks/``) as a
+whole. A run that processed no image, a full disk or a crash leaves ``out_dir`` as it was.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
+from vlpart._io import OutputSet, remove_orphans
 from vlpart.predictor import PartSegmenter, load_image, make_prediction
 from vlpart.vocab import Vocabulary
 
@@ -94,7 +97,38 @@ def predict_files(
     share a stem.
     """
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out)
+    with OutputSet() as outputs:
+        summary = _predict_into(
+            outputs,
+            segmenter,
+            paths,
+            vocabulary=vocabulary,
+            out=out,
+            score_threshold=score_threshold,
+            batch_size=batch_size,
+            save_masks=save_masks,
+        )
+        if summary.processed:
+            outputs.commit()
+    return summary
+
+
+def _predict_into(
+    outputs: OutputSet,
+    segmenter: PartSegmenter,
+    paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    out: Path,
+    score_threshold: float,
+    batch_size: int,
+    save_masks: bool,
+) -> PredictSummary:
+    outputs.folder(out / "overlays")
+    if save_masks:
+        outputs.folder(out / "masks")
     embeddings = segmenter.text_embeddings(vocabulary)
     summary = PredictSummary()
     results: list[dict] = []
@@ -114,8 +148,8 @@ def predict_files(
         if not chunk:
             continue
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
-        outputs = segmenter.predict_tensors(tensors, embeddings)
-        for path, array, output in zip(chunk, arrays, outputs, strict=True):
+        detections = segmenter.predict_tensors(tensors, embeddings)
+        for path, array, output in zip(chunk, arrays, detections, strict=True):
             pred = make_prediction(output, vocabulary, score_threshold)
             image_id = len(images_info) + 1
             name = _safe_name(path.stem)
@@ -132,13 +166,16 @@ def predict_files(
                 }
             )
             results.extend(pred.to_coco(image_id))
-            pred.render(array).save(out / "overlays" / f"{name}.png")
+            overlay = pred.render(array)
+            outputs.write(
+                out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
+            )
             if save_masks:
-                mask_dir = out / "masks" / name
-                mask_dir.mkdir(parents=True, exist_ok=True)
                 for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                    Image.fromarray(mask.astype(np.uint8) * 255).save(
-                        mask_dir / f"{k:03d}_{_safe_name(label)}.png"
+                    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+                    outputs.write(
+                        out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+                        lambda tmp, im=picture: im.save(tmp, "PNG"),
                     )
             summary.processed.append(path)
             summary.num_instances += len(pred)
@@ -148,8 +185,8 @@ def predict_files(
         {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
         for i, c in enumerate(vocabulary)
     ]
-    write_json_atomic(
-        {"images": images_info, "categories": categories, "annotations": []}, out / "dataset.json"
+    outputs.write_json(
+        out / "dataset.json", {"images": images_info, "categories": categories, "annotations": []}
     )
-    write_json_atomic(results, out / "results.json")
+    outputs.write_json(out / "results.json", results)
     return summary

@@ -140,6 +140,13 @@ def build_sources(cfg: Config) -> list[TrainSource]:
                 f"data source {src.name!r}: text embeddings are {embeddings.shape[1]}-d "
                 f"({enc.identity}) but model.text_dim is {cfg.model.text_dim}"
             )
+        if not any(dataset.image_category_ids()):
+            selected = f"split {src.split!r} selects" if src.split else "its categories select"
+            raise ValueError(
+                f"{src.ann_file}: data source {src.name!r}: {selected} no labelled image "
+                f"({len(dataset.vocabulary)} categories, {len(dataset)} images); nothing to "
+                "train on"
+            )
         counts = getattr(dataset, "category_image_counts", None)
         sources.append(TrainSource(src, dataset, embeddings, counts, enc.identity))
         logger.info("source %s: %r", src.name, dataset)

@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from tqdm import tqdm
 
-from vlpart._io import read_rgb, write_text_atomic
+from vlpart._io import errors_name, read_rgb, remove_orphans, write_text_atomic
 from vlpart.parsing.bank import BaseBank
 from vlpart.parsing.features import (
     PRETRAINED,
@@ -418,7 +418,9 @@ class Parser:
                 len(mine) - len(pending),
                 len(mine),
             )
+        remove_orphans(target.parent)
         with (
+            errors_name(progress_file),
             progress_file.open("a", encoding="utf-8") as log,
             tqdm(
                 total=len(mine),
