@@ -148,3 +148,24 @@ def test_cli_convert(shared_data, tmp_path, capsys):
         main(["data", "convert-pascal-part", str(tmp_path / "nope"), str(examples), str(out)]) == 2
     )
     assert "nope: folder not found" in capsys.readouterr().err
+
+
+def test_broken_photo_is_one_error_naming_it(shared_data, tmp_path):
+    import shutil
+
+    examples = shared_data / "pascal_part_examples"
+    images = tmp_path / "JPEGImages"
+    images.mkdir()
+    (images / "2008_003497.jpg").write_bytes(
+        (examples / "2008_003497.jpg").read_bytes()[:10] + b"garbage"
+    )
+    with pytest.raises(ValueError, match=r"2008_003497.jpg: not a readable image"):
+        convert_pascal_part(examples, images, tmp_path / "c.json", image_names=["2008_003497"])
+    assert not (tmp_path / "c.json").exists()
+    shutil.copy(examples / "2008_003497.jpg", images)
+    assert (
+        convert_pascal_part(
+            examples, images, tmp_path / "c.json", image_names=["2008_003497"]
+        ).num_images
+        == 1
+    )

@@ -7,9 +7,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from vlpart._io import read_image
 from vlpart.cli import main
 from vlpart.engine.predict import expand_inputs
-from vlpart.predictor import PartSegmenter, load_image
+from vlpart.predictor import PartSegmenter
 from vlpart.vocab import parse_vocabulary
 
 PHOTO = "pascal_part_examples/2008_000652.jpg"
@@ -43,7 +44,7 @@ def test_predict_on_a_real_photo(segmenter, shared_data):
 
 def test_predict_inputs_and_thresholds(segmenter, shared_data):
     photo = shared_data / PHOTO
-    array = load_image(photo)
+    array = read_image(photo)
     a = segmenter.predict(array, vocabulary="dog:head", score_threshold=0.0)
     b = segmenter.predict(Image.open(photo), vocabulary="dog:head", score_threshold=0.0)
     np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -54,6 +55,38 @@ def test_predict_inputs_and_thresholds(segmenter, shared_data):
     assert len(segmenter.predict(array, vocabulary="dog:head", score_threshold=1.01)) == 0
     with pytest.raises(ValueError, match=r"\[H, W, 3\] uint8"):
         segmenter.predict(np.zeros((4, 4)), vocabulary="dog")
+
+
+def test_exif_rotated_photo_is_segmented_upright(segmenter, tiny_checkpoint, shared_data, tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6: predictions, COCO sizes and the
+    overlay are in the upright frame that viewers show, and equal those of the upright pixels."""
+    upright = read_image(shared_data / PHOTO)
+    stored = np.rot90(upright, k=1)  # what the camera wrote; orientation 6 turns it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.png", exif=exif)
+    rotated = segmenter.predict(tmp_path / "phone.png", vocabulary="dog", score_threshold=0.0)
+    reference = segmenter.predict(upright, vocabulary="dog", score_threshold=0.0)
+    assert rotated.image_size == upright.shape[:2]
+    np.testing.assert_array_equal(rotated.boxes, reference.boxes)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "phone.png"),
+                "--weights",
+                str(tiny_checkpoint),
+                "--vocab",
+                "dog",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    image = json.loads((out / "dataset.json").read_text())["images"][0]
+    assert (image["height"], image["width"]) == upright.shape[:2]
 
 
 def test_vocabulary_embeddings_are_cached(segmenter):

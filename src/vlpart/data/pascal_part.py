@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
 from scipy.io.matlab import MatReadError
 from tqdm import tqdm
 
-from vlpart._io import OutputSet, remove_orphans
-from vlpart.data.coco import mask_annotation
+from vlpart._io import OutputSet, read_image_size, remove_orphans
+from vlpart.coco import category_records, mask_annotation, write_coco
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
 __all__ = ["PascalPartSummary", "convert_pascal_part"]
@@ -164,21 +163,23 @@ def convert_pascal_part(
         if len(parts) > num_parts_before:
             part_images.append(image)
 
-    part_categories = [
-        {"id": c.id, "name": c.name, "supercategory": c.object, "split": c.split}
-        for c in part_vocab
-    ]
-    object_categories = [{"id": c.id, "name": c.name} for c in voc_vocab]
     # The two files share image and object ids: they are replaced together or not at all.
     for folder in {out_json.parent, objects_json.parent}:
         remove_orphans(folder)
     with OutputSet() as outputs:
-        outputs.write_json(
-            out_json, {"images": part_images, "annotations": parts, "categories": part_categories}
+        write_coco(
+            out_json,
+            images=part_images,
+            categories=category_records(part_vocab),
+            annotations=parts,
+            outputs=outputs,
         )
-        outputs.write_json(
+        write_coco(
             objects_json,
-            {"images": images, "annotations": objects, "categories": object_categories},
+            images=images,
+            categories=category_records(voc_vocab),
+            annotations=objects,
+            outputs=outputs,
         )
         outputs.commit()
     if dropped:
@@ -252,11 +253,7 @@ def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
     photo = image_dir / f"{mat_path.stem}.jpg"
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
-    try:
-        with Image.open(photo) as im:
-            return im.height, im.width
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{photo}: not a readable image ({err})") from None
+    return read_image_size(photo)
 
 
 def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:
