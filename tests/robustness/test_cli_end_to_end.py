@@ -163,3 +163,17 @@ def test_a_folder_of_odd_images_reports_each_bad_one_and_processes_the_rest(
     assert sizes["phone.jpg"] == (50, 40)  # EXIF orientation applied
     assert sizes["thin.png"] == (1, 3000)
     assert len(list((out / "overlays").iterdir())) == len(sizes)
+
+
+def test_extreme_aspect_ratios_resize_to_at_least_one_pixel():
+    import torch
+
+    from vlpart.data.transforms import ResizeShortestEdge
+    from vlpart.model.transform import resized_shape
+
+    assert resized_shape(1, 3000, min_size=800, max_size=1333) == (1, 1333)
+    image = torch.zeros(3, 1, 3000, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[0.0, 0.0, 3000.0, 1.0]])}
+    out, resized = ResizeShortestEdge(96, max_size=96)(image, target, torch.Generator())
+    assert tuple(out.shape) == (3, 1, 96)
+    torch.testing.assert_close(resized["boxes"], torch.tensor([[0.0, 0.0, 96.0, 1.0]]))
