@@ -677,15 +677,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="vlpart: %(levelname)s: %(message)s",
     )
     try:
+        _check_common_options(args)
         _RUNNERS[args.command](args)
-    except (CliError, ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"vlpart: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("vlpart: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = _user_message(err)
+        if message is None:
+            raise  # a bug: keep its traceback
+        print(f"vlpart: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _check_common_options(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any work starts."""
+    template = getattr(args, "template", None)
+    if template is not None:
+        from vlpart.vocab import prompt_template
+
+        try:
+            prompt_template(template)
+        except ValueError as err:
+            raise CliError(f"--template: {err}") from None
+    device = getattr(args, "device", None)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine")
+
+
+# Errors that user input, files or the machine cause. ValueError & co. count only when vlpart
+# raised them itself (after checking an input); raised deep inside a library they are bugs.
+_ENVIRONMENT_ERRORS = (CliError, OSError, ImportError)
+_CHECKED_ERRORS = (ValueError, KeyError, RuntimeError, TypeError, ArithmeticError)
+
+
+def _user_message(err: Exception) -> str | None:
+    """The one-line message of a user-caused error, or None for an internal bug."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        reason = (err.strerror or "").rstrip(".") or type(err).__name__
+        reason = reason[:1].lower() + reason[1:]
+        message = f"{err.filename}: {reason}"
+    elif isinstance(err, _ENVIRONMENT_ERRORS):
+        message = str(err)
+    elif isinstance(err, _CHECKED_ERRORS) and _raised_by_vlpart(err):
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    else:
+        return None
+    return " ".join(str(message).split()) or type(err).__name__
+
+
+def _raised_by_vlpart(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is vlpart's own code."""
+    from pathlib import Path
+
+    import vlpart
+
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(Path(vlpart.__file__).parent)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ Outputs in ``out_dir``:
 * ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
 * ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
 
-Unreadable images are logged and skipped; the rest are still processed.
+Unreadable images are logged and skipped; the rest are still processed. The outputs are one
+set (:class:`vlpart._io.OutputSet`): written under temporary names, flushed, and moved into place
+only once every image is done, replacing the previous run's ``overlays/`` (and ``masks/``) as a
+whole. A run that processed no image, a full disk or a crash leaves ``out_dir`` as it was.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import read_image, write_json_atomic
+from vlpart._io import OutputSet, read_image, remove_orphans
 from vlpart.coco import category_records, write_coco
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
@@ -101,7 +104,38 @@ def predict_files(
     share a stem.
     """
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out)
+    with OutputSet() as outputs:
+        summary = _predict_into(
+            outputs,
+            segmenter,
+            paths,
+            vocabulary=vocabulary,
+            out=out,
+            score_threshold=score_threshold,
+            batch_size=batch_size,
+            save_masks=save_masks,
+        )
+        if summary.processed:
+            outputs.commit()
+    return summary
+
+
+def _predict_into(
+    outputs: OutputSet,
+    segmenter: PartSegmenter,
+    paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    out: Path,
+    score_threshold: float,
+    batch_size: int,
+    save_masks: bool,
+) -> PredictSummary:
+    outputs.folder(out / "overlays")
+    if save_masks:
+        outputs.folder(out / "masks")
     summary = PredictSummary()
     results: list[dict] = []
     images_info: list[dict] = []
@@ -136,13 +170,16 @@ def predict_files(
                 }
             )
             results.extend(pred.to_coco(image_id))
-            pred.render(array).save(out / "overlays" / f"{name}.png")
+            overlay = pred.render(array)
+            outputs.write(
+                out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
+            )
             if save_masks:
-                mask_dir = out / "masks" / name
-                mask_dir.mkdir(parents=True, exist_ok=True)
                 for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                    Image.fromarray(mask.astype(np.uint8) * 255).save(
-                        mask_dir / f"{k:03d}_{_safe_name(label)}.png"
+                    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+                    outputs.write(
+                        out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+                        lambda tmp, im=picture: im.save(tmp, "PNG"),
                     )
             summary.processed.append(path)
             summary.num_instances += len(pred)
@@ -153,6 +190,7 @@ def predict_files(
         images=images_info,
         categories=category_records(vocabulary),
         annotations=[],
+        outputs=outputs,
     )
-    write_json_atomic(results, out / "results.json")
+    outputs.write_json(out / "results.json", results)
     return summary
