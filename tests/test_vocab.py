@@ -180,6 +180,15 @@ def test_mat_tokens():
     assert len(tokens) == 93
 
 
+def test_star_expansion_keeps_the_taxonomy_split():
+    vocab = parse_vocabulary("dog:*; cat:*; cat:head; bird:beak")
+    splits = {c.name: c.split for c in vocab}
+    assert {splits[n] for n in splits if n.startswith("dog:")} == {"novel"}
+    assert {splits[n] for n in splits if n.startswith("cat:")} == {"base"}
+    assert splits["bird:beak"] is None  # named by the user, not expanded: no split claimed
+    assert sum(vocab.split_mask("novel")) == 10
+
+
 def test_granularity_levels():
     vocab = parse_vocabulary("dog:head,leg; cat; Dog:tail")
     assert at_granularity(vocab, "objects").names == ["dog", "cat"]
@@ -201,6 +210,10 @@ def test_granularity_levels():
     assert [c.id for c in fine] == list(range(1, len(fine) + 1))
     assert fine.name == f"{vocab.name}@every_part"
     assert fine.prompts()[:2] == ["a dog", "a dog head"]
+    # Added parts carry the taxonomy's split (dog is novel, cat base); typed ones keep theirs.
+    splits = {c.name: c.split for c in fine}
+    assert splits["dog:ear"] == "novel" and splits["cat:ear"] == "base"
+    assert splits["dog:head"] is None and splits["dog"] is None
 
 
 def test_granularity_of_builtins_and_errors():
