@@ -179,6 +179,7 @@ def test_pixel_limit_is_the_handlers(segmenter, photo):
     result = small(photo, "dog", AS_TYPED, 0.0)
     assert not result.ok
     assert result.message.startswith("photo.jpg: image is 120x80 (0.0 megapixels), above the")
+    assert result.message.endswith("; 'vlpart demo --max-pixels N' reads it")
     assert DemoHandler(segmenter, limits=DemoLimits(max_pixels=120 * 80))(photo, "dog").ok
 
 

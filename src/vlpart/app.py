@@ -35,6 +35,7 @@ from PIL import Image
 
 from vlpart._io import MAX_PIXELS_ENV, read_image, write_json_atomic
 from vlpart.prediction import Prediction
+from vlpart.predictor import SCORE_THRESH
 from vlpart.vocab import (
     DEFAULT_TEMPLATE,
     GRANULARITIES,
@@ -56,6 +57,8 @@ __all__ = [
     "DemoResult",
     "TABLE_HEADERS",
     "build_app",
+    "find_examples",
+    "instance_rows",
     "serve",
     "write_downloads",
 ]
@@ -76,7 +79,6 @@ TEMPLATE_CHOICES = [
 ]
 TABLE_HEADERS = ["#", "label", "score", "box (x0, y0, x1, y1)", "parent"]
 DEFAULT_VOCABULARY = "dog; dog:head,torso,leg,tail"
-DEFAULT_SCORE_THRESH = 0.3
 # Longest vocabulary spec and largest vocabulary a request may ask for (LVIS has 1,203 names).
 MAX_VOCAB_CHARS = 20_000
 MAX_CATEGORIES = 2_000
@@ -152,7 +154,7 @@ class DemoHandler:
         image: str | Path | None,
         vocabulary: str,
         granularity: str = AS_TYPED,
-        score_threshold: float = DEFAULT_SCORE_THRESH,
+        score_threshold: float = SCORE_THRESH,
         template: str = DEFAULT_TEMPLATE,
     ) -> DemoResult:
         """Segment ``vocabulary`` in the image file ``image``.
@@ -189,7 +191,7 @@ class DemoHandler:
             message=_summary(pred, vocab, threshold, array.shape, seconds),
             overlay=np.asarray(pred.render(array)),
             rows=instance_rows(pred),
-            coco=pred.to_coco(image_id=1, category_ids=[c.id for c in vocab]),
+            coco=pred.to_coco(image_id=1),
             name=name,
         )
 
@@ -386,7 +388,7 @@ def build_app(
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=DEFAULT_SCORE_THRESH,
+                    value=SCORE_THRESH,
                     step=0.01,
                     label="Score threshold",
                     elem_id="threshold",
