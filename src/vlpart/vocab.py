@@ -15,6 +15,7 @@ Specs accepted by :func:`parse_vocabulary` (and ``--vocab`` on the command line)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -365,8 +366,9 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                     f"{source}: no built-in taxonomy has parts of {obj!r}"
                     f"{_suggest(obj, sorted(known))}; list its parts, e.g. {obj}:head,body"
                 )
+            # The taxonomy's base/novel split travels with its parts.
             cats.extend(
-                Category(name=f"{obj}:{c.part}", object=obj, part=c.part)
+                Category(name=f"{obj}:{c.part}", object=obj, part=c.part, split=c.split)
                 for c in known[obj.lower()]
             )
             continue
@@ -376,10 +378,10 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                 raise ValueError(f"{source}: '*' must be the only part in {entry!r}")
             _warn_if_typo(part, source)
             cats.append(Category(name=f"{obj}:{part}", object=obj, part=part))
-    return [
-        Category(name=c.name, object=c.object, part=c.part, id=i + 1)
-        for i, c in enumerate(dict((name_key(c.name), c) for c in cats).values())
-    ]
+    unique: dict[str, Category] = {}
+    for c in cats:  # the first occurrence of a name wins
+        unique.setdefault(name_key(c.name), c)
+    return [dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())]
 
 
 def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:

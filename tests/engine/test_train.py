@@ -1,3 +1,4 @@
+import copy
 import json
 import subprocess
 import sys
@@ -100,6 +101,17 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path)
 def test_resume_without_state_is_a_clear_error(tiny_train_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train(tiny_train_config, tmp_path, resume=True)
+
+
+def test_a_failed_start_leaves_no_run_folder(tiny_train_config, tmp_path):
+    bad_data = copy.deepcopy(tiny_train_config)
+    bad_data.data[1].ann_file = str(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        train(bad_data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(FileNotFoundError, match="weights.safetensors"):
+        train(tiny_train_config, tmp_path / "run2", init_weights=tmp_path / "weights.safetensors")
+    assert not (tmp_path / "run2").exists()
 
 
 def test_no_data_sources(tiny_train_config, tmp_path):

@@ -182,13 +182,14 @@ def convert_pascal_part(
             outputs=outputs,
         )
         outputs.commit()
+    # Debug level: the returned summary is what callers (the CLI) report.
     if dropped:
-        logger.info(
+        logger.debug(
             "dropped %d raw part labels matching no pascal_part category: %s",
             sum(dropped.values()),
             ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items())),
         )
-    logger.info(
+    logger.debug(
         "wrote %d part annotations on %d images to %s and %d objects on %d images to %s",
         len(parts),
         len(part_images),

@@ -49,8 +49,11 @@ class PredictSummary:
     num_instances: int = 0
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their images, sorted, not recursive) and glob patterns → image paths.
+def expand_inputs(
+    inputs: Sequence[str], *, recursive: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (their images, sorted; with ``recursive`` also those of every subfolder)
+    and glob patterns (``**`` matches subfolders with ``recursive``) → image paths.
 
     Returns:
         The paths in order without duplicates, and ``(input, reason)`` for inputs that matched
@@ -61,14 +64,17 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not found:
                 missing.append((item, "folder holds no images"))
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         elif glob.has_magic(item):
-            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+            found = sorted(
+                Path(f) for f in glob.glob(item, recursive=recursive) if Path(f).is_file()
+            )
             if not found:
                 missing.append((item, "pattern matched no files"))
             paths.extend(found)

@@ -221,7 +221,6 @@ def train(
 
 def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> Path:
     tcfg = cfg.train
-    out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         remove_orphans(out)
     checkpoint = _resume_point(out) if resume else None
@@ -323,6 +322,9 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         export_weights(saved, out)
         logger.info("saved checkpoint at iteration %d to %s", iteration, saved.path)
 
+    # Created only once the data, the model and the weights have loaded: a start that fails
+    # leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
     metrics_file = open(out / METRICS_FILE, "a") if dist.is_main else None  # noqa: SIM115
     bar = tqdm(
         total=tcfg.max_iter,
