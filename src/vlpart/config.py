@@ -32,6 +32,7 @@ __all__ = [
     "TextConfig",
     "TrainConfig",
     "config_from_dict",
+    "read_yaml",
 ]
 
 
@@ -218,12 +219,7 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
-        path = Path(path)
-        text = read_text_file(path, "config (YAML)")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(_yaml_error(path, err)) from None
+        data = read_yaml(path)
         return config_from_dict({} if data is None else data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,6 +237,21 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     except ValueError as err:
         raise ConfigError(f"{source}: text.template: {err}") from None
     return cfg
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path`` (``yaml.safe_load``: no tags run code).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not UTF-8 text, or a YAML error as one ``file:line:column:`` line.
+    """
+    path = Path(path)
+    text = read_text_file(path, "config (YAML)")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_error(path, err)) from None
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> str:

@@ -406,3 +406,37 @@ def _earlier_predict(tmp: Path) -> Path:
     (folder / "dataset.json").write_text('{"images": [{"id": 1}]}')
     (folder / "overlays" / "old.png").write_bytes(b"png")
     return folder
+
+
+# ---------------------------------------------------------------- Pascal-Part conversion
+
+
+@pytest.mark.parametrize("damage", ["empty .mat", "truncated .mat", "broken photo"])
+def test_bad_pascal_part_files(damage, capsys, shared_data, tmp_path):
+    names = ["2008_003497", "2010_005243"]
+    anno, images = tmp_path / "ann", tmp_path / "img"
+    anno.mkdir()
+    images.mkdir()
+    for name in names:
+        shutil.copyfile(shared_data / "pascal_part_examples" / f"{name}.mat", anno / f"{name}.mat")
+        shutil.copyfile(
+            shared_data / "pascal_part_examples" / f"{name}.jpg", images / f"{name}.jpg"
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.json").write_text('{"earlier": "parts"}')
+    (out / "train_objects.json").write_text('{"earlier": "objects"}')
+    before = snapshot(out)
+    bad = {
+        "empty .mat": anno / f"{names[1]}.mat",
+        "truncated .mat": anno / f"{names[1]}.mat",
+        "broken photo": images / f"{names[1]}.jpg",
+    }[damage]
+    bad.write_bytes(b"" if damage == "empty .mat" else bad.read_bytes()[:200])
+    line = cli_error(capsys, ["data", "convert-pascal-part", anno, images, out / "train.json"])
+    assert line.startswith(f"vlpart: error: {bad}: "), line
+    expected = (
+        "not a readable image" if damage == "broken photo" else "not a Pascal-Part annotation"
+    )
+    assert expected in line
+    assert snapshot(out) == before

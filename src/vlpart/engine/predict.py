@@ -140,51 +140,52 @@ def _predict_into(
     results: list[dict] = []
     images_info: list[dict] = []
     used_names: set[str] = set()
-    bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
-    for start in range(0, len(paths), batch_size):
-        chunk, arrays = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                arrays.append(read_image(path))
-                chunk.append(path)
-            except (ValueError, FileNotFoundError) as err:
-                logger.warning("skipping %s", err)
-                summary.failed.append((str(path), str(err)))
+    with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
+        for start in range(0, len(paths), batch_size):
+            chunk, arrays = [], []
+            for path in paths[start : start + batch_size]:
+                try:
+                    arrays.append(read_image(path))
+                    chunk.append(path)
+                except (ValueError, FileNotFoundError) as err:
+                    logger.warning("skipping %s", err)
+                    summary.failed.append((str(path), str(err)))
+                    bar.update(1)
+            if not chunk:
+                continue
+            preds = segmenter.predict(
+                arrays, vocabulary=vocabulary, score_threshold=score_threshold
+            )
+            for path, array, pred in zip(chunk, arrays, preds, strict=True):
+                image_id = len(images_info) + 1
+                name = _safe_name(path.stem)
+                while name in used_names:
+                    name = f"{name}_{image_id}"
+                used_names.add(name)
+                images_info.append(
+                    {
+                        "id": image_id,
+                        "file_name": str(path),
+                        "height": array.shape[0],
+                        "width": array.shape[1],
+                        "overlay": f"overlays/{name}.png",
+                    }
+                )
+                results.extend(pred.to_coco(image_id))
+                overlay = pred.render(array)
+                outputs.write(
+                    out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
+                )
+                if save_masks:
+                    for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
+                        picture = Image.fromarray(mask.astype(np.uint8) * 255)
+                        outputs.write(
+                            out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+                            lambda tmp, im=picture: im.save(tmp, "PNG"),
+                        )
+                summary.processed.append(path)
+                summary.num_instances += len(pred)
                 bar.update(1)
-        if not chunk:
-            continue
-        preds = segmenter.predict(arrays, vocabulary=vocabulary, score_threshold=score_threshold)
-        for path, array, pred in zip(chunk, arrays, preds, strict=True):
-            image_id = len(images_info) + 1
-            name = _safe_name(path.stem)
-            while name in used_names:
-                name = f"{name}_{image_id}"
-            used_names.add(name)
-            images_info.append(
-                {
-                    "id": image_id,
-                    "file_name": str(path),
-                    "height": array.shape[0],
-                    "width": array.shape[1],
-                    "overlay": f"overlays/{name}.png",
-                }
-            )
-            results.extend(pred.to_coco(image_id))
-            overlay = pred.render(array)
-            outputs.write(
-                out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
-            )
-            if save_masks:
-                for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                    picture = Image.fromarray(mask.astype(np.uint8) * 255)
-                    outputs.write(
-                        out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
-                        lambda tmp, im=picture: im.save(tmp, "PNG"),
-                    )
-            summary.processed.append(path)
-            summary.num_instances += len(pred)
-            bar.update(1)
-    bar.close()
     write_coco(
         out / "dataset.json",
         images=images_info,

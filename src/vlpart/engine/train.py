@@ -393,8 +393,9 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         if metrics_file is not None:
             metrics_file.close()
     save()
-    if dist.is_main and saved is not None:
-        export_weights(saved, out)  # also when resuming a run that had already finished
+    if dist.is_main and saved is not None:  # also when resuming a run that had already finished
+        prune_checkpoints(out, saved, keep=tcfg.keep_checkpoints)
+        export_weights(saved, out)
     return out / MODEL_FILE
 
 
