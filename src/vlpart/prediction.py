@@ -68,24 +68,45 @@ class Prediction:
         self, image: str | Path | np.ndarray | Image.Image, *, alpha: float = 0.45
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
-        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size)."""
+        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size, or of that
+        size reduced by a common factor, as a reduced decode of a huge image is; masks are then
+        sampled at the image's pixel centres and boxes scaled).
+
+        Masks are blended inside their bounding rectangles only, so memory stays that of the
+        image plus the largest mask's rectangle."""
         if isinstance(image, str | Path):
             image = read_rgb(image)
         base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-        if base.shape[:2] != self.image_size and len(self):
-            raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
-        canvas = base.astype(np.float32)
-        colors = _palette(len(self))
-        for i in np.argsort(-self.masks.reshape(len(self), -1).sum(1)) if len(self) else []:
-            m = self.masks[i]
-            canvas[m] = (1 - alpha) * canvas[m] + alpha * np.asarray(colors[i], np.float32)
-        out = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(out)
         height, width = base.shape[:2]
+        full_h, full_w = self.image_size if len(self) else (height, width)
+        reduced = height <= full_h and width <= full_w
+        if (height, width) != (full_h, full_w) and not (
+            reduced and abs(height * full_w - width * full_h) <= max(full_h, full_w)
+        ):
+            raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
+        rows = ((np.arange(height) + 0.5) * full_h / height).astype(np.int64)
+        cols = ((np.arange(width) + 0.5) * full_w / width).astype(np.int64)
+        canvas = base.copy()
+        colors = _palette(len(self))
+        areas = [int(m.sum()) for m in self.masks]
+        for i in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
+            window = _mask_window(self.masks[i])
+            if window is None:
+                continue
+            # Output pixels whose sample falls in the mask's rectangle.
+            r0, r1 = np.searchsorted(rows, [window[0], window[1]])
+            c0, c1 = np.searchsorted(cols, [window[2], window[3]])
+            m = self.masks[i][np.ix_(rows[r0:r1], cols[c0:c1])]
+            region = canvas[r0:r1, c0:c1]
+            blended = (1 - alpha) * region[m] + alpha * np.asarray(colors[i], np.float32)
+            region[m] = blended.clip(0, 255).astype(np.uint8)
+        out = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(out)
         font = ImageFont.load_default(size=max(11, min(height, width) // 40))
         line = max(1, min(height, width) // 300)
+        box_scale = np.array([width / full_w, height / full_h] * 2, dtype=np.float64)
         for i in range(len(self)):
-            x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
+            x0, y0, x1, y1 = (float(v) for v in self.boxes[i] * box_scale)
             draw.rectangle((x0, y0, x1, y1), outline=colors[i], width=line)
             text = f"{self.labels[i]} {self.scores[i]:.2f}"
             tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
@@ -93,6 +114,15 @@ class Prediction:
             draw.rectangle((tx0, ty, tx1 + 2, ty + (ty1 - ty0) + 2), fill=colors[i])
             draw.text((x0 + 1, ty + 1 - (ty0 - y0)), text, font=font, fill=_ink(colors[i]))
         return out
+
+
+def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` bounding rectangle of a bool mask, None if empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) == 0:
+        return None
+    xs = np.flatnonzero(mask[ys[0] : ys[-1] + 1].any(axis=0))
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
 def coco_results(
@@ -117,7 +147,8 @@ def coco_results(
 
     if len(scores) == 0:
         return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    # One mask at a time: a column-major copy of the whole stack would double its memory.
+    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)[:, :, None]))[0] for m in masks]
     out = []
     for box, score, row, rle in zip(boxes, scores, label_ids, rles, strict=True):
         x0, y0, x1, y1 = (float(v) for v in box)
@@ -153,19 +184,23 @@ def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None
     object_idx = [j for j in range(n) if parts[j] is None]
     if not object_idx:
         return parent
-    flat = masks.reshape(n, -1).astype(np.float32)
-    overlap = flat @ flat[object_idx].T  # [N, num_objects] intersection areas
-    area = flat.sum(1)
+    windows = [_mask_window(m) for m in masks]
     for i in range(n):
-        if parts[i] is None or area[i] == 0:
+        if parts[i] is None or windows[i] is None:
             continue
-        same = [k for k, j in enumerate(object_idx) if objects[j].lower() == objects[i].lower()]
+        same = [j for j in object_idx if objects[j].lower() == objects[i].lower()]
         if not same:
             continue
-        frac = overlap[i, same] / area[i]
+        top, bottom, left, right = windows[i]
+        part = masks[i, top:bottom, left:right]
+        # Intersections inside the part's bounding rectangle (nothing of the part lies outside).
+        frac = [
+            np.count_nonzero(part & masks[j, top:bottom, left:right]) / np.count_nonzero(part)
+            for j in same
+        ]
         best = int(np.argmax(frac))
         if frac[best] >= PARENT_CONTAINMENT_THRESH:
-            parent[i] = object_idx[same[best]]
+            parent[i] = same[best]
     return parent
 
 

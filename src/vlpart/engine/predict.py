@@ -9,7 +9,10 @@ Outputs in ``out_dir``:
 * ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
 * ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
 
-Unreadable images are logged and skipped; the rest are still processed.
+Unreadable images are logged and skipped; the rest are still processed. Images are decoded by
+DataLoader workers (one torch thread each) while the model runs; images of more than
+:data:`vlpart._io.DRAFT_MIN_PIXELS` pixels are decoded at a reduced scale where the format
+allows (JPEG), outputs still in the original pixels, overlays at the decoded size.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
-from vlpart.predictor import PartSegmenter, load_image, make_prediction
+from vlpart._io import read_rgb_reduced, write_json_atomic
+from vlpart.predictor import PartSegmenter, make_prediction
 from vlpart.vocab import Vocabulary
 
 __all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
@@ -74,6 +77,29 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     return list(dict.fromkeys(paths)), missing
 
 
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decoded images for the DataLoader: ``(index, Tensor[3, h, w] uint8 | None, full (H, W),
+    error message | None)``."""
+
+    def __init__(self, paths: Sequence[Path], min_side: int) -> None:
+        self.paths = list(paths)
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple:
+        try:
+            array, size = read_rgb_reduced(self.paths[index], min_side=self.min_side)
+        except (ValueError, FileNotFoundError) as err:
+            return index, None, None, str(err)
+        return index, torch.from_numpy(array).permute(2, 0, 1).contiguous(), size, None
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -87,8 +113,11 @@ def predict_files(
     score_threshold: float = 0.3,
     batch_size: int = 1,
     save_masks: bool = False,
+    num_workers: int = 1,
 ) -> PredictSummary:
     """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
+
+    ``num_workers`` decoding processes (0: decode in this process) overlap with inference.
 
     Overlay names are the image file stems, made unique with a numeric suffix when two inputs
     share a stem.
@@ -100,22 +129,32 @@ def predict_files(
     results: list[dict] = []
     images_info: list[dict] = []
     used_names: set[str] = set()
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, segmenter.model.transform.min_size),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        worker_init_fn=_one_thread,
+    )
     bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
-    for start in range(0, len(paths), batch_size):
-        chunk, arrays = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                arrays.append(load_image(path))
-                chunk.append(path)
-            except (ValueError, FileNotFoundError) as err:
-                logger.warning("skipping %s", err)
-                summary.failed.append((str(path), str(err)))
+    for items in loader:
+        chunk = []
+        for index, tensor, size, error in items:
+            if error is not None:
+                logger.warning("skipping %s", error)
+                summary.failed.append((str(paths[index]), error))
                 bar.update(1)
+            else:
+                chunk.append((paths[index], tensor, size))
         if not chunk:
             continue
-        tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
-        outputs = segmenter.predict_tensors(tensors, embeddings)
-        for path, array, output in zip(chunk, arrays, outputs, strict=True):
+        outputs = segmenter.predict_tensors(
+            [t for _, t, _ in chunk],
+            embeddings,
+            score_threshold=score_threshold,
+            output_sizes=[size for _, _, size in chunk],
+        )
+        for (path, tensor, size), output in zip(chunk, outputs, strict=True):
             pred = make_prediction(output, vocabulary, score_threshold)
             image_id = len(images_info) + 1
             name = _safe_name(path.stem)
@@ -126,13 +165,13 @@ def predict_files(
                 {
                     "id": image_id,
                     "file_name": str(path),
-                    "height": array.shape[0],
-                    "width": array.shape[1],
+                    "height": size[0],
+                    "width": size[1],
                     "overlay": f"overlays/{name}.png",
                 }
             )
             results.extend(pred.to_coco(image_id))
-            pred.render(array).save(out / "overlays" / f"{name}.png")
+            pred.render(tensor.permute(1, 2, 0).numpy()).save(out / "overlays" / f"{name}.png")
             if save_masks:
                 mask_dir = out / "masks" / name
                 mask_dir.mkdir(parents=True, exist_ok=True)
