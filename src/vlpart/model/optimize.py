@@ -1,5 +1,5 @@
 """Inference-only rewrites of a trained detector that keep its numerics to float rounding:
-frozen BatchNorm folded into the preceding convolutions, channels-last convolutions.
+frozen BatchNorm folded into the preceding convolutions, a channels-last backbone.
 
 They act on a copy (:func:`inference_copy`); saved weights and training never see them.
 """
@@ -7,9 +7,10 @@ They act on a copy (:func:`inference_copy`); saved weights and training never se
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 __all__ = ["fold_frozen_batchnorm", "inference_copy"]
@@ -61,24 +62,34 @@ def fold_frozen_batchnorm(module: nn.Module) -> int:
     return folded
 
 
+class _ChannelsLastBackbone(nn.Module):
+    """Runs a backbone in channels-last layout (oneDNN's fast convolution layout; weights in
+    that layout make every convolution output follow it) and hands the pyramid back in the
+    standard layout, which the RPN, RoIAlign and heads are fastest in."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.body = backbone.to(memory_format=torch.channels_last)
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        pyramid = self.body(images.contiguous(memory_format=torch.channels_last))
+        return OrderedDict((name, feat.contiguous()) for name, feat in pyramid.items())
+
+
 def inference_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for inference: frozen BatchNorm folded into the convolutions and
-    channels-last convolution weights (oneDNN's fast layout; a convolution with channels-last
-    weights gives channels-last outputs, so the whole pyramid and the heads run in it). The
-    fully connected layers' parameters are shared with ``model``, not copied.
+    """A copy of ``model`` for inference whose backbone has frozen BatchNorm folded into the
+    convolutions and runs in channels-last layout; every other parameter and buffer is shared
+    with ``model``, not copied.
 
     The copy computes what ``model`` computes up to float rounding (checked in
-    ``tests/model/test_optimize.py``); ``model`` is left untouched.
+    ``tests/model/test_optimize.py`` and ``tests/test_predictor.py``); ``model`` is left
+    untouched.
     """
+    backbone_ids = {id(t) for t in (*model.backbone.parameters(), *model.backbone.buffers())}
     shared = {
-        id(t): t
-        for module in model.modules()
-        if isinstance(module, nn.Linear)
-        for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+        id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in backbone_ids
     }
     fast = copy.deepcopy(model, memo=shared)
-    fold_frozen_batchnorm(fast)
-    for module in fast.modules():
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            module.to(memory_format=torch.channels_last)
+    fold_frozen_batchnorm(fast.backbone)
+    fast.backbone = _ChannelsLastBackbone(fast.backbone)
     return fast.eval()
