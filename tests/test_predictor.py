@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -118,3 +119,19 @@ def test_score_threshold_pastes_only_kept_detections(shared_data):
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         PartSegmenter(_seeded_model(**TINY), _FixedEncoder(32), precision="fp16")
+
+
+@pytest.mark.cuda
+def test_cuda_gives_the_cpu_detections(shared_data):
+    model = _seeded_model(**TINY)
+    image = _photo(shared_data)
+    cpu = PartSegmenter(model, _FixedEncoder(32))
+    embeddings = cpu.text_encoder.encode([f"c{i}" for i in range(NUM_CLASSES)])
+    ref = cpu.predict_tensors([image], embeddings)[0]
+    gpu = PartSegmenter(copy.deepcopy(model), _FixedEncoder(32), device="cuda")
+    out = {k: v.cpu() for k, v in gpu.predict_tensors([image], embeddings)[0].items()}
+    assert len(ref["scores"]) > 0
+    torch.testing.assert_close(out["boxes"], ref["boxes"], rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(out["scores"], ref["scores"], rtol=1e-4, atol=1e-4)
+    assert torch.equal(out["labels"], ref["labels"])
+    assert (out["masks"] != ref["masks"]).float().mean() < 1e-3

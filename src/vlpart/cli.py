@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -151,6 +152,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
     ev.add_argument(
+        "--proposals",
+        action="store_true",
+        help="with --weights: class-agnostic proposal recall AR@30/100/300/1000 (IoU 0.5) of the "
+        "model's RPN instead of AP (the paper's Table 2); --out gets proposal_recall.json",
+    )
+    ev.add_argument(
         "--out",
         help="directory for metrics.json and metrics.md (and, with --weights, results.json)",
     )
@@ -161,13 +168,13 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
     """Run --weights over the --gt images; the gt's categories are the vocabulary."""
     from pathlib import Path
 
+    from vlpart.coco import category_vocabulary, load_coco
     from vlpart.config import Config
-    from vlpart.data.coco import load_coco_json, vocabulary_from_categories
     from vlpart.engine.inference import predict_dataset
     from vlpart.predictor import PartSegmenter
 
     gt = Path(args.gt)
-    vocab = vocabulary_from_categories(load_coco_json(gt)["categories"], name=gt.stem)
+    vocab = category_vocabulary(load_coco(gt)["categories"], name=gt.stem)
     text = Config.from_yaml(args.config).text if args.config else None
     segmenter = PartSegmenter.from_pretrained(
         args.weights,
@@ -186,6 +193,9 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
 def _run_eval(args: argparse.Namespace) -> None:
     from vlpart.engine.evaluate import evaluate_results
 
+    if args.proposals:
+        _run_proposal_recall(args)
+        return
     objects = [o.strip() for o in (args.objects or "").split(",") if o.strip()]
     results = args.results or _model_results(args)
     report = evaluate_results(
@@ -207,6 +217,28 @@ def _run_eval(args: argparse.Namespace) -> None:
     print(report.to_markdown(), end="")
 
 
+def _run_proposal_recall(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlpart._io import write_json_atomic
+    from vlpart.engine.inference import dataset_proposal_recall
+    from vlpart.model import load_checkpoint
+
+    if not args.weights:
+        raise CliError("--proposals needs --weights (the model whose proposals to evaluate)")
+    gt = Path(args.gt)
+    model = load_checkpoint(args.weights)[0].to(args.device)
+    image_root = Path(args.image_root) if args.image_root else gt.parent
+    recall = dataset_proposal_recall(model, gt, image_root)
+    print("| proposals | " + " | ".join(f"AR@{k}" for k in recall) + " |")
+    print("|---|" + "---:|" * len(recall))
+    print("| all | " + " | ".join(f"{100 * v:.1f}" for v in recall.values()) + " |")
+    if args.out:
+        write_json_atomic(
+            {f"AR@{k}": v for k, v in recall.items()}, Path(args.out) / "proposal_recall.json"
+        )
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     convert = sub.add_parser(
         "convert",
@@ -226,6 +258,54 @@ def _run_convert(args: argparse.Namespace) -> None:
         raise CliError(f"{args.output}: the output must be a .safetensors file")
     out = convert_official_checkpoint(args.input, args.output)
     print(f"wrote {out} and {sidecar_path(out)}")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export the detector to an ONNX file that onnxruntime runs "
+        "(PartSegmenter.from_onnx, or 'vlpart predict --weights OUT.onnx'). The graph takes "
+        "one resized, normalised image of any size and returns boxes, scores, labels and "
+        "28x28 mask probabilities; the vocabulary's text embeddings are baked in, or with "
+        "--dynamic-vocab a second input.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="our .safetensors checkpoint or an official .pth")
+    source.add_argument("--model", help="a model name from the model zoo")
+    export.add_argument(
+        "--vocab", dest="vocabulary", required=True, help="vocabulary baked into the graph"
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx")
+    export.add_argument(
+        "--dynamic-vocab",
+        action="store_true",
+        help="take the text embeddings [C, D] as a graph input instead of baking them in",
+    )
+    export.add_argument("output", help="the .onnx file to write")
+    _add_text_options(export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vlpart.export import export_onnx
+    from vlpart.predictor import PartSegmenter
+    from vlpart.vocab import parse_vocabulary
+
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"{args.output}: the output must be a .onnx file")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights or args.model,
+        text_encoder=args.encoder,
+        embeddings=args.embeddings,
+        vocabulary=vocabulary,
+        clip_weights=args.clip_weights,
+        cache_dir=args.cache_dir,
+        template=args.template,
+    )
+    out = export_onnx(segmenter, vocabulary, args.output, dynamic_vocab=args.dynamic_vocab)
+    kind = "dynamic vocabulary" if args.dynamic_vocab else f"{len(vocabulary)} categories"
+    print(f"wrote {out} ({kind})")
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -343,11 +423,33 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
         "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
         "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
-        "status is non-zero only when no image could be processed.",
+        "status is non-zero only when no image could be processed. A video file CLIP.mp4 "
+        "(.mov, .mkv, .avi, .webm, ...) gives OUT/CLIP.mp4 (annotated, same frame rate and "
+        "size) and OUT/CLIP.json (per-frame COCO results); a truncated video keeps the frames "
+        "decoded and exits non-zero.",
     )
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="*", help="image or video files, folders or glob patterns")
     p.add_argument(
-        "--weights", required=True, help="our .safetensors checkpoint or an official VLPart .pth"
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also take the images in the folders' subfolders (and let ** in patterns match them)",
+    )
+    p.add_argument(
+        "--every", type=int, default=1, metavar="N", help="videos: segment every N-th frame"
+    )
+    p.add_argument(
+        "--webcam",
+        nargs="?",
+        const="default",
+        metavar="DEVICE",
+        help="segment a camera until Ctrl-C into OUT/webcam.mp4 and OUT/webcam.json "
+        "(default device: /dev/video0 on Linux, 0 on macOS)",
+    )
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="our .safetensors checkpoint, an official VLPart .pth or a 'vlpart export' .onnx",
     )
     p.add_argument(
         "--vocab",
@@ -360,8 +462,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--score-thresh",
         dest="score_threshold",
         type=float,
-        default=0.3,
-        help="keep instances scoring at least this (default 0.3)",
+        help="keep instances scoring at least this (default: vlpart.predictor.SCORE_THRESH, 0.3)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -389,6 +490,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     import torch
 
     from vlpart.engine.predict import expand_inputs, predict_files
+    from vlpart.engine.video import is_video
     from vlpart.predictor import PartSegmenter
     from vlpart.vocab import parse_vocabulary
 
@@ -398,10 +500,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise CliError(f"--workers must be at least 0, got {args.workers}")
-    paths, missing = expand_inputs(args.inputs)
+    if args.every < 1:
+        raise CliError(f"--every must be at least 1, got {args.every}")
+    paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
     for item, reason in missing:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
-    if not paths:
+    if not paths and not args.webcam:
         raise CliError("no input images found")
     vocabulary = parse_vocabulary(args.vocabulary)
     segmenter = PartSegmenter.from_pretrained(
@@ -415,6 +519,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         device=args.device,
         precision=args.precision,
     )
+    video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
+    paths = [p for p in paths if not is_video(p)]
+    if not paths:
+        if video_errors:
+            raise CliError(video_errors[0])
+        return
     summary = predict_files(
         segmenter,
         paths,
@@ -431,6 +541,38 @@ def _run_predict(args: argparse.Namespace) -> None:
     )
     if not summary.processed:
         raise CliError(f"none of the {len(paths)} images could be read")
+    if video_errors:
+        raise CliError(video_errors[0])
+
+
+def _run_videos(args: argparse.Namespace, segmenter, vocabulary, videos: list) -> list[str]:
+    """``vlpart predict`` on video files and the --webcam camera (engine/video.py); returns
+    the errors of videos that ended early (their outputs keep the frames decoded)."""
+    from vlpart.engine.video import default_webcam, predict_video
+
+    sources = [(str(v), None) for v in videos]
+    if args.webcam:
+        fmt, device = default_webcam()
+        sources.append((device if args.webcam == "default" else args.webcam, fmt))
+    errors = []
+    for source, fmt in sources:
+        summary = predict_video(
+            segmenter,
+            source,
+            vocabulary=vocabulary,
+            out_dir=args.out,
+            score_threshold=args.score_threshold,
+            every=args.every,
+            input_format=fmt,
+        )
+        print(
+            f"{source}: {summary.frames_processed} of {summary.frames_decoded} frames segmented, "
+            f"{summary.num_instances} instances, {summary.frames_per_second:.2f} frames/s "
+            f"-> {args.out}"
+        )
+        if summary.error:
+            errors.append(f"{summary.error}; the outputs keep the frames decoded before it")
+    return errors
 
 
 def _add_parse(sub: argparse._SubParsersAction) -> None:
@@ -449,68 +591,18 @@ def _add_parse(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_parse(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    import torch.distributed as dist
-
     from vlpart.config import Config
-    from vlpart.engine.distributed import init_distributed, shutdown_distributed
-    from vlpart.engine.parse import build_base_bank, parse_novel_objects
-    from vlpart.model import load_checkpoint
-    from vlpart.parsing import ParseConfig, build_feature_extractor
-    from vlpart.parsing.parser import merge_shards
-    from vlpart.vocab import parse_vocabulary
+    from vlpart.engine.parse import run_parse
 
-    pc = Config.from_yaml(args.config).parse
-    for key in ("base_objects", "base_parts", "novel_objects"):
-        if not getattr(pc, key):
-            raise CliError(f"{args.config}: parse.{key} is not set")
-    if not pc.base_categories:
-        raise CliError(f"{args.config}: parse.base_categories is empty")
-    info = init_distributed("cuda" if args.device.startswith("cuda") else "cpu")
+    config = Config.from_yaml(args.config).parse
     try:
-        settings = ParseConfig(
-            backend=pc.backend,
-            weights=pc.weights,
-            stride=pc.stride,
-            image_size=pc.image_size,
-            batch_size=pc.batch_size,
-            include_masks=pc.include_masks,
-            device=args.device,
-        )
-        extractor = build_feature_extractor(
-            pc.backend, weights=pc.weights, stride=pc.stride, device=args.device
-        )
-        bank = build_base_bank(
-            pc.base_objects,
-            pc.base_parts,
-            pc.base_image_root,
-            categories=pc.base_categories,
-            extractor=extractor,
-            config=settings,
-        )
-        detector = load_checkpoint(pc.detector)[0].to(args.device) if pc.detector else None
-        out = parse_novel_objects(
-            pc.novel_objects,
-            pc.novel_image_root,
-            categories=pc.novel_categories,
-            bank=bank,
-            vocabulary=parse_vocabulary(pc.vocabulary),
-            out_dir=args.out,
-            config=settings,
-            detector=detector,
-            extractor=extractor,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-        if info.distributed:
-            dist.barrier()
-            if info.is_main:
-                out = merge_shards(Path(args.out) / "parsed_parts.json", info.world_size)
-        if info.is_main:
-            print(f"parsed parts: {out}")
-    finally:
-        shutdown_distributed()
+        out = run_parse(config, args.out, device=args.device)
+    except ValueError as err:
+        if str(err).startswith("parse."):  # a setting missing from the config file
+            raise CliError(f"{args.config}: {err}") from None
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"parsed parts: {out}")
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
@@ -518,30 +610,43 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
         "quickstart",
         help="the paper's experiment in miniature, offline (~10 min on 2 cores)",
         description="Draw a synthetic parts world, train three detectors (base parts; + object "
-        "data; + parts parsed from the novel objects), evaluate all/base/novel part "
-        "AP, and write OUT/report.md, OUT/metrics.json and OUT/model.safetensors.",
+        "data; + parts parsed from the novel objects; the last two fine-tuned from the first), "
+        "evaluate all/base/novel part AP, and write OUT/report.md, OUT/metrics.json and "
+        "OUT/model.safetensors. The schedule is fixed: the table depends on the seed only.",
     )
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument(
         "--budget-minutes",
         type=float,
-        default=15.0,
-        help="time budget; fewer iterations per row if this machine is too slow "
-        "for the default schedule (default 15)",
+        help="cut the schedule to fit this many minutes on this machine: a cut-down run whose "
+        "numbers differ from the README's (default: the full, fixed schedule)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the world and the training")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the longer run: seeds SEED..SEED+N-1, mean ± std per row (N ≥ 2; N times as long)",
+    )
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
-    from vlpart.engine.quickstart import QuickstartSettings, run_quickstart
-
-    if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be positive, got {args.budget_minutes}")
-    result = run_quickstart(
-        args.out, QuickstartSettings(seed=args.seed, budget_minutes=args.budget_minutes)
-    )
     from pathlib import Path
 
+    from vlpart.engine.quickstart import QuickstartSettings, run_quickstart, run_quickstart_seeds
+
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise CliError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    if args.seeds < 1:
+        raise CliError(f"--seeds must be at least 1, got {args.seeds}")
+    settings = QuickstartSettings(seed=args.seed, budget_minutes=args.budget_minutes)
+    if args.seeds > 1:
+        run_quickstart_seeds(args.out, settings, num_seeds=args.seeds)
+        print((Path(args.out) / "report.md").read_text().rstrip())
+        print(f"\nreport: {Path(args.out) / 'report.md'}")
+        return
+    result = run_quickstart(args.out, settings)
     report = (Path(args.out) / "report.md").read_text()
     print(report.split("## ")[0].rstrip())
     print(f"\nreport: {Path(args.out) / 'report.md'}; model: {result['model']}")
@@ -559,6 +664,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_vocab(sub)
     _add_eval(sub)
     _add_convert(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
@@ -572,6 +678,7 @@ _RUNNERS = {
     "vocab": _run_vocab,
     "eval": _run_eval,
     "convert": _run_convert,
+    "export": _run_export,
     "train": _run_train,
     "predict": _run_predict,
     "parse": _run_parse,
@@ -587,15 +694,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="vlpart: %(levelname)s: %(message)s",
     )
     try:
+        _check_common_options(args)
         _RUNNERS[args.command](args)
-    except (CliError, ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"vlpart: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("vlpart: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = _user_message(err)
+        if message is None:
+            raise  # a bug: keep its traceback
+        print(f"vlpart: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _check_common_options(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any work starts."""
+    template = getattr(args, "template", None)
+    if template is not None:
+        from vlpart.vocab import prompt_template
+
+        try:
+            prompt_template(template)
+        except ValueError as err:
+            raise CliError(f"--template: {err}") from None
+    device = getattr(args, "device", None)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine")
+
+
+# Errors that user input, files or the machine cause. ValueError & co. count only when vlpart
+# raised them itself (after checking an input); raised deep inside a library they are bugs.
+_ENVIRONMENT_ERRORS = (CliError, OSError, ImportError)
+_CHECKED_ERRORS = (ValueError, KeyError, RuntimeError, TypeError, ArithmeticError)
+
+
+def _user_message(err: Exception) -> str | None:
+    """The one-line message of a user-caused error, or None for an internal bug."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        reason = (err.strerror or "").rstrip(".") or type(err).__name__
+        reason = reason[:1].lower() + reason[1:]
+        message = f"{err.filename}: {reason}"
+    elif isinstance(err, _ENVIRONMENT_ERRORS):
+        message = str(err)
+    elif isinstance(err, _CHECKED_ERRORS) and _raised_by_vlpart(err):
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    else:
+        return None
+    return " ".join(str(message).split()) or type(err).__name__
+
+
+def _raised_by_vlpart(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is vlpart's own code."""
+    from pathlib import Path
+
+    import vlpart
+
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(Path(vlpart.__file__).parent)
 
 
 if __name__ == "__main__":

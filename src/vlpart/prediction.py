@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vlpart._io import read_rgb
+from vlpart._io import read_image
+from vlpart.coco import result_records
 
-__all__ = ["Prediction", "assign_parents", "coco_results"]
+__all__ = ["Prediction", "assign_parents", "tag_layout"]
 
 # A part belongs to an object instance of its object category when at least this fraction of
 # the part's mask lies inside the object's mask.
 PARENT_CONTAINMENT_THRESH = 0.5
+# What overlays draw by default: at most this many instances per label (a four-legged animal's
+# legs), after a per-label suppression of boxes whose intersection with a better-scoring box of
+# the same label exceeds this fraction of the smaller of the two, and at most this many in all.
+DRAW_TOP_K_PER_LABEL = 4
+DRAW_OVERLAP_THRESH = 0.65
+DRAW_MAX_INSTANCES = 25
+# Pixels of padding around a tag's text.
+TAG_PAD = 1
 
 
 @dataclass
@@ -28,17 +37,23 @@ class Prediction:
         scores (np.ndarray[N], float32): detection scores in [0, 1], descending.
         labels (list[str]): category names (``dog:head``, ``dog``).
         label_ids (np.ndarray[N], int64): rows of the vocabulary the labels come from.
+        category_ids (np.ndarray[N], int64): the COCO category id of each instance
+            (:func:`vlpart.coco.category_ids` of the vocabulary), written by :meth:`to_coco`.
         masks (np.ndarray[N, H, W], bool): instance masks.
         parent (np.ndarray[N], int64): index of the object instance each part belongs to (by
             mask containment), -1 for objects and for parts without a containing object.
+        is_part (np.ndarray[N], bool): whether each label is an object part; ``None`` when not
+            recorded (then :meth:`for_display` cannot keep parts within their parents).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: list[str]
     label_ids: np.ndarray
+    category_ids: np.ndarray
     masks: np.ndarray
     parent: np.ndarray
+    is_part: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,120 +63,202 @@ class Prediction:
         """``(H, W)`` of the image."""
         return int(self.masks.shape[1]), int(self.masks.shape[2])
 
-    def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict]:
+    def to_coco(self, image_id: int) -> list[dict]:
         """COCO results: one dict per instance with ``bbox`` (XYWH), ``score``,
-        ``category_id`` and ``segmentation`` (compressed RLE, ``counts`` as str).
-
-        Args:
-            image_id: the image's id in the results file.
-            category_ids: category id of each vocabulary row; default ``row + 1``.
-        """
-        out = coco_results(
-            image_id, self.boxes, self.scores, self.label_ids, self.masks, category_ids
-        )
+        ``category_id`` (from :attr:`category_ids`), ``segmentation`` (compressed RLE,
+        ``counts`` as str), ``label`` and ``parent``."""
+        out = result_records(image_id, self.boxes, self.scores, self.category_ids, self.masks)
         for record, label, parent in zip(out, self.labels, self.parent, strict=True):
             record["label"] = label
             record["parent"] = int(parent)
         return out
 
+    def subset(self, keep: Sequence[int] | np.ndarray) -> Prediction:
+        """The instances at indices ``keep``, in that order; ``parent`` is re-indexed into the
+        subset (-1 where the parent is not kept)."""
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        where = {int(old): new for new, old in enumerate(keep)}
+        return Prediction(
+            boxes=self.boxes[keep],
+            scores=self.scores[keep],
+            labels=[self.labels[i] for i in keep],
+            label_ids=self.label_ids[keep],
+            category_ids=self.category_ids[keep],
+            masks=self.masks[keep],
+            parent=np.array([where.get(int(self.parent[i]), -1) for i in keep], np.int64),
+            is_part=None if self.is_part is None else self.is_part[keep],
+        )
+
+    def for_display(
+        self,
+        *,
+        top_k_per_label: int | None = DRAW_TOP_K_PER_LABEL,
+        overlap_thresh: float | None = DRAW_OVERLAP_THRESH,
+        max_instances: int | None = DRAW_MAX_INSTANCES,
+        parts_within_parent: bool = False,
+    ) -> Prediction:
+        """The instances worth drawing, best score first: per label, a non-maximum suppression
+        (an instance goes when its box overlaps a better one of its label by more than
+        ``overlap_thresh`` of the smaller box: near-duplicates and nested copies) and at most
+        ``top_k_per_label``; at most ``max_instances`` in all. ``None`` turns a limit off.
+
+        With ``parts_within_parent`` a part is kept only when its parent object is kept, and its
+        mask is cut to the parent's mask (needs ``is_part``).
+        """
+        if parts_within_parent and self.is_part is None and len(self):
+            raise ValueError("parts_within_parent needs the prediction's is_part flags")
+        order = np.argsort(-self.scores, kind="stable")
+        kept: list[int] = []
+        per_label: dict[str, list[int]] = {}
+        for i in order:
+            i = int(i)
+            same = per_label.setdefault(self.labels[i], [])
+            if top_k_per_label is not None and len(same) >= top_k_per_label:
+                continue
+            if overlap_thresh is not None and same:
+                if _overlap_of_smaller(self.boxes[i], self.boxes[same]).max() > overlap_thresh:
+                    continue
+            same.append(i)
+            kept.append(i)
+        if parts_within_parent:
+            objects = {i for i in kept if not self.is_part[i]}
+            kept = [i for i in kept if not self.is_part[i] or int(self.parent[i]) in objects]
+        if max_instances is not None:
+            kept = kept[:max_instances]
+        shown = self.subset(kept)
+        if parts_within_parent and len(shown):
+            shown.masks = shown.masks.copy()
+            for i in np.nonzero(shown.is_part & (shown.parent >= 0))[0]:
+                shown.masks[i] &= shown.masks[shown.parent[i]]
+        return shown
+
     def render(
-        self, image: str | Path | np.ndarray | Image.Image, *, alpha: float = 0.45
+        self,
+        image: str | Path | np.ndarray | Image.Image,
+        *,
+        alpha: float = 0.45,
+        top_k_per_label: int | None = DRAW_TOP_K_PER_LABEL,
+        overlap_thresh: float | None = DRAW_OVERLAP_THRESH,
+        max_instances: int | None = DRAW_MAX_INSTANCES,
+        parts_within_parent: bool = False,
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
         ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size, or of that
-        size reduced by a common factor, as a reduced decode of a huge image is; masks are then
-        sampled at the image's pixel centres and boxes scaled).
+        size reduced by a common factor, as a reduced decode of a huge JPEG is: masks are then
+        sampled at its pixel centres and boxes scaled). Masks are blended inside their
+        bounding rectangles, so memory stays about that of the image.
 
-        Masks are blended inside their bounding rectangles only, so memory stays that of the
-        image plus the largest mask's rectangle."""
-        if isinstance(image, str | Path):
-            image = read_rgb(image)
-        base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        Only :meth:`for_display`'s instances are drawn (the keyword arguments are its own);
+        tags are placed so that no two overlap (a tag that finds no free place is left out).
+        """
+        base = read_image(image)
         height, width = base.shape[:2]
         full_h, full_w = self.image_size if len(self) else (height, width)
-        reduced = height <= full_h and width <= full_w
+        reduced = height < full_h and width < full_w
         if (height, width) != (full_h, full_w) and not (
             reduced and abs(height * full_w - width * full_h) <= max(full_h, full_w)
         ):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
-        rows = ((np.arange(height) + 0.5) * full_h / height).astype(np.int64)
-        cols = ((np.arange(width) + 0.5) * full_w / width).astype(np.int64)
+        pred = self
+        if (height, width) != (full_h, full_w) and len(self):
+            # Sample the masks at the image's pixel centres first: the selection below copies.
+            rows = ((np.arange(height) + 0.5) * full_h / height).astype(np.int64)
+            cols = ((np.arange(width) + 0.5) * full_w / width).astype(np.int64)
+            scale = np.array([width / full_w, height / full_h] * 2, dtype=np.float32)
+            pred = replace(
+                self,
+                boxes=self.boxes * scale,
+                masks=self.masks[:, rows[:, None], cols[None, :]],
+            )
+        shown = pred.for_display(
+            top_k_per_label=top_k_per_label,
+            overlap_thresh=overlap_thresh,
+            max_instances=max_instances,
+            parts_within_parent=parts_within_parent,
+        )
         canvas = base.copy()
-        colors = _palette(len(self))
-        areas = [int(m.sum()) for m in self.masks]
-        for i in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
-            window = _mask_window(self.masks[i])
+        colors = _palette(len(shown))
+        areas = np.array([np.count_nonzero(m) for m in shown.masks], dtype=np.int64)
+        for i in np.argsort(-areas, kind="stable"):
+            window = _mask_window(shown.masks[i])
             if window is None:
                 continue
-            # Output pixels whose sample falls in the mask's rectangle.
-            r0, r1 = np.searchsorted(rows, [window[0], window[1]])
-            c0, c1 = np.searchsorted(cols, [window[2], window[3]])
-            m = self.masks[i][np.ix_(rows[r0:r1], cols[c0:c1])]
-            region = canvas[r0:r1, c0:c1]
-            blended = (1 - alpha) * region[m] + alpha * np.asarray(colors[i], np.float32)
-            region[m] = blended.clip(0, 255).astype(np.uint8)
+            top, bottom, left, right = window
+            m = shown.masks[i, top:bottom, left:right]
+            region = canvas[top:bottom, left:right]
+            tint = (1 - alpha) * region[m] + alpha * np.asarray(colors[i], np.float32)
+            region[m] = tint.clip(0, 255).astype(np.uint8)
         out = Image.fromarray(canvas)
         draw = ImageDraw.Draw(out)
         font = ImageFont.load_default(size=max(11, min(height, width) // 40))
         line = max(1, min(height, width) // 300)
-        box_scale = np.array([width / full_w, height / full_h] * 2, dtype=np.float64)
-        for i in range(len(self)):
-            x0, y0, x1, y1 = (float(v) for v in self.boxes[i] * box_scale)
-            draw.rectangle((x0, y0, x1, y1), outline=colors[i], width=line)
-            text = f"{self.labels[i]} {self.scores[i]:.2f}"
-            tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
-            ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
-            draw.rectangle((tx0, ty, tx1 + 2, ty + (ty1 - ty0) + 2), fill=colors[i])
-            draw.text((x0 + 1, ty + 1 - (ty0 - y0)), text, font=font, fill=_ink(colors[i]))
+        for i in range(len(shown)):
+            draw.rectangle(tuple(float(v) for v in shown.boxes[i]), outline=colors[i], width=line)
+        for i, rect in enumerate(tag_layout(shown, draw, font)):
+            if rect is None:
+                continue
+            text = f"{shown.labels[i]} {shown.scores[i]:.2f}"
+            draw.rectangle(rect, fill=colors[i])
+            left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+            draw.text(
+                (rect[0] + TAG_PAD - left, rect[1] + TAG_PAD - top),
+                text,
+                font=font,
+                fill=_ink(colors[i]),
+            )
         return out
 
 
-def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(top, bottom, left, right)`` bounding rectangle of a bool mask, None if empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    if len(ys) == 0:
-        return None
-    xs = np.flatnonzero(mask[ys[0] : ys[-1] + 1].any(axis=0))
-    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+def tag_layout(
+    pred: Prediction, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont
+) -> list[tuple[int, int, int, int] | None]:
+    """Where :meth:`Prediction.render` puts each instance's ``label score`` tag.
 
+    Tags are placed in score order at the first free spot among: above the box's top-left
+    corner, inside it, below it, above its top-right corner, then further down and up the box's
+    left edge; a spot is free when it lies inside the image and overlaps no tag placed before.
 
-def coco_results(
-    image_id: int,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    label_ids: np.ndarray,
-    masks: np.ndarray,
-    category_ids: Sequence[int] | None = None,
-) -> list[dict]:
-    """COCO result dicts of one image's instances.
-
-    Args:
-        image_id: the image's id in the results file.
-        boxes (np.ndarray[N, 4]): XYXY pixels; written as XYWH ``bbox``.
-        scores (np.ndarray[N]): detection scores.
-        label_ids (np.ndarray[N]): vocabulary rows.
-        masks (np.ndarray[N, H, W], bool): written as compressed RLE (``counts`` as str).
-        category_ids: category id of each vocabulary row; default ``row + 1``.
+    Returns:
+        Per instance ``(x0, y0, x1, y1)`` integer pixels of the tag, or ``None`` when no spot
+        was free.
     """
-    from pycocotools import mask as mask_utils
-
-    if len(scores) == 0:
-        return []
-    # One mask at a time: a column-major copy of the whole stack would double its memory.
-    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)[:, :, None]))[0] for m in masks]
-    out = []
-    for box, score, row, rle in zip(boxes, scores, label_ids, rles, strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": category_ids[int(row)] if category_ids else int(row) + 1,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(float(score), 5),
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-            }
+    height, width = pred.image_size
+    placed: list[tuple[int, int, int, int]] = []
+    layout: list[tuple[int, int, int, int] | None] = [None] * len(pred)
+    for i in np.argsort(-pred.scores, kind="stable"):
+        i = int(i)
+        left, top, right, bottom = draw.textbbox(
+            (0, 0), f"{pred.labels[i]} {pred.scores[i]:.2f}", font=font
         )
-    return out
+        w, h = right - left + 2 * TAG_PAD, bottom - top + 2 * TAG_PAD
+        if w > width or h > height:
+            continue
+        x0, y0, x1, y1 = (int(round(float(v))) for v in pred.boxes[i])
+        spots = [(x0, y0 - h), (x0, y0), (x0, y1), (x1 - w, y0 - h)]
+        spots += [(x0, y0 + k * h) for k in range(1, height // h + 1)]
+        spots += [(x0, y0 - k * h) for k in range(2, height // h + 1)]
+        for x, y in spots:
+            x, y = min(max(x, 0), width - w), min(max(y, 0), height - h)
+            rect = (x, y, x + w, y + h)
+            if not any(_rects_overlap(rect, other) for other in placed):
+                placed.append(rect)
+                layout[i] = rect
+                break
+    return layout
+
+
+def _rects_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _overlap_of_smaller(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection of ``box`` (XYXY) with each of ``boxes`` ([K, 4]) over the smaller area."""
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = np.clip(box[2:] - box[:2], 0, None).prod()
+    areas = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(1)
+    return inter / np.maximum(np.minimum(area, areas), 1e-6)
 
 
 def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None]) -> np.ndarray:
@@ -184,24 +281,32 @@ def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None
     object_idx = [j for j in range(n) if parts[j] is None]
     if not object_idx:
         return parent
-    windows = [_mask_window(m) for m in masks]
     for i in range(n):
-        if parts[i] is None or windows[i] is None:
+        window = _mask_window(masks[i]) if parts[i] is not None else None
+        if window is None:
             continue
         same = [j for j in object_idx if objects[j].lower() == objects[i].lower()]
         if not same:
             continue
-        top, bottom, left, right = windows[i]
+        # Intersections within the part's bounding rectangle (none of the part lies outside),
+        # so no full-image copy of the masks is made.
+        top, bottom, left, right = window
         part = masks[i, top:bottom, left:right]
-        # Intersections inside the part's bounding rectangle (nothing of the part lies outside).
-        frac = [
-            np.count_nonzero(part & masks[j, top:bottom, left:right]) / np.count_nonzero(part)
-            for j in same
-        ]
+        area = np.count_nonzero(part)
+        frac = [np.count_nonzero(part & masks[j, top:bottom, left:right]) / area for j in same]
         best = int(np.argmax(frac))
         if frac[best] >= PARENT_CONTAINMENT_THRESH:
             parent[i] = same[best]
     return parent
+
+
+def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` bounding rectangle of a mask, None if it is empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) == 0:
+        return None
+    xs = np.flatnonzero(mask[ys[0] : ys[-1] + 1].any(axis=0))
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
 def _palette(n: int) -> list[tuple[int, int, int]]:

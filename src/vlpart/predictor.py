@@ -15,13 +15,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from vlpart._io import read_rgb
+from vlpart._io import ImageSource, read_image
+from vlpart.coco import category_ids
 from vlpart.model import VLPartDetector, load_checkpoint
 from vlpart.model.checkpoint import CheckpointInfo
 from vlpart.model.ops import paste_masks_binary
@@ -30,38 +31,26 @@ from vlpart.prediction import Prediction, assign_parents
 from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 
-__all__ = ["PartSegmenter", "load_image", "make_prediction"]
+if TYPE_CHECKING:
+    from vlpart.export import OnnxDetector
+
+__all__ = ["MASK_THRESH", "PRECISIONS", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
 logger = logging.getLogger(__name__)
 
+# The thresholds of inference, all here. The model's own ``ModelConfig.score_thresh`` (0.05, the
+# paper's test threshold) only decides which candidates enter NMS; what a user gets is cut at
+# SCORE_THRESH (``predict(score_threshold=...)``, ``vlpart predict --score-thresh``); evaluation
+# keeps every detection the model returns (``score_threshold=0``). Mask probabilities become
+# binary masks at MASK_THRESH (detectron2's paste threshold).
+SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
-OFFICIAL_SUFFIXES = (".pth", ".pt")
-# "fp32": the exact path (folded BatchNorm, channels-last; same detections to float rounding);
-# "bf16": bfloat16 autocast of convolutions and matrix products (CPU with AVX-512 BF16 / AMX,
-# CUDA), faster at a small accuracy cost measured in the README.
+# "fp32": the exact path (folded BatchNorm, channels-last backbone; the model's detections to
+# float rounding); "bf16": bfloat16 autocast (CPU with AVX-512 BF16 / AMX, CUDA), faster at a
+# small accuracy cost (README, "Inference speed and memory").
 PRECISIONS = ("fp32", "bf16")
-
-ImageInput = str | Path | Image.Image | np.ndarray
-
-
-def load_image(image: ImageInput) -> np.ndarray:
-    """``np.ndarray[H, W, 3]`` uint8 RGB from a path, a PIL image or an array.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: a file that is not a readable image, or an array of the wrong shape/dtype.
-    """
-    if isinstance(image, str | Path):
-        return read_rgb(image)
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"image arrays must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}"
-            )
-        return image
-    raise TypeError(f"unsupported image type {type(image).__name__}")
+OFFICIAL_SUFFIXES = (".pth", ".pt")
+ONNX_SUFFIX = ".onnx"
 
 
 def _encoder_name(identity: str | None) -> str:
@@ -80,22 +69,23 @@ class PartSegmenter:
     """Segment objects and parts named by any vocabulary.
 
     Args:
-        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here).
+        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here), or an
+            exported one (:class:`~vlpart.export.OnnxDetector`, see :meth:`from_onnx`).
         text_encoder: turns the vocabulary's prompts into classifier rows; its dimension must
             equal the model's ``text_dim``.
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
         template: part prompt template (see :data:`vlpart.vocab.PROMPT_TEMPLATES`).
         device: where the model runs.
-        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`).
+        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`; a PyTorch model only).
 
-    Inference runs on a copy of ``model`` with frozen BatchNorm folded into the convolutions
-    and channels-last weights (:func:`vlpart.model.optimize.inference_copy`), made on first use
-    and again whenever the model's backbone weights change; ``model`` itself is not modified.
+    A PyTorch model runs as a copy with frozen BatchNorm folded into the convolutions and a
+    channels-last backbone (:func:`vlpart.model.optimize.inference_copy`), made on first use and
+    again whenever the model's backbone weights change; ``model`` itself is not modified.
     """
 
     def __init__(
         self,
-        model: VLPartDetector,
+        model: VLPartDetector | OnnxDetector,
         text_encoder: TextEncoder,
         *,
         info: CheckpointInfo | None = None,
@@ -137,7 +127,7 @@ class PartSegmenter:
         precision: str = "fp32",
     ) -> PartSegmenter:
         """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
-        fly, in memory).
+        fly, in memory); an ``.onnx`` export goes to :meth:`from_onnx`.
 
         Args:
             weights: the checkpoint file.
@@ -150,6 +140,16 @@ class PartSegmenter:
             precision: ``"fp32"`` (exact) or ``"bf16"`` (see :data:`PRECISIONS`).
         """
         path = Path(weights)
+        if path.suffix == ONNX_SUFFIX:
+            return cls.from_onnx(
+                path,
+                text_encoder=text_encoder,
+                embeddings=embeddings,
+                vocabulary=vocabulary,
+                clip_weights=clip_weights,
+                cache_dir=cache_dir,
+                device=device,
+            )
         if not path.is_file():
             raise FileNotFoundError(f"{path}: weights file not found")
         if path.suffix in OFFICIAL_SUFFIXES:
@@ -168,21 +168,71 @@ class PartSegmenter:
             )
         else:
             model, info = load_checkpoint(path)
-        if not isinstance(text_encoder, TextEncoder):
-            name = text_encoder or _encoder_name(info.text_encoder)
-            vocab = parse_vocabulary(vocabulary) if vocabulary is not None else None
-            text_encoder = build_text_encoder(
-                name,
-                vocabulary=vocab,
-                template=template,
+        encoder = _resolve_encoder(
+            text_encoder,
+            info.text_encoder,
+            vocabulary=vocabulary,
+            template=template,
+            embeddings=embeddings,
+            clip_weights=clip_weights,
+            cache_dir=cache_dir,
+            device=device,
+        )
+        return cls(model, encoder, info=info, template=template, device=device, precision=precision)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        *,
+        text_encoder: TextEncoder | str | None = None,
+        embeddings: str | Path | None = None,
+        vocabulary: str | Vocabulary | None = None,
+        clip_weights: str | None = None,
+        cache_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> PartSegmenter:
+        """Run a file written by ``vlpart export`` (:func:`vlpart.export.export_onnx`) with
+        onnxruntime; :meth:`predict` returns the same :class:`Prediction` records.
+
+        A fixed-vocabulary export answers only its own vocabulary (its prompts and embeddings
+        are in the file); a ``--dynamic-vocab`` export encodes any vocabulary with the text
+        encoder it records (or ``text_encoder``; the other arguments as in
+        :meth:`from_pretrained`).
+
+        Args:
+            path: the ``.onnx`` file.
+            providers: onnxruntime execution providers (default: CPU).
+            num_threads: onnxruntime intra-op threads (default ``torch.get_num_threads()``).
+        """
+        from vlpart.export import OnnxDetector
+        from vlpart.text.precomputed import PrecomputedTextEncoder
+
+        detector = OnnxDetector(path, providers=providers, num_threads=num_threads)
+        if detector.baked_embeddings is not None:
+            if text_encoder is not None:
+                raise ValueError(
+                    f"{path}: exported for a fixed vocabulary, so it takes no text encoder"
+                )
+            encoder: TextEncoder = PrecomputedTextEncoder(
+                detector.baked_embeddings,
+                detector.prompts,
+                identity=f"{detector.text_encoder}+onnx:{Path(path).name}",
+            )
+        else:
+            encoder = _resolve_encoder(
+                text_encoder,
+                detector.text_encoder,
+                vocabulary=vocabulary,
+                template=detector.template,
                 embeddings=embeddings,
                 clip_weights=clip_weights,
                 cache_dir=cache_dir,
-                device=str(device),
+                device="cpu",
             )
-        return cls(
-            model, text_encoder, info=info, template=template, device=device, precision=precision
-        )
+        return cls(detector, encoder, template=detector.template, device=device)
 
     def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
@@ -205,22 +255,20 @@ class PartSegmenter:
                 self._fast = (key, inference_copy(self.model))
             return self._fast[1]
 
-    @torch.inference_mode()
-    def detect(
-        self,
-        images: Sequence[Tensor],
-        text_embeddings: Tensor,
-        *,
-        output_sizes: Sequence[tuple[int, int]] | None = None,
+    def _detect(
+        self, images: list[Tensor], text_embeddings: Tensor, sizes: list[tuple[int, int]]
     ) -> list[dict[str, Tensor]]:
-        """Detections before mask pasting, in ``precision``: see
-        :meth:`vlpart.model.VLPartDetector.detect` (boxes, scores and labels float32/int64,
-        ``masks`` ``Tensor[N, 1, M, M]`` box-space probabilities, by descending score)."""
+        """Detections in the ``sizes`` frames, masks ``Tensor[N, 1, M, M]`` in box coordinates
+        (``Tensor[N, 1, H, W]`` already pasted for an ONNX model)."""
+        if not isinstance(self.model, VLPartDetector):
+            if any(tuple(im.shape[-2:]) != size for im, size in zip(images, sizes, strict=True)):
+                raise ValueError("an ONNX model needs images decoded at their full size")
+            return self.model(images, text_embeddings=text_embeddings)
         model = self._inference_model()
-        inputs = [im.to(self.device) for im in images]
-        embeddings = text_embeddings.to(self.device)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-            outputs = model.detect(inputs, text_embeddings=embeddings, output_sizes=output_sizes)
+            batch, _ = model.transform(images)
+            detections = model.detect(batch, text_embeddings=text_embeddings)
+        outputs = model.transform.rescale(detections, batch.image_sizes, sizes)
         for out in outputs:
             out["boxes"], out["scores"] = out["boxes"].float(), out["scores"].float()
         return outputs
@@ -239,40 +287,53 @@ class PartSegmenter:
         Args:
             images: the images.
             text_embeddings: the vocabulary's rows.
-            score_threshold: keep only detections scoring at least this (their masks alone are
+            score_threshold: keep only detections scoring at least this (only their masks are
                 pasted); None keeps all the model returns (scores above its ``score_thresh``).
-            output_sizes: ``(H, W)`` frame of the outputs per image, when an image is a reduced
-                decode of a bigger original (default: each image's own size).
+            output_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
+                original (outputs are then in the original's pixels); default: its own size.
 
         Returns:
             Per image, by descending score: ``boxes`` (Tensor[N, 4], original pixels),
             ``scores`` (Tensor[N]), ``labels`` (Tensor[N] int64 rows of the vocabulary) and
-            ``masks`` (Tensor[N, H_i, W_i] bool).
+            ``masks`` (Tensor[N, H, W] bool).
         """
-        sizes = output_sizes or [tuple(im.shape[-2:]) for im in images]
-        outputs = self.detect(images, text_embeddings, output_sizes=sizes)
+        images = [im.to(self.device) for im in images]
+        sizes = list(output_sizes or [tuple(im.shape[-2:]) for im in images])
+        outputs = self._detect(images, text_embeddings.to(self.device), sizes)
+        pasted = not isinstance(self.model, VLPartDetector)  # an ONNX graph pastes its masks
         for out, size in zip(outputs, sizes, strict=True):
             if score_threshold is not None:
                 keep = out["scores"] >= score_threshold
                 for key in ("boxes", "scores", "labels", "masks"):
                     out[key] = out[key][keep]
-            out["masks"] = paste_masks_binary(out["masks"], out["boxes"], size, thresh=MASK_THRESH)
+            if pasted:
+                out["masks"] = out["masks"][:, 0] >= MASK_THRESH
+            else:
+                out["masks"] = paste_masks_binary(
+                    out["masks"], out["boxes"], size, thresh=MASK_THRESH
+                )
         return outputs
 
     def predict(
         self,
-        images: ImageInput | Sequence[ImageInput],
+        images: ImageSource | Sequence[ImageSource],
         *,
         vocabulary: str | Vocabulary,
-        score_threshold: float = 0.3,
+        score_threshold: float | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> Prediction | list[Prediction]:
         """Segment the categories of ``vocabulary`` in one image or a list of images.
 
         Args:
-            images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them.
+            images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them
+                (read by :func:`vlpart._io.read_image`: EXIF orientation, pixel limit, modes).
             vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
-            score_threshold: keep instances scoring at least this (the model itself already
-                drops scores below its configured ``score_thresh``).
+            score_threshold: keep instances scoring at least this; ``None`` means
+                :data:`SCORE_THRESH` (the model itself already drops scores below its
+                configured ``score_thresh``). Only the kept instances' masks are pasted.
+            image_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
+                original (:func:`vlpart._io.read_image` with ``min_side``); the predictions are
+                then in the original's pixels.
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
@@ -280,12 +341,13 @@ class PartSegmenter:
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)
         vocab = parse_vocabulary(vocabulary)
-        arrays = [load_image(im) for im in batch]
+        thresh = SCORE_THRESH if score_threshold is None else score_threshold
+        arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
         outputs = self.predict_tensors(
-            tensors, self.text_embeddings(vocab), score_threshold=score_threshold
+            tensors, self.text_embeddings(vocab), score_threshold=thresh, output_sizes=image_sizes
         )
-        preds = [make_prediction(out, vocab, score_threshold) for out in outputs]
+        preds = [make_prediction(out, vocab, thresh) for out in outputs]
         return preds[0] if single else preds
 
     def __repr__(self) -> str:
@@ -296,6 +358,32 @@ class PartSegmenter:
         )
 
 
+def _resolve_encoder(
+    text_encoder: TextEncoder | str | None,
+    identity: str | None,
+    *,
+    vocabulary: str | Vocabulary | None,
+    template: str,
+    embeddings: str | Path | None,
+    clip_weights: str | None,
+    cache_dir: str | Path | None,
+    device: str | torch.device,
+) -> TextEncoder:
+    """``text_encoder`` itself, the encoder it names, or the one ``identity`` (the model's
+    recorded encoder) was trained with."""
+    if isinstance(text_encoder, TextEncoder):
+        return text_encoder
+    return build_text_encoder(
+        text_encoder or _encoder_name(identity),
+        vocabulary=parse_vocabulary(vocabulary) if vocabulary is not None else None,
+        template=template,
+        embeddings=embeddings,
+        clip_weights=clip_weights,
+        cache_dir=cache_dir,
+        device=str(device),
+    )
+
+
 def make_prediction(
     output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
 ) -> Prediction:
@@ -304,17 +392,20 @@ def make_prediction(
     keep = torch.nonzero(output["scores"] >= score_threshold).squeeze(1)
     idx = keep[torch.argsort(output["scores"][keep], descending=True, stable=True)]
     if not torch.equal(idx.cpu(), torch.arange(len(output["scores"]))):
-        # Copy only when something is dropped or reordered: predict_tensors with
+        # Copy only when something is dropped or reordered: predict_tensors with a
         # score_threshold already gives the kept detections in order (full-size masks).
         output = {key: output[key][idx] for key in ("boxes", "scores", "labels", "masks")}
     label_ids = output["labels"].cpu().numpy().astype(np.int64)
     masks = output["masks"].cpu().numpy()
     cats = [vocabulary[int(i)] for i in label_ids]
+    ids = np.asarray(category_ids(vocabulary), dtype=np.int64)
     return Prediction(
         boxes=output["boxes"].cpu().numpy().astype(np.float32),
         scores=output["scores"].cpu().numpy().astype(np.float32),
         labels=[c.name for c in cats],
         label_ids=label_ids,
+        category_ids=ids[label_ids],
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
+        is_part=np.array([c.is_part for c in cats], dtype=bool),
     )

@@ -15,14 +15,19 @@ Specs accepted by :func:`parse_vocabulary` (and ``--vocab`` on the command line)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
+import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+
+from vlpart._io import read_text_file
 
 __all__ = [
     "BUILTIN_VOCABULARIES",
@@ -31,8 +36,11 @@ __all__ = [
     "Category",
     "Vocabulary",
     "load_builtin",
+    "name_key",
     "parse_vocabulary",
     "pascal_part_mat_tokens",
+    "prompt_template",
+    "split_category_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +92,7 @@ class Category:
         obj = self.object_text or self.object.lower()
         if self.part is None:
             return OBJECT_TEMPLATE.format(object=obj)
-        return _template(template).format(object=obj, part=self.part.lower())
+        return prompt_template(template).format(object=obj, part=self.part.lower())
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class Vocabulary(Sequence[Category]):
     def __post_init__(self) -> None:
         index: dict[str, int] = {}
         for i, cat in enumerate(self.categories):
-            key = _key(cat.name)
+            key = name_key(cat.name)
             if key in index:
                 raise ValueError(f"vocabulary {self.name!r}: category {cat.name!r} appears twice")
             index[key] = i
@@ -116,7 +124,7 @@ class Vocabulary(Sequence[Category]):
         return iter(self.categories)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._index
+        return isinstance(name, str) and name_key(name) in self._index
 
     @property
     def names(self) -> list[str]:
@@ -130,7 +138,7 @@ class Vocabulary(Sequence[Category]):
     def index(self, name: str) -> int:  # type: ignore[override]
         """Row of category ``name`` (case-insensitive); raises ``KeyError`` with close matches."""
         try:
-            return self._index[_key(name)]
+            return self._index[name_key(name)]
         except KeyError:
             raise KeyError(
                 f"{name!r} is not in vocabulary {self.name!r}{_suggest(name, self.names)}"
@@ -174,8 +182,31 @@ class Vocabulary(Sequence[Category]):
         return cls(tuple(Category(**r) for r in records), name=name)
 
 
-def _key(name: str) -> str:
-    return " ".join(name.lower().split())
+def name_key(name: str) -> str:
+    """The one name normaliser: lower case, with ``:``, ``_`` and runs of blanks all one space,
+    so ``Dog:Head``, ``dog head`` and ``dog_head`` are one category everywhere (vocabulary
+    look-ups, evaluation splits, dataset categories)."""
+    return re.sub(r"[\s:_]+", " ", name.lower()).strip()
+
+
+def split_category_name(name: str, supercategory: str | None = None) -> tuple[str, str | None]:
+    """The one ``object:part`` rule: ``(object, part)`` of a category name, ``part=None`` for an
+    object.
+
+    ``"dog:head"`` is part ``head`` of ``dog``; so is a name that starts with its
+    ``supercategory`` and a blank (PartImageNet's ``"Quadruped Head"`` of ``"Quadruped"``),
+    and a name that a built-in part taxonomy lists as a part (``"Quadruped Head"`` without a
+    supercategory). Anything else is an object.
+    """
+    obj, sep, part = name.partition(":")
+    if sep:
+        return obj.strip(), part.strip()
+    if supercategory and name.startswith(supercategory + " "):
+        return supercategory.strip(), name[len(supercategory) + 1 :].strip()
+    known = _known_part_names().get(name_key(name))
+    if known is not None:
+        return known.object, known.part
+    return name.strip(), None
 
 
 def _suggest(word: str, candidates: Sequence[str]) -> str:
@@ -183,15 +214,43 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
 
 
-def _template(name: str) -> str:
+def prompt_template(name: str) -> str:
+    """The format string of a template: a name of :data:`PROMPT_TEMPLATES` or a string whose
+    only fields are ``{object}`` and ``{part}`` (each at least once).
+
+    Raises:
+        ValueError: an unknown name, or a string with other fields (``{0}``, ``{obj}``), a
+            format spec or unbalanced braces.
+    """
     if name in PROMPT_TEMPLATES:
         return PROMPT_TEMPLATES[name]
-    if "{object}" in name and "{part}" in name:  # a literal template string
-        return name
-    raise ValueError(
-        f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
-        f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
-    )
+    if "{" not in name and "}" not in name:
+        raise ValueError(
+            f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
+            f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
+        )
+    try:
+        fields = [
+            (key, spec, conversion)
+            for _, key, spec, conversion in string.Formatter().parse(name)
+            if key is not None
+        ]
+    except ValueError as err:
+        raise ValueError(f"prompt template {name!r}: {err} (write a literal brace twice)") from None
+    for key, spec, conversion in fields:
+        if key not in ("object", "part") or spec or conversion:
+            conv = f"!{conversion}" if conversion else ""
+            shown = "{" + key + conv + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"prompt template {name!r}: {shown} is not allowed; the only fields are "
+                "{object} and {part}"
+            )
+    missing = {"object", "part"} - {f for f, _, _ in fields}
+    if missing:
+        raise ValueError(
+            f"prompt template {name!r} lacks {' and '.join('{' + m + '}' for m in sorted(missing))}"
+        )
+    return name
 
 
 @cache
@@ -252,6 +311,17 @@ def _known_parts() -> dict[str, list[Category]]:
 
 
 @cache
+def _known_part_names() -> dict[str, Category]:
+    """Name key -> the part category of that name in the first part taxonomy that lists it."""
+    found: dict[str, Category] = {}
+    for tax in _PART_TAXONOMIES:
+        for cat in load_builtin(tax):
+            if cat.is_part:
+                found.setdefault(name_key(cat.name), cat)
+    return found
+
+
+@cache
 def _known_words() -> set[str]:
     words: set[str] = set()
     for tax in BUILTIN_VOCABULARIES:
@@ -296,8 +366,9 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                     f"{source}: no built-in taxonomy has parts of {obj!r}"
                     f"{_suggest(obj, sorted(known))}; list its parts, e.g. {obj}:head,body"
                 )
+            # The taxonomy's base/novel split travels with its parts.
             cats.extend(
-                Category(name=f"{obj}:{c.part}", object=obj, part=c.part)
+                Category(name=f"{obj}:{c.part}", object=obj, part=c.part, split=c.split)
                 for c in known[obj.lower()]
             )
             continue
@@ -307,10 +378,10 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                 raise ValueError(f"{source}: '*' must be the only part in {entry!r}")
             _warn_if_typo(part, source)
             cats.append(Category(name=f"{obj}:{part}", object=obj, part=part))
-    return [
-        Category(name=c.name, object=c.object, part=c.part, id=i + 1)
-        for i, c in enumerate(dict((_key(c.name), c) for c in cats).values())
-    ]
+    unique: dict[str, Category] = {}
+    for c in cats:  # the first occurrence of a name wins
+        unique.setdefault(name_key(c.name), c)
+    return [dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())]
 
 
 def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
@@ -330,9 +401,7 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
         return load_builtin(text)
     path = Path(text)
     if isinstance(spec, Path) or text.endswith((".txt", ".vocab")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: vocabulary file not found")
-        cats = _parse_entries(path.read_text(), str(path))
+        cats = _parse_entries(read_text_file(path, "vocabulary"), str(path))
         if not cats:
             raise ValueError(f"{path}: vocabulary file has no entries")
         return Vocabulary(tuple(cats), name=path.stem)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from scipy.io.matlab import MatReadError
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
-from vlpart.data.coco import mask_annotation
+from vlpart._io import OutputSet, read_image_size, remove_orphans
+from vlpart.coco import category_records, mask_annotation, write_coco
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
 __all__ = ["PascalPartSummary", "convert_pascal_part"]
@@ -163,24 +163,33 @@ def convert_pascal_part(
         if len(parts) > num_parts_before:
             part_images.append(image)
 
-    part_categories = [
-        {"id": c.id, "name": c.name, "supercategory": c.object, "split": c.split}
-        for c in part_vocab
-    ]
-    object_categories = [{"id": c.id, "name": c.name} for c in voc_vocab]
-    write_json_atomic(
-        {"images": part_images, "annotations": parts, "categories": part_categories}, out_json
-    )
-    write_json_atomic(
-        {"images": images, "annotations": objects, "categories": object_categories}, objects_json
-    )
+    # The two files share image and object ids: they are replaced together or not at all.
+    for folder in {out_json.parent, objects_json.parent}:
+        remove_orphans(folder)
+    with OutputSet() as outputs:
+        write_coco(
+            out_json,
+            images=part_images,
+            categories=category_records(part_vocab),
+            annotations=parts,
+            outputs=outputs,
+        )
+        write_coco(
+            objects_json,
+            images=images,
+            categories=category_records(voc_vocab),
+            annotations=objects,
+            outputs=outputs,
+        )
+        outputs.commit()
+    # Debug level: the returned summary is what callers (the CLI) report.
     if dropped:
-        logger.info(
+        logger.debug(
             "dropped %d raw part labels matching no pascal_part category: %s",
             sum(dropped.values()),
             ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items())),
         )
-    logger.info(
+    logger.debug(
         "wrote %d part annotations on %d images to %s and %d objects on %d images to %s",
         len(parts),
         len(part_images),
@@ -236,7 +245,7 @@ def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndar
             records.append(
                 (str(obj["class"].item()), np.asarray(obj["mask"], dtype=np.uint8), raw_parts)
             )
-    except (KeyError, IndexError, ValueError, TypeError, OSError) as err:
+    except (KeyError, IndexError, ValueError, TypeError, OSError, MatReadError) as err:
         raise ValueError(f"{path}: not a Pascal-Part annotation ({err})") from None
     return records
 
@@ -245,8 +254,7 @@ def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
     photo = image_dir / f"{mat_path.stem}.jpg"
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
-    with Image.open(photo) as im:
-        return im.height, im.width
+    return read_image_size(photo)
 
 
 def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:

@@ -9,10 +9,10 @@ Outputs in ``out_dir``:
 * ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
 * ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
 
-Unreadable images are logged and skipped; the rest are still processed. Images are decoded by
-DataLoader workers (one torch thread each) while the model runs; images of more than
-:data:`vlpart._io.DRAFT_MIN_PIXELS` pixels are decoded at a reduced scale where the format
-allows (JPEG), outputs still in the original pixels, overlays at the decoded size.
+Unreadable images are logged and skipped; the rest are still processed. The outputs are one
+set (:class:`vlpart._io.OutputSet`): written under temporary names, flushed, and moved into place
+only once every image is done, replacing the previous run's ``overlays/`` (and ``masks/``) as a
+whole. A run that processed no image, a full disk or a crash leaves ``out_dir`` as it was.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import read_rgb_reduced, write_json_atomic
-from vlpart.predictor import PartSegmenter, make_prediction
+from vlpart._io import OutputSet, read_image, read_image_size, remove_orphans
+from vlpart.coco import category_records, write_coco
+from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
 
 __all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
@@ -49,8 +50,11 @@ class PredictSummary:
     num_instances: int = 0
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their images, sorted, not recursive) and glob patterns → image paths.
+def expand_inputs(
+    inputs: Sequence[str], *, recursive: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (their images, sorted; with ``recursive`` also those of every subfolder)
+    and glob patterns (``**`` matches subfolders with ``recursive``) → image paths.
 
     Returns:
         The paths in order without duplicates, and ``(input, reason)`` for inputs that matched
@@ -61,14 +65,17 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not found:
                 missing.append((item, "folder holds no images"))
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         elif glob.has_magic(item):
-            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+            found = sorted(
+                Path(f) for f in glob.glob(item, recursive=recursive) if Path(f).is_file()
+            )
             if not found:
                 missing.append((item, "pattern matched no files"))
             paths.extend(found)
@@ -78,10 +85,11 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    """Decoded images for the DataLoader: ``(index, Tensor[3, h, w] uint8 | None, full (H, W),
-    error message | None)``."""
+    """Decoded images for the DataLoader: ``(index, np.ndarray[h, w, 3] uint8 | None, full
+    (H, W) | None, error | None)``; huge JPEGs are decoded at a reduced scale whose short side
+    stays at least ``min_side`` (see :func:`vlpart._io.read_image`)."""
 
-    def __init__(self, paths: Sequence[Path], min_side: int) -> None:
+    def __init__(self, paths: Sequence[Path], min_side: int | None) -> None:
         self.paths = list(paths)
         self.min_side = min_side
 
@@ -89,11 +97,12 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple:
+        path = self.paths[index]
         try:
-            array, size = read_rgb_reduced(self.paths[index], min_side=self.min_side)
+            size = read_image_size(path)
+            return index, read_image(path, min_side=self.min_side), size, None
         except (ValueError, FileNotFoundError) as err:
             return index, None, None, str(err)
-        return index, torch.from_numpy(array).permute(2, 0, 1).contiguous(), size, None
 
 
 def _one_thread(_: int) -> None:
@@ -110,27 +119,63 @@ def predict_files(
     *,
     vocabulary: Vocabulary,
     out_dir: str | Path,
-    score_threshold: float = 0.3,
+    score_threshold: float | None = None,
     batch_size: int = 1,
     save_masks: bool = False,
     num_workers: int = 1,
 ) -> PredictSummary:
     """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
 
-    ``num_workers`` decoding processes (0: decode in this process) overlap with inference.
-
+    Every image goes through :meth:`PartSegmenter.predict` (``score_threshold`` as there).
+    ``num_workers`` DataLoader processes (one torch thread each; 0: decode in this process)
+    decode the next images while the model runs. JPEGs of more than
+    :data:`vlpart._io.DRAFT_MIN_PIXELS` pixels are decoded at a reduced scale (results still in
+    their full pixels, overlays at the decoded size).
     Overlay names are the image file stems, made unique with a numeric suffix when two inputs
     share a stem.
     """
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    embeddings = segmenter.text_embeddings(vocabulary)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out)
+    with OutputSet() as outputs:
+        summary = _predict_into(
+            outputs,
+            segmenter,
+            paths,
+            vocabulary=vocabulary,
+            out=out,
+            score_threshold=score_threshold,
+            batch_size=batch_size,
+            save_masks=save_masks,
+            num_workers=num_workers,
+        )
+        if summary.processed:
+            outputs.commit()
+    return summary
+
+
+def _predict_into(
+    outputs: OutputSet,
+    segmenter: PartSegmenter,
+    paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    out: Path,
+    score_threshold: float,
+    batch_size: int,
+    save_masks: bool,
+    num_workers: int,
+) -> PredictSummary:
+    outputs.folder(out / "overlays")
+    if save_masks:
+        outputs.folder(out / "masks")
     summary = PredictSummary()
     results: list[dict] = []
     images_info: list[dict] = []
     used_names: set[str] = set()
+    transform = getattr(segmenter.model, "transform", None)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, segmenter.model.transform.min_size),
+        _ImageFiles(paths, transform.min_size if transform is not None else None),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=list,
@@ -138,24 +183,22 @@ def predict_files(
     )
     bar = tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True)
     for items in loader:
-        chunk = []
-        for index, tensor, size, error in items:
+        chunk, arrays, sizes = [], [], []
+        for index, array, size, error in items:
             if error is not None:
                 logger.warning("skipping %s", error)
                 summary.failed.append((str(paths[index]), error))
                 bar.update(1)
-            else:
-                chunk.append((paths[index], tensor, size))
+                continue
+            chunk.append(paths[index])
+            arrays.append(array)
+            sizes.append(size)
         if not chunk:
             continue
-        outputs = segmenter.predict_tensors(
-            [t for _, t, _ in chunk],
-            embeddings,
-            score_threshold=score_threshold,
-            output_sizes=[size for _, _, size in chunk],
+        preds = segmenter.predict(
+            arrays, vocabulary=vocabulary, score_threshold=score_threshold, image_sizes=sizes
         )
-        for (path, tensor, size), output in zip(chunk, outputs, strict=True):
-            pred = make_prediction(output, vocabulary, score_threshold)
+        for path, array, size, pred in zip(chunk, arrays, sizes, preds, strict=True):
             image_id = len(images_info) + 1
             name = _safe_name(path.stem)
             while name in used_names:
@@ -171,24 +214,27 @@ def predict_files(
                 }
             )
             results.extend(pred.to_coco(image_id))
-            pred.render(tensor.permute(1, 2, 0).numpy()).save(out / "overlays" / f"{name}.png")
+            overlay = pred.render(array)
+            outputs.write(
+                out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
+            )
             if save_masks:
-                mask_dir = out / "masks" / name
-                mask_dir.mkdir(parents=True, exist_ok=True)
                 for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                    Image.fromarray(mask.astype(np.uint8) * 255).save(
-                        mask_dir / f"{k:03d}_{_safe_name(label)}.png"
+                    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+                    outputs.write(
+                        out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+                        lambda tmp, im=picture: im.save(tmp, "PNG"),
                     )
             summary.processed.append(path)
             summary.num_instances += len(pred)
             bar.update(1)
     bar.close()
-    categories = [
-        {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
-        for i, c in enumerate(vocabulary)
-    ]
-    write_json_atomic(
-        {"images": images_info, "categories": categories, "annotations": []}, out / "dataset.json"
+    write_coco(
+        out / "dataset.json",
+        images=images_info,
+        categories=category_records(vocabulary),
+        annotations=[],
+        outputs=outputs,
     )
-    write_json_atomic(results, out / "results.json")
+    outputs.write_json(out / "results.json", results)
     return summary

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
 
 from vlpart.config import Config, ModelConfig
 from vlpart.model.backbones import build_backbone
@@ -86,11 +87,12 @@ class VLPartDetector(nn.Module):
             int64 vocabulary indices), ``masks`` (Tensor[N, 1, H_i, W_i] float probabilities).
         """
         original_sizes = [tuple(im.shape[-2:]) for im in images]
-        if not self.training:
-            detections, image_sizes = self._detect_resized(images, text_embeddings)
-            return self.transform.postprocess(detections, image_sizes, original_sizes)
-        _check_targets(targets, kind, len(images))
+        if self.training:
+            _check_targets(targets, kind, len(images))
         batch, targets = self.transform(images, targets)
+        if not self.training:
+            detections = self.detect(batch, text_embeddings=text_embeddings)
+            return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
         features = self.backbone(batch.tensors)
         weights = LOSS_WEIGHTS[kind]
         rpn_wanted = "loss_objectness" in weights
@@ -110,35 +112,20 @@ class VLPartDetector(nn.Module):
         losses.update(roi_losses)
         return {name: losses[name] * weight for name, weight in weights.items()}
 
-    def detect(
-        self,
-        images: Sequence[Tensor],
-        *,
-        text_embeddings: Tensor | None = None,
-        output_sizes: Sequence[tuple[int, int]] | None = None,
-    ) -> list[dict[str, Tensor]]:
-        """Detect without pasting masks (eval mode; the caller pastes the ones it keeps).
+    def detect(self, batch: ImageList, *, text_embeddings: Tensor | None = None) -> list[dict]:
+        """Detect in a prepared batch (what :attr:`transform` returns); the part of inference
+        that an exported ONNX graph holds.
 
         Args:
-            images: ``Tensor[3, H_i, W_i]`` RGB, uint8 0–255 or float 0–1.
+            batch: normalised images ``Tensor[B, 3, H, W]`` padded to a multiple of 32 and their
+                resized ``(h_i, w_i)``.
             text_embeddings: vocabulary ``Tensor[C, D]`` (default: the one set).
-            output_sizes: ``(H, W)`` frame of each image's outputs (default: the input's size;
-                larger when the input is a reduced decode of a bigger image).
 
         Returns:
-            Per image ``boxes`` (Tensor[N, 4], XYXY pixels of the output frame), ``scores``
-            (Tensor[N]), ``labels`` (Tensor[N] int64) and ``masks`` (Tensor[N, 1, M, M]
-            probabilities in box coordinates, see :func:`vlpart.model.ops.paste_masks`).
+            Per image ``boxes`` (Tensor[N, 4], XYXY resized pixels), ``scores`` (Tensor[N]),
+            ``labels`` (Tensor[N] int64) and ``masks`` (Tensor[N, 1, M, M] probabilities in box
+            coordinates).
         """
-        sizes = output_sizes or [tuple(im.shape[-2:]) for im in images]
-        detections, image_sizes = self._detect_resized(images, text_embeddings)
-        return self.transform.rescale(detections, image_sizes, sizes)
-
-    def _detect_resized(
-        self, images: Sequence[Tensor], text_embeddings: Tensor | None
-    ) -> tuple[list[dict[str, Tensor]], list[tuple[int, int]]]:
-        """Detections in resized-input pixels with box-space masks, and the resized sizes."""
-        batch, _ = self.transform(images)
         features = self.backbone(batch.tensors)
         proposals, scores, _ = self.rpn(batch, features, None, compute_losses=False)
         detections, _ = self.roi_heads(
@@ -148,7 +135,7 @@ class VLPartDetector(nn.Module):
             proposal_scores=scores,
             text_embeddings=text_embeddings,
         )
-        return detections, batch.image_sizes
+        return detections
 
     @torch.inference_mode()
     def propose(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
