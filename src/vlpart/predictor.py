@@ -234,9 +234,10 @@ class PartSegmenter:
             )
         return cls(detector, encoder, template=detector.template, device=device)
 
-    def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
-        """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
-        prompts = tuple(vocabulary.prompts(self.template))
+    def text_embeddings(self, vocabulary: Vocabulary, *, template: str | None = None) -> Tensor:
+        """``Tensor[C, D]`` of ``vocabulary`` under ``template`` (default: this segmenter's),
+        cached per prompt tuple."""
+        prompts = tuple(vocabulary.prompts(template or self.template))
         with self._lock:
             cached = self._embeddings.get(prompts)
         if cached is None:
@@ -320,6 +321,7 @@ class PartSegmenter:
         *,
         vocabulary: str | Vocabulary,
         score_threshold: float | None = None,
+        template: str | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> Prediction | list[Prediction]:
         """Segment the categories of ``vocabulary`` in one image or a list of images.
@@ -331,6 +333,7 @@ class PartSegmenter:
             score_threshold: keep instances scoring at least this; ``None`` means
                 :data:`SCORE_THRESH` (the model itself already drops scores below its
                 configured ``score_thresh``). Only the kept instances' masks are pasted.
+            template: part prompt template for this call (default: the segmenter's).
             image_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
                 original (:func:`vlpart._io.read_image` with ``min_side``); the predictions are
                 then in the original's pixels.
@@ -345,7 +348,10 @@ class PartSegmenter:
         arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
         outputs = self.predict_tensors(
-            tensors, self.text_embeddings(vocab), score_threshold=thresh, output_sizes=image_sizes
+            tensors,
+            self.text_embeddings(vocab, template=template),
+            score_threshold=thresh,
+            output_sizes=image_sizes,
         )
         preds = [make_prediction(out, vocab, thresh) for out in outputs]
         return preds[0] if single else preds
