@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "DRAFT_MIN_PIXELS",
     "MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "OutputSet",
@@ -57,6 +58,10 @@ _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\
 # ``max_pixels=`` change it.
 MAX_PIXELS = 150_000_000
 MAX_PIXELS_ENV = "VLPART_MAX_PIXELS"
+# With ``read_image(min_side=...)``, images of more pixels than this are decoded at a reduced
+# scale where the format allows (JPEG's DCT scaling by 1/2, 1/4, 1/8 via ``Image.draft``);
+# smaller ones are decoded exactly, so ordinary photos keep bit-exact preprocessing.
+DRAFT_MIN_PIXELS = 6000 * 6000
 
 # Pixel modes with an alpha channel: composited over white (what viewers show for a page).
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -335,7 +340,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_image(image: ImageSource, *, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    image: ImageSource, *, max_pixels: int | None = None, min_side: int | None = None
+) -> np.ndarray:
     """The one image reader: ``np.ndarray[H, W, 3]`` uint8 RGB (writable, C-contiguous).
 
     * EXIF orientation is applied (a portrait phone photo comes out upright, as viewers show it);
@@ -350,6 +357,10 @@ def read_image(image: ImageSource, *, max_pixels: int | None = None) -> np.ndarr
             returned as it is).
         max_pixels: largest ``width * height`` accepted; ``None`` reads ``$VLPART_MAX_PIXELS``,
             else :data:`MAX_PIXELS`.
+        min_side: for a JPEG file of more than :data:`DRAFT_MIN_PIXELS` pixels, decode at the
+            smallest native reduction (1/2, 1/4, 1/8) whose short side is still at least this
+            (the model's input size): memory and time follow the model input, not the photo.
+            :func:`read_image_size` gives the full size.
 
     Raises:
         FileNotFoundError: no such file.
@@ -371,6 +382,10 @@ def read_image(image: ImageSource, *, max_pixels: int | None = None) -> np.ndarr
         )
     path = Path(image)
     with _open(path, max_pixels) as opened:
+        width, height = opened.size
+        if min_side is not None and width * height > DRAFT_MIN_PIXELS and opened.format == "JPEG":
+            scale = min_side / min(width, height)
+            opened.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
         try:
             return _to_rgb(ImageOps.exif_transpose(opened), str(path))
         except (OSError, SyntaxError) as err:  # truncated or corrupt pixel data

@@ -470,6 +470,19 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (exact, default) or bf16 (bfloat16 autocast: faster, slightly different)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="image-decoding worker processes overlapping inference (default 1; 0 decodes "
+        "in the main process)",
+    )
+    p.add_argument(
         "--save-masks", action="store_true", help="also write one PNG per instance under OUT/masks/"
     )
     _add_text_options(p)
@@ -487,6 +500,8 @@ def _run_predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise CliError(f"--workers must be at least 0, got {args.workers}")
     if args.every < 1:
         raise CliError(f"--every must be at least 1, got {args.every}")
     paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
@@ -504,6 +519,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         template=args.template,
         device=args.device,
+        precision=args.precision,
     )
     video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
     paths = [p for p in paths if not is_video(p)]
@@ -519,6 +535,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         score_threshold=args.score_threshold,
         batch_size=args.batch_size,
         save_masks=args.save_masks,
+        num_workers=args.workers,
     )
     print(
         f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"

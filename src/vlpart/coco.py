@@ -262,13 +262,14 @@ def encode_mask(mask: np.ndarray) -> dict:
 
 def encode_masks(masks: np.ndarray) -> list[dict]:
     """Compressed RLE (``counts`` as str, JSON-ready) of binary masks ``np.ndarray[N, H, W]``."""
-    if len(masks) == 0:
-        return []
-    fortran = np.asfortranarray(np.asarray(masks).transpose(1, 2, 0).astype(np.uint8, copy=False))
-    return [
-        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        for rle in mask_utils.encode(fortran)
-    ]
+    # One mask at a time: a column-major copy of the whole stack would double its memory
+    # (and touch every page of masks that are zero outside their boxes).
+    out = []
+    for mask in masks:
+        fortran = np.asfortranarray(np.asarray(mask).astype(np.uint8, copy=False)[:, :, None])
+        rle = mask_utils.encode(fortran)[0]
+        out.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
+    return out
 
 
 def segmentation_box(segmentation: Mapping[str, Any]) -> list[float]:

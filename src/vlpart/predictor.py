@@ -25,6 +25,8 @@ from vlpart._io import ImageSource, read_image
 from vlpart.coco import category_ids
 from vlpart.model import VLPartDetector, load_checkpoint
 from vlpart.model.checkpoint import CheckpointInfo
+from vlpart.model.ops import paste_masks_binary
+from vlpart.model.optimize import inference_copy
 from vlpart.prediction import Prediction, assign_parents
 from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
@@ -32,7 +34,7 @@ from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 if TYPE_CHECKING:
     from vlpart.export import OnnxDetector
 
-__all__ = ["MASK_THRESH", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
+__all__ = ["MASK_THRESH", "PRECISIONS", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ logger = logging.getLogger(__name__)
 # binary masks at MASK_THRESH (detectron2's paste threshold).
 SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
+# "fp32": the exact path (folded BatchNorm, channels-last backbone; the model's detections to
+# float rounding); "bf16": bfloat16 autocast (CPU with AVX-512 BF16 / AMX, CUDA), faster at a
+# small accuracy cost (README, "Inference speed and memory").
+PRECISIONS = ("fp32", "bf16")
 OFFICIAL_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIX = ".onnx"
 
@@ -70,6 +76,11 @@ class PartSegmenter:
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
         template: part prompt template (see :data:`vlpart.vocab.PROMPT_TEMPLATES`).
         device: where the model runs.
+        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`; a PyTorch model only).
+
+    A PyTorch model runs as a copy with frozen BatchNorm folded into the convolutions and a
+    channels-last backbone (:func:`vlpart.model.optimize.inference_copy`), made on first use and
+    again whenever the model's backbone weights change; ``model`` itself is not modified.
     """
 
     def __init__(
@@ -80,9 +91,14 @@ class PartSegmenter:
         info: CheckpointInfo | None = None,
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        self._fast: tuple[tuple[int, ...], VLPartDetector] | None = None
         self.text_encoder = text_encoder
         self.info = info
         self.template = template
@@ -108,6 +124,7 @@ class PartSegmenter:
         cache_dir: str | Path | None = None,
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ) -> PartSegmenter:
         """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
         fly, in memory); an ``.onnx`` export goes to :meth:`from_onnx`.
@@ -120,6 +137,7 @@ class PartSegmenter:
                 vocabulary whose rows it holds.
             clip_weights: local CLIP weights for the ``clip`` encoder.
             cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
+            precision: ``"fp32"`` (exact) or ``"bf16"`` (see :data:`PRECISIONS`).
         """
         path = Path(weights)
         if path.suffix == ONNX_SUFFIX:
@@ -160,7 +178,7 @@ class PartSegmenter:
             cache_dir=cache_dir,
             device=device,
         )
-        return cls(model, encoder, info=info, template=template, device=device)
+        return cls(model, encoder, info=info, template=template, device=device, precision=precision)
 
     @classmethod
     def from_onnx(
@@ -228,22 +246,73 @@ class PartSegmenter:
                 self._embeddings[prompts] = cached
         return cached
 
+    def _inference_model(self) -> VLPartDetector:
+        """The optimised copy of ``self.model``, rebuilt when a backbone tensor changed (an
+        optimizer step or ``load_state_dict`` bumps its version counter)."""
+        tensors = (*self.model.backbone.parameters(), *self.model.backbone.buffers())
+        key = (id(self.model), *(t._version for t in tensors))
+        with self._lock:
+            if self._fast is None or self._fast[0] != key:
+                self._fast = (key, inference_copy(self.model))
+            return self._fast[1]
+
+    def _detect(
+        self, images: list[Tensor], text_embeddings: Tensor, sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections in the ``sizes`` frames, masks ``Tensor[N, 1, M, M]`` in box coordinates
+        (``Tensor[N, 1, H, W]`` already pasted for an ONNX model)."""
+        if not isinstance(self.model, VLPartDetector):
+            if any(tuple(im.shape[-2:]) != size for im, size in zip(images, sizes, strict=True)):
+                raise ValueError("an ONNX model needs images decoded at their full size")
+            return self.model(images, text_embeddings=text_embeddings)
+        model = self._inference_model()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            batch, _ = model.transform(images)
+            detections = model.detect(batch, text_embeddings=text_embeddings)
+        outputs = model.transform.rescale(detections, batch.image_sizes, sizes)
+        for out in outputs:
+            out["boxes"], out["scores"] = out["boxes"].float(), out["scores"].float()
+        return outputs
+
     @torch.inference_mode()
     def predict_tensors(
-        self, images: Sequence[Tensor], text_embeddings: Tensor
+        self,
+        images: Sequence[Tensor],
+        text_embeddings: Tensor,
+        *,
+        score_threshold: float | None = None,
+        output_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> list[dict[str, Tensor]]:
         """Detect in ``Tensor[3, H_i, W_i]`` uint8 RGB images with vocabulary ``Tensor[C, D]``.
 
+        Args:
+            images: the images.
+            text_embeddings: the vocabulary's rows.
+            score_threshold: keep only detections scoring at least this (only their masks are
+                pasted); None keeps all the model returns (scores above its ``score_thresh``).
+            output_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
+                original (outputs are then in the original's pixels); default: its own size.
+
         Returns:
-            Per image ``boxes`` (Tensor[N, 4], original pixels), ``scores`` (Tensor[N]),
-            ``labels`` (Tensor[N] int64 rows of the vocabulary) and ``masks``
-            (Tensor[N, H_i, W_i] bool).
+            Per image, by descending score: ``boxes`` (Tensor[N, 4], original pixels),
+            ``scores`` (Tensor[N]), ``labels`` (Tensor[N] int64 rows of the vocabulary) and
+            ``masks`` (Tensor[N, H, W] bool).
         """
-        outputs = self.model(
-            [im.to(self.device) for im in images], text_embeddings=text_embeddings.to(self.device)
-        )
-        for out in outputs:
-            out["masks"] = out["masks"][:, 0] >= MASK_THRESH
+        images = [im.to(self.device) for im in images]
+        sizes = list(output_sizes or [tuple(im.shape[-2:]) for im in images])
+        outputs = self._detect(images, text_embeddings.to(self.device), sizes)
+        pasted = not isinstance(self.model, VLPartDetector)  # an ONNX graph pastes its masks
+        for out, size in zip(outputs, sizes, strict=True):
+            if score_threshold is not None:
+                keep = out["scores"] >= score_threshold
+                for key in ("boxes", "scores", "labels", "masks"):
+                    out[key] = out[key][keep]
+            if pasted:
+                out["masks"] = out["masks"][:, 0] >= MASK_THRESH
+            else:
+                out["masks"] = paste_masks_binary(
+                    out["masks"], out["boxes"], size, thresh=MASK_THRESH
+                )
         return outputs
 
     def predict(
@@ -253,6 +322,7 @@ class PartSegmenter:
         vocabulary: str | Vocabulary,
         score_threshold: float | None = None,
         template: str | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> Prediction | list[Prediction]:
         """Segment the categories of ``vocabulary`` in one image or a list of images.
 
@@ -262,8 +332,11 @@ class PartSegmenter:
             vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
             score_threshold: keep instances scoring at least this; ``None`` means
                 :data:`SCORE_THRESH` (the model itself already drops scores below its
-                configured ``score_thresh``).
+                configured ``score_thresh``). Only the kept instances' masks are pasted.
             template: part prompt template for this call (default: the segmenter's).
+            image_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
+                original (:func:`vlpart._io.read_image` with ``min_side``); the predictions are
+                then in the original's pixels.
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
@@ -274,7 +347,12 @@ class PartSegmenter:
         thresh = SCORE_THRESH if score_threshold is None else score_threshold
         arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
-        outputs = self.predict_tensors(tensors, self.text_embeddings(vocab, template=template))
+        outputs = self.predict_tensors(
+            tensors,
+            self.text_embeddings(vocab, template=template),
+            score_threshold=thresh,
+            output_sizes=image_sizes,
+        )
         preds = [make_prediction(out, vocab, thresh) for out in outputs]
         return preds[0] if single else preds
 
@@ -317,15 +395,19 @@ def make_prediction(
 ) -> Prediction:
     """Turn one image's :meth:`PartSegmenter.predict_tensors` output into a :class:`Prediction`:
     keep scores >= ``score_threshold``, sort by score, name labels, link parts to objects."""
-    keep = output["scores"] >= score_threshold
-    order = torch.argsort(output["scores"][keep], descending=True)
-    label_ids = output["labels"][keep][order].cpu().numpy().astype(np.int64)
-    masks = output["masks"][keep][order].cpu().numpy()
+    keep = torch.nonzero(output["scores"] >= score_threshold).squeeze(1)
+    idx = keep[torch.argsort(output["scores"][keep], descending=True, stable=True)]
+    if not torch.equal(idx.cpu(), torch.arange(len(output["scores"]))):
+        # Copy only when something is dropped or reordered: predict_tensors with a
+        # score_threshold already gives the kept detections in order (full-size masks).
+        output = {key: output[key][idx] for key in ("boxes", "scores", "labels", "masks")}
+    label_ids = output["labels"].cpu().numpy().astype(np.int64)
+    masks = output["masks"].cpu().numpy()
     cats = [vocabulary[int(i)] for i in label_ids]
     ids = np.asarray(category_ids(vocabulary), dtype=np.int64)
     return Prediction(
-        boxes=output["boxes"][keep][order].cpu().numpy().astype(np.float32),
-        scores=output["scores"][keep][order].cpu().numpy().astype(np.float32),
+        boxes=output["boxes"].cpu().numpy().astype(np.float32),
+        scores=output["scores"].cpu().numpy().astype(np.float32),
         labels=[c.name for c in cats],
         label_ids=label_ids,
         category_ids=ids[label_ids],

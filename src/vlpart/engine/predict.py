@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import OutputSet, read_image, remove_orphans
+from vlpart._io import OutputSet, read_image, read_image_size, remove_orphans
 from vlpart.coco import category_records, write_coco
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
@@ -83,6 +84,31 @@ def expand_inputs(
     return list(dict.fromkeys(paths)), missing
 
 
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decoded images for the DataLoader: ``(index, np.ndarray[h, w, 3] uint8 | None, full
+    (H, W) | None, error | None)``; huge JPEGs are decoded at a reduced scale whose short side
+    stays at least ``min_side`` (see :func:`vlpart._io.read_image`)."""
+
+    def __init__(self, paths: Sequence[Path], min_side: int | None) -> None:
+        self.paths = list(paths)
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple:
+        path = self.paths[index]
+        try:
+            size = read_image_size(path)
+            return index, read_image(path, min_side=self.min_side), size, None
+        except (ValueError, FileNotFoundError) as err:
+            return index, None, None, str(err)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -96,10 +122,15 @@ def predict_files(
     score_threshold: float | None = None,
     batch_size: int = 1,
     save_masks: bool = False,
+    num_workers: int = 1,
 ) -> PredictSummary:
     """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
 
     Every image goes through :meth:`PartSegmenter.predict` (``score_threshold`` as there).
+    ``num_workers`` DataLoader processes (one torch thread each; 0: decode in this process)
+    decode the next images while the model runs. JPEGs of more than
+    :data:`vlpart._io.DRAFT_MIN_PIXELS` pixels are decoded at a reduced scale (results still in
+    their full pixels, overlays at the decoded size).
     Overlay names are the image file stems, made unique with a numeric suffix when two inputs
     share a stem.
     """
@@ -116,6 +147,7 @@ def predict_files(
             score_threshold=score_threshold,
             batch_size=batch_size,
             save_masks=save_masks,
+            num_workers=num_workers,
         )
         if summary.processed:
             outputs.commit()
@@ -132,6 +164,7 @@ def _predict_into(
     score_threshold: float,
     batch_size: int,
     save_masks: bool,
+    num_workers: int,
 ) -> PredictSummary:
     outputs.folder(out / "overlays")
     if save_masks:
@@ -140,23 +173,32 @@ def _predict_into(
     results: list[dict] = []
     images_info: list[dict] = []
     used_names: set[str] = set()
+    transform = getattr(segmenter.model, "transform", None)
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, transform.min_size if transform is not None else None),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        worker_init_fn=_one_thread,
+    )
     with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk, arrays = [], []
-            for path in paths[start : start + batch_size]:
-                try:
-                    arrays.append(read_image(path))
-                    chunk.append(path)
-                except (ValueError, FileNotFoundError) as err:
-                    logger.warning("skipping %s", err)
-                    summary.failed.append((str(path), str(err)))
+        for items in loader:
+            chunk, arrays, sizes = [], [], []
+            for index, array, size, error in items:
+                if error is not None:
+                    logger.warning("skipping %s", error)
+                    summary.failed.append((str(paths[index]), error))
                     bar.update(1)
+                    continue
+                chunk.append(paths[index])
+                arrays.append(array)
+                sizes.append(size)
             if not chunk:
                 continue
             preds = segmenter.predict(
-                arrays, vocabulary=vocabulary, score_threshold=score_threshold
+                arrays, vocabulary=vocabulary, score_threshold=score_threshold, image_sizes=sizes
             )
-            for path, array, pred in zip(chunk, arrays, preds, strict=True):
+            for path, array, size, pred in zip(chunk, arrays, sizes, preds, strict=True):
                 image_id = len(images_info) + 1
                 name = _safe_name(path.stem)
                 while name in used_names:
@@ -166,8 +208,8 @@ def _predict_into(
                     {
                         "id": image_id,
                         "file_name": str(path),
-                        "height": array.shape[0],
-                        "width": array.shape[1],
+                        "height": size[0],
+                        "width": size[1],
                         "overlay": f"overlays/{name}.png",
                     }
                 )

@@ -127,19 +127,28 @@ class DetectorTransform(nn.Module):
         Boxes are scaled, clipped and empty ones dropped; masks ``Tensor[N, 1, M, M]`` are pasted
         into ``Tensor[N, 1, H, W]`` probabilities at the original size.
         """
+        results = self.rescale(detections, image_sizes, original_sizes)
+        for out, size in zip(results, original_sizes, strict=True):
+            if "masks" in out:
+                out["masks"] = paste_masks(out["masks"], out["boxes"], size)
+        return results
+
+    def rescale(
+        self,
+        detections: list[dict[str, Tensor]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Boxes scaled from resized to original pixels, clipped, empty ones dropped; masks stay
+        ``Tensor[N, 1, M, M]`` in box coordinates."""
         results = []
         for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes, strict=True):
             boxes = det["boxes"] * det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            out = {
-                "boxes": boxes[keep],
-                "scores": det["scores"][keep],
-                "labels": det["labels"][keep],
-            }
-            if "masks" in det:
-                out["masks"] = paste_masks(det["masks"][keep], out["boxes"], (oh, ow))
+            out = {key: value[keep] for key, value in det.items() if key != "boxes"}
+            out["boxes"] = boxes[keep]
             results.append(out)
         return results
 
