@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from vlpart.model.checkpoint import CheckpointInfo
 from vlpart.prediction import Prediction, assign_parents
 from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
+
+if TYPE_CHECKING:
+    from vlpart.refine import Refiner
 
 __all__ = ["PartSegmenter", "load_image", "make_prediction"]
 
@@ -80,6 +84,8 @@ class PartSegmenter:
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
         template: part prompt template (see :data:`vlpart.vocab.PROMPT_TEMPLATES`).
         device: where the model runs.
+        refiner: re-segments each image's detections after :meth:`predict` (e.g. a
+            :class:`vlpart.refine.SamRefiner`); None keeps the detector's masks.
     """
 
     def __init__(
@@ -90,8 +96,10 @@ class PartSegmenter:
         info: CheckpointInfo | None = None,
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
+        refiner: Refiner | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.refiner = refiner
         self.model = model.eval().to(self.device)
         self.text_encoder = text_encoder
         self.info = info
@@ -118,6 +126,7 @@ class PartSegmenter:
         cache_dir: str | Path | None = None,
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
+        refiner: Refiner | str | None = None,
     ) -> PartSegmenter:
         """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
         fly, in memory).
@@ -130,6 +139,8 @@ class PartSegmenter:
                 vocabulary whose rows it holds.
             clip_weights: local CLIP weights for the ``clip`` encoder.
             cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
+            refiner: a refiner, or a spec for :func:`vlpart.refine.build_refiner`
+                (``"sam:vit_b"``) built on ``device``.
         """
         path = Path(weights)
         if not path.is_file():
@@ -162,7 +173,13 @@ class PartSegmenter:
                 cache_dir=cache_dir,
                 device=str(device),
             )
-        return cls(model, text_encoder, info=info, template=template, device=device)
+        if isinstance(refiner, str):
+            from vlpart.refine import build_refiner
+
+            refiner = build_refiner(refiner, device=device)
+        return cls(
+            model, text_encoder, info=info, template=template, device=device, refiner=refiner
+        )
 
     def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
@@ -206,7 +223,8 @@ class PartSegmenter:
             images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them.
             vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
             score_threshold: keep instances scoring at least this (the model itself already
-                drops scores below its configured ``score_thresh``).
+                drops scores below its configured ``score_thresh``). The refiner, if any,
+                sees only the kept instances.
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
@@ -218,6 +236,8 @@ class PartSegmenter:
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
         outputs = self.predict_tensors(tensors, self.text_embeddings(vocab))
         preds = [make_prediction(out, vocab, score_threshold) for out in outputs]
+        if self.refiner is not None:
+            preds = [self.refiner.refine(a, p) for a, p in zip(arrays, preds, strict=True)]
         return preds[0] if single else preds
 
     def __repr__(self) -> str:

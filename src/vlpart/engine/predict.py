@@ -117,6 +117,8 @@ def predict_files(
         outputs = segmenter.predict_tensors(tensors, embeddings)
         for path, array, output in zip(chunk, arrays, outputs, strict=True):
             pred = make_prediction(output, vocabulary, score_threshold)
+            if segmenter.refiner is not None:
+                pred = segmenter.refiner.refine(array, pred)
             image_id = len(images_info) + 1
             name = _safe_name(path.stem)
             while name in used_names:
