@@ -1,0 +1,241 @@
+"""SAM refinement on the Pascal-Part photos: latency per image, and (with real SAM weights) the
+mask IoU of refined vs unrefined masks of ground-truth boxes.
+
+    flock /tmp/cpu.lock python benchmarks/sam_refine.py [--shared ../shared/data]
+        [--variant vit_b] [--threads 2] [--device cpu]
+        [--sam-weights sam_vit_b_01ec64.pth] [--weights DETECTOR]
+
+**Latency** (always): a SAM of ``--variant``'s architecture — randomly initialised unless
+weights are given; the cost is the same — refines all ground-truth object and part boxes of each
+of the 14 photos (one ``SamRefiner.refine`` call per photo, after one warm-up call); the JSON
+gives the median and maximum seconds per photo, the median of the image embedding alone (timed
+in a separate call) and of the rest (batched box decoding, hole/speck cleaning, parent cut).
+
+**Mask IoU** (only with ``--sam-weights`` or ``$VLPART_SAM_WEIGHTS``): every ground-truth object
+and part instance of the 14 photos is prompted with its ground-truth box (so the detector's
+boxes and scores play no part) and the mean IoU with its ground-truth mask is reported for:
+
+* ``sam``: the refined mask (box prompt, best of SAM's three candidates, cleaning as default);
+* ``grid28``: the ground-truth mask resampled to a 28×28 grid in its box and pasted back — the
+  best any Mask R-CNN mask head (28×28 outputs) can do, an upper bound of the unrefined masks;
+* ``detector`` (with ``--weights``, a detector trained on real images such as an official VLPart
+  ``.pth``): the detector's own mask head on the ground-truth boxes, the actual unrefined masks.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torchvision.ops import roi_align
+
+from vlpart.data.pascal_part import convert_pascal_part
+from vlpart.model.ops import paste_masks
+from vlpart.prediction import Prediction
+from vlpart.predictor import MASK_THRESH, PartSegmenter, load_image
+from vlpart.refine import SAM_VARIANTS, SamRefiner, build_sam, load_sam
+
+MASK_HEAD_SIDE = 28
+EMBEDDINGS = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"
+
+
+def load_ground_truth(examples: Path, work: Path) -> dict[str, dict]:
+    """Per photo: ``image`` (np.ndarray[H, W, 3]), ``boxes`` (np.ndarray[N, 4] XYXY, tight
+    around the masks), ``masks`` (np.ndarray[N, H, W] bool), ``labels`` — objects then parts."""
+    summary = convert_pascal_part(examples, examples, work / "parts.json")
+    out: dict[str, dict] = {}
+    for path in (summary.objects_json, summary.parts_json):
+        coco = COCO(str(path))
+        cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+        for image_id in coco.getImgIds():
+            info = coco.loadImgs(image_id)[0]
+            stem = Path(info["file_name"]).stem
+            entry = out.setdefault(
+                stem,
+                {
+                    "image": load_image(examples / info["file_name"]),
+                    "boxes": [],
+                    "masks": [],
+                    "labels": [],
+                },
+            )
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
+                mask = coco.annToMask(ann).astype(bool)
+                if not mask.any():
+                    continue
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                entry["boxes"].append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+                entry["masks"].append(mask)
+                entry["labels"].append(cats[ann["category_id"]])
+    for entry in out.values():
+        entry["boxes"] = np.asarray(entry["boxes"], dtype=np.float32)
+        entry["masks"] = np.stack(entry["masks"])
+    return out
+
+
+def box_prediction(entry: dict, masks: np.ndarray | None = None) -> Prediction:
+    """The ground-truth boxes as detections (no parents: the IoU is per instance)."""
+    n = len(entry["boxes"])
+    return Prediction(
+        boxes=entry["boxes"],
+        scores=np.ones(n, dtype=np.float32),
+        labels=entry["labels"],
+        label_ids=np.zeros(n, dtype=np.int64),
+        masks=np.zeros_like(entry["masks"]) if masks is None else masks,
+        parent=np.full(n, -1, dtype=np.int64),
+    )
+
+
+def grid_masks(entry: dict) -> np.ndarray:
+    """Ground-truth masks through a 28×28 box grid and back (the mask head's resolution)."""
+    masks = torch.from_numpy(entry["masks"]).float()[:, None]
+    boxes = torch.from_numpy(entry["boxes"])
+    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], 1)
+    grid = roi_align(masks, rois, MASK_HEAD_SIDE, spatial_scale=1.0, aligned=True)
+    return (paste_masks(grid, boxes, masks.shape[-2:])[:, 0] >= MASK_THRESH).numpy()
+
+
+@torch.inference_mode()
+def detector_masks(segmenter: PartSegmenter, entry: dict) -> np.ndarray:
+    """The detector's mask head on the ground-truth boxes, pasted at the original size."""
+    model = segmenter.model
+    image = torch.from_numpy(entry["image"]).permute(2, 0, 1).to(segmenter.device)
+    batch, _ = model.transform([image])
+    maps = list(model.backbone(batch.tensors).values())[:4]
+    (h, w), (oh, ow) = batch.image_sizes[0], entry["image"].shape[:2]
+    boxes = torch.from_numpy(entry["boxes"]).to(segmenter.device)
+    boxes = boxes * boxes.new_tensor([w / ow, h / oh, w / ow, h / oh])
+    heads = model.roi_heads
+    logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(maps, [boxes])))
+    det = {
+        "boxes": boxes,
+        "scores": boxes.new_ones(len(boxes)),
+        "labels": boxes.new_zeros(len(boxes), dtype=torch.int64),
+        "masks": logits.sigmoid(),
+    }
+    out = model.transform.postprocess([det], batch.image_sizes, [(oh, ow)])[0]
+    return (out["masks"][:, 0] >= MASK_THRESH).cpu().numpy()
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.ndarray[N]`` IoU of paired masks ``[N, H, W]``."""
+    inter = (a & b).sum((1, 2))
+    union = (a | b).sum((1, 2))
+    return inter / np.maximum(union, 1)
+
+
+def measure_latency(refiner: SamRefiner, truth: dict[str, dict]) -> dict:
+    """Seconds per photo of ``refine`` (all its ground-truth boxes) and of the embedding alone."""
+    first = next(iter(truth.values()))
+    refiner.refine(first["image"], box_prediction(first))  # warm-up
+    embed_s, refine_s, boxes = [], [], []
+    for entry in truth.values():
+        image, pred = entry["image"], box_prediction(entry)
+        t0 = time.perf_counter()
+        refiner.image_embedding(image)
+        t1 = time.perf_counter()
+        refiner.refine(image, pred)
+        t2 = time.perf_counter()
+        embed_s.append(t1 - t0)
+        refine_s.append(t2 - t1)
+        boxes.append(len(pred))
+    return {
+        "photos": len(truth),
+        "boxes_per_photo_mean": round(statistics.mean(boxes), 1),
+        "boxes_per_photo_max": max(boxes),
+        "refine_s_median": round(statistics.median(refine_s), 3),
+        "refine_s_max": round(max(refine_s), 3),
+        "embedding_s_median": round(statistics.median(embed_s), 3),
+        "decode_and_clean_s_median": round(
+            statistics.median(r - e for r, e in zip(refine_s, embed_s, strict=True)), 3
+        ),
+    }
+
+
+def measure_iou(
+    refiner: SamRefiner, truth: dict[str, dict], segmenter: PartSegmenter | None
+) -> dict:
+    ious: dict[str, list[np.ndarray]] = {"sam": [], "grid28": []}
+    if segmenter is not None:
+        ious["detector"] = []
+    kinds: list[np.ndarray] = []
+    for entry in truth.values():
+        gt = entry["masks"]
+        ious["sam"].append(
+            mask_iou(refiner.refine(entry["image"], box_prediction(entry)).masks, gt)
+        )
+        ious["grid28"].append(mask_iou(grid_masks(entry), gt))
+        if segmenter is not None:
+            ious["detector"].append(mask_iou(detector_masks(segmenter, entry), gt))
+        kinds.append(np.array([":" in label for label in entry["labels"]]))
+    is_part = np.concatenate(kinds)
+    out: dict = {"num_objects": int((~is_part).sum()), "num_parts": int(is_part.sum())}
+    for name, values in ious.items():
+        v = np.concatenate(values)
+        out[name] = {
+            "objects": round(float(v[~is_part].mean()), 4),
+            "parts": round(float(v[is_part].mean()), 4),
+            "all": round(float(v.mean()), 4),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shared", default=str(Path(__file__).parents[2] / "shared" / "data"))
+    parser.add_argument("--variant", default="vit_b", choices=sorted(SAM_VARIANTS))
+    parser.add_argument("--sam-weights", default=os.environ.get("VLPART_SAM_WEIGHTS"))
+    parser.add_argument("--weights", help="a detector for the 'detector' baseline")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    examples = Path(args.shared) / "pascal_part_examples"
+    with tempfile.TemporaryDirectory() as work:
+        truth = load_ground_truth(examples, Path(work))
+    if args.sam_weights:
+        sam, weights = load_sam(args.sam_weights), str(args.sam_weights)
+    else:
+        torch.manual_seed(0)
+        sam, weights = build_sam(SAM_VARIANTS[args.variant]), "random init (same cost)"
+    refiner = SamRefiner(sam, device=args.device)
+    result: dict = {
+        "device": args.device,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "sam": repr(refiner),
+        "sam_weights": weights,
+        "latency_per_image": measure_latency(refiner, truth),
+    }
+    if args.sam_weights:
+        segmenter = None
+        if args.weights and Path(args.weights).suffix in (".pth", ".pt"):
+            # An official checkpoint: the released CLIP rows stand in for the text encoder
+            # (only the mask head is used).
+            segmenter = PartSegmenter.from_pretrained(
+                args.weights,
+                text_encoder="precomputed",
+                vocabulary="pascal_part",
+                embeddings=Path(args.shared) / EMBEDDINGS,
+                device=args.device,
+            )
+        elif args.weights:
+            segmenter = PartSegmenter.from_pretrained(args.weights, device=args.device)
+        result["mask_iou_gt_boxes"] = measure_iou(refiner, truth, segmenter)
+    else:
+        result["mask_iou_gt_boxes"] = "not measured: needs real SAM weights (--sam-weights)"
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
