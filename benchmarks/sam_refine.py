@@ -27,6 +27,8 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -55,7 +57,8 @@ def load_ground_truth(examples: Path, work: Path) -> dict[str, dict]:
     summary = convert_pascal_part(examples, examples, work / "parts.json")
     out: dict[str, dict] = {}
     for path in (summary.objects_json, summary.parts_json):
-        coco = COCO(str(path))
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco = COCO(str(path))
         cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
         for image_id in coco.getImgIds():
             info = coco.loadImgs(image_id)[0]

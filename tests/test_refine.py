@@ -28,12 +28,16 @@ from vlpart.prediction import Prediction  # noqa: E402
 from vlpart.predictor import PartSegmenter, load_image  # noqa: E402
 from vlpart.refine import (  # noqa: E402
     PROMPT_BATCH,
+    SAM2_VARIANTS,
+    Sam2Refiner,
     SamRefiner,
     SamVariant,
     build_refiner,
     build_sam,
+    build_sam2,
     clean_mask,
     load_sam,
+    load_sam2,
     select_by_iou,
 )
 
@@ -330,13 +334,13 @@ def test_named_weights_download_once_into_the_cache(tiny_sam, tiny_sam_file, mon
     monkeypatch.setenv("VLPART_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VLPART_OFFLINE", "0")
     try:
-        sam = load_sam("tiny", progress=False)
+        sam = load_sam("tiny")
     finally:
         server.shutdown()
         server.server_close()
     cached = tmp_path / "cache" / "sam" / tiny_sam_file.name
     assert cached.read_bytes() == tiny_sam_file.read_bytes()
-    again = load_sam("tiny", progress=False)  # the server is gone: from the cache
+    again = load_sam("tiny")  # the server is gone: from the cache
     for key, value in tiny_sam.state_dict().items():
         assert torch.equal(sam.state_dict()[key], value) and torch.equal(
             again.state_dict()[key], value
@@ -431,6 +435,64 @@ def test_unrefined_path_does_not_import_segment_anything(tiny_checkpoint, photo,
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
+
+
+# --- SAM 2.1 --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sam2_model():
+    """SAM 2.1 Hiera-T, randomly initialised (the sam2 package's predictor assumes 1024-px
+    inputs, so the architecture is not shrunk)."""
+    pytest.importorskip("sam2", reason="the sam2 package is not installed")
+    torch.manual_seed(0)
+    return build_sam2(SAM2_VARIANTS["tiny"])
+
+
+def test_sam2_one_embedding_batched_boxes_best_iou(sam2_model, image, dog):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    decoder = sam2_model.sam_mask_decoder
+    original_head = decoder.iou_prediction_head
+    table = torch.tensor([[9.0, 0.1, 0.2, 0.9], [9.0, 0.8, 0.3, 0.1], [9.0, 0.2, 0.7, 0.4]])
+    decoder.iou_prediction_head = _FixedIoU(table)
+    encoder_calls, decoder_calls = _calls(sam2_model.image_encoder), _calls(decoder)
+    try:
+        refiner = Sam2Refiner(sam2_model, clip_to_parent=False, min_region_area=0)
+        out = refiner.refine(image, dog)
+        assert len(encoder_calls) == 1 and len(decoder_calls) == 1
+        assert decoder_calls[0][1]["sparse_prompt_embeddings"].shape[0] == 3
+
+        reference = SAM2ImagePredictor(sam2_model)
+        reference.set_image(image)
+        masks, iou, _ = reference.predict(box=dog.boxes, multimask_output=True)
+    finally:
+        decoder.iou_prediction_head = original_head
+    assert iou.argmax(1).tolist() == [2, 0, 1]
+    np.testing.assert_array_equal(out.masks, masks[np.arange(3), [2, 0, 1]] > 0)
+    assert out.labels == dog.labels and np.array_equal(out.boxes, dog.boxes)
+
+
+def test_sam2_weights_load_by_file(sam2_model, tmp_path, image, dog):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": sam2_model.state_dict()}, path)
+    refiner = build_refiner(f"sam2:{path}", mask_prompt=True)
+    assert "trunk_dim=96, blocks=12" in repr(refiner)
+    for key, value in sam2_model.state_dict().items():
+        assert torch.equal(refiner.model.state_dict()[key], value), key
+    out = refiner.refine(image, dog)
+    assert not (out.masks[1:] & ~out.masks[0]).any()  # parts inside the dog
+    torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a SAM 2 checkpoint"):
+        load_sam2(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="unknown SAM 2 variant 'huge'; choose tiny, small"):
+        load_sam2("huge")
+
+
+def test_sam2_named_weights_missing_offline(monkeypatch):
+    monkeypatch.setenv("VLPART_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="sam2.1_hiera_tiny.pt"):
+        build_refiner("sam2")
 
 
 # --- devices and real weights ---------------------------------------------------------------

@@ -377,9 +377,10 @@ def _add_refine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SAM refinement (needs the 'sam' extra)")
     g.add_argument(
         "--refine",
-        metavar="sam[:VARIANT|:FILE]",
+        metavar="SPEC",
         help="re-segment every detection with Segment Anything from its box: sam (= sam:vit_b), "
-        "sam:vit_l, sam:vit_h (weights fetched into $VLPART_CACHE/sam) or sam:PATH.pth",
+        "sam:vit_l, sam:vit_h, sam2 (SAM 2.1, = sam2:tiny), sam2:small|base_plus|large "
+        "(weights fetched into $VLPART_CACHE/sam), or sam:FILE.pth / sam2:FILE.pt",
     )
     g.add_argument(
         "--mask-prompt",

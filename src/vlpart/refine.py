@@ -17,10 +17,11 @@ Labels, scores, parent links and **boxes** are the detector's: the box is what t
 scored and suppressed duplicates with, so box results do not change with refinement (a refined
 mask may extend slightly past its box).
 
-``segment-anything`` (the ``sam`` extra) is imported only when a refiner is built. Weights come
-by variant name (``vit_b``, ``vit_l``, ``vit_h``) through :func:`vlpart.weights.fetch` (cache,
-mirror, download) or from a local ``.pth`` file; they are loaded with
-``torch.load(weights_only=True)`` and strictly.
+Two backends: :class:`SamRefiner` (SAM, ``segment-anything``) and :class:`Sam2Refiner` (SAM 2.1,
+``sam2``); the ``sam`` extra installs both, and each is imported only when its refiner is built.
+Weights come by variant name (SAM: ``vit_b``, ``vit_l``, ``vit_h``; SAM 2.1: ``tiny``, ``small``,
+``base_plus``, ``large``) through :func:`vlpart.weights.fetch` (cache, mirror, download) or from
+a local file; they are loaded with ``torch.load(weights_only=True)`` and strictly.
 """
 
 from __future__ import annotations
@@ -44,16 +45,23 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 __all__ = [
+    "DEFAULT_SAM2_VARIANT",
     "DEFAULT_SAM_VARIANT",
     "MIN_REGION_AREA",
     "SAM_VARIANTS",
+    "SAM2_VARIANTS",
     "Refiner",
+    "Sam2Refiner",
+    "Sam2Variant",
     "SamRefiner",
     "SamVariant",
     "build_refiner",
     "build_sam",
+    "build_sam2",
     "clean_mask",
     "load_sam",
+    "load_sam2",
+    "select_by_iou",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +112,36 @@ SAM_VARIANTS: dict[str, SamVariant] = {
     "vit_h": SamVariant(1280, 32, 16, (7, 15, 23, 31), url=_SAM_URL + "sam_vit_h_4b8939.pth"),
 }
 DEFAULT_SAM_VARIANT = "vit_b"
+
+
+@dataclass(frozen=True)
+class Sam2Variant:
+    """A SAM 2.1 model: its config in the ``sam2`` package, the Hiera trunk's width and block
+    count (to recognise local files) and its weights' URL."""
+
+    config: str
+    trunk_dim: int
+    num_blocks: int
+    url: str | None = None
+
+
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+# The four released SAM 2.1 image+video models (Ravi et al., 2024).
+SAM2_VARIANTS: dict[str, Sam2Variant] = {
+    name: Sam2Variant(
+        f"configs/sam2.1/sam2.1_hiera_{short}.yaml",
+        dim,
+        blocks,
+        url=f"{_SAM2_URL}sam2.1_hiera_{name}.pt",
+    )
+    for name, short, dim, blocks in (
+        ("tiny", "t", 96, 12),
+        ("small", "s", 96, 16),
+        ("base_plus", "b+", 112, 24),
+        ("large", "l", 144, 48),
+    )
+}
+DEFAULT_SAM2_VARIANT = "tiny"
 
 
 class Refiner(Protocol):
@@ -188,47 +226,88 @@ def _variant_of(state: dict[str, Tensor], source: str) -> SamVariant:
     )
 
 
-def load_sam(weights: str | Path = DEFAULT_SAM_VARIANT, *, progress: bool = True) -> Sam:
+def _weights_file(weights: str | Path, urls: dict[str, str | None], what: str) -> Path:
+    """A variant name (fetched into ``$VLPART_CACHE/sam``) or an existing local file."""
+    name = str(weights)
+    if name in urls:
+        from vlpart.weights import fetch
+
+        url = urls[name]
+        if url is None:
+            raise ValueError(f"{what} variant {name!r} has no download URL; pass a local file")
+        return fetch(url, subdir=SAM_CACHE_SUBDIR)
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if path.suffix or len(path.parts) > 1:
+        raise FileNotFoundError(f"{path}: {what} weights file not found")
+    raise ValueError(f"unknown {what} variant {name!r}; choose {', '.join(urls)} or a file")
+
+
+def _load_state(path: Path, what: str) -> dict[str, Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and unpickler errors all mean "unreadable"
+        raise ValueError(f"{path}: not a readable {what} checkpoint ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a {what} checkpoint (a {type(state).__name__})")
+    return state
+
+
+def load_sam(weights: str | Path = DEFAULT_SAM_VARIANT) -> Sam:
     """A SAM model with its weights, on the CPU, in eval mode.
 
     Args:
         weights: a variant name of :data:`SAM_VARIANTS` (fetched through
             :func:`vlpart.weights.fetch` into ``$VLPART_CACHE/sam``) or a local ``.pth`` file
             of the official format (its variant is read from its tensor shapes).
-        progress: show a download progress bar.
 
     Raises:
         FileNotFoundError: a missing local file, or named weights not cached while offline
             (saying what to fetch and where to put it).
         ValueError: an unknown name, or a file that is not a SAM checkpoint of a known variant.
     """
-    name = str(weights)
-    if name in SAM_VARIANTS:
-        from vlpart.weights import fetch
-
-        url = SAM_VARIANTS[name].url
-        if url is None:
-            raise ValueError(f"SAM variant {name!r} has no download URL; pass a local file")
-        path = fetch(url, subdir=SAM_CACHE_SUBDIR, progress=progress)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            if path.suffix or len(path.parts) > 1:
-                raise FileNotFoundError(f"{path}: SAM weights file not found")
-            raise ValueError(
-                f"unknown SAM variant {name!r}; choose {', '.join(SAM_VARIANTS)} or a .pth file"
-            )
     from vlpart.model.checkpoint import load_state_dict_strict
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean "unreadable"
-        raise ValueError(f"{path}: not a readable SAM checkpoint ({err})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a SAM checkpoint (a {type(state).__name__})")
+    path = _weights_file(weights, {k: v.url for k, v in SAM_VARIANTS.items()}, "SAM")
+    state = _load_state(path, "SAM")
     sam = build_sam(_variant_of(state, str(path)))
     load_state_dict_strict(sam, state, source=str(path))
     return sam
+
+
+def build_sam2(variant: Sam2Variant) -> nn.Module:
+    """A randomly initialised SAM 2 (``sam2.modeling.sam2_base.SAM2Base``), in eval mode."""
+    try:
+        from sam2.build_sam import build_sam2 as build
+    except ImportError:
+        raise ImportError(
+            "SAM 2 refinement needs the sam2 package: pip install 'vlpart[sam]'"
+        ) from None
+    return build(variant.config, None, device="cpu").eval()
+
+
+def load_sam2(weights: str | Path = DEFAULT_SAM2_VARIANT) -> nn.Module:
+    """A SAM 2.1 model with its weights (a name of :data:`SAM2_VARIANTS` or a local ``.pt`` of
+    the official format, ``{"model": state}``), on the CPU, in eval mode; raises as
+    :func:`load_sam`."""
+    from vlpart.model.checkpoint import load_state_dict_strict
+
+    path = _weights_file(weights, {k: v.url for k, v in SAM2_VARIANTS.items()}, "SAM 2")
+    state = _load_state(path, "SAM 2").get("model")
+    if not isinstance(state, dict) or "image_encoder.trunk.patch_embed.proj.weight" not in state:
+        raise ValueError(f"{path}: not a SAM 2 checkpoint (no model.image_encoder.trunk)")
+    dim = state["image_encoder.trunk.patch_embed.proj.weight"].shape[0]
+    blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+    match = [v for v in SAM2_VARIANTS.values() if (v.trunk_dim, v.num_blocks) == (dim, blocks)]
+    if not match:
+        raise ValueError(
+            f"{path}: a SAM 2 trunk of width {dim} with {blocks} blocks is none of "
+            f"{', '.join(SAM2_VARIANTS)}"
+        )
+    model = build_sam2(match[0])
+    load_state_dict_strict(model, state, source=str(path))
+    return model
 
 
 def clean_mask(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -281,7 +360,68 @@ def select_by_iou(mask_logits: Tensor, iou_predictions: Tensor) -> Tensor:
     return mask_logits[torch.arange(len(best), device=best.device), best][:, None]
 
 
-class SamRefiner:
+class _BoxRefiner:
+    """The steps every backend shares: box prompts → best masks (``_segment``) → cleaning,
+    fallback to the detector's mask, parent cut (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        mask_prompt: bool,
+        clip_to_parent: bool,
+        min_region_area: int,
+        device: str | torch.device,
+    ) -> None:
+        if min_region_area < 0:
+            raise ValueError(f"min_region_area must be >= 0, got {min_region_area}")
+        self.device = torch.device(device)
+        self.mask_prompt = mask_prompt
+        self.clip_to_parent = clip_to_parent
+        self.min_region_area = min_region_area
+
+    def _segment(
+        self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None
+    ) -> np.ndarray:
+        """``np.ndarray[N, H, W]`` bool: the backend's best mask per box (XYXY, original px),
+        prompted also with the detector's ``masks`` when given."""
+        raise NotImplementedError
+
+    def refine(self, image: np.ndarray, prediction: Prediction) -> Prediction:
+        """``prediction`` with refined masks; everything else unchanged.
+
+        Args:
+            image (np.ndarray[H, W, 3], uint8): the RGB image ``prediction`` was made on.
+            prediction: its detections (masks of shape ``[N, H, W]``).
+
+        Returns:
+            A new :class:`~vlpart.prediction.Prediction`.
+        """
+        if len(prediction) == 0:
+            return prediction
+        size = tuple(image.shape[:2])
+        if prediction.image_size != size:
+            raise ValueError(f"image is {size}, prediction is for {prediction.image_size}")
+        refined = self._segment(
+            image, prediction.boxes, prediction.masks if self.mask_prompt else None
+        )
+        for i in range(len(refined)):
+            refined[i] = clean_mask(refined[i], self.min_region_area)
+            if not refined[i].any():
+                refined[i] = prediction.masks[i]
+        if self.clip_to_parent:
+            for i, parent in enumerate(prediction.parent):
+                if parent >= 0:
+                    refined[i] &= refined[parent]
+        return dataclasses.replace(prediction, masks=refined)
+
+    def _options(self) -> str:
+        return (
+            f"mask_prompt={self.mask_prompt}, clip_to_parent={self.clip_to_parent}, "
+            f"min_region_area={self.min_region_area}, device={str(self.device)!r}"
+        )
+
+
+class SamRefiner(_BoxRefiner):
     """Re-segment detections with SAM box prompts (see the module docstring).
 
     Holds no per-image state: one refiner can serve concurrent requests.
@@ -305,23 +445,21 @@ class SamRefiner:
         min_region_area: int = MIN_REGION_AREA,
         device: str | torch.device = "cpu",
     ) -> None:
-        if min_region_area < 0:
-            raise ValueError(f"min_region_area must be >= 0, got {min_region_area}")
+        super().__init__(
+            mask_prompt=mask_prompt,
+            clip_to_parent=clip_to_parent,
+            min_region_area=min_region_area,
+            device=device,
+        )
         transforms = _import_segment_anything().utils.transforms
-        self.device = torch.device(device)
         self.sam = sam.eval().to(self.device)
-        self.mask_prompt = mask_prompt
-        self.clip_to_parent = clip_to_parent
-        self.min_region_area = min_region_area
         self._resize = transforms.ResizeLongestSide(sam.image_encoder.img_size)
 
     @classmethod
-    def from_pretrained(
-        cls, weights: str | Path = DEFAULT_SAM_VARIANT, *, progress: bool = True, **options
-    ) -> SamRefiner:
+    def from_pretrained(cls, weights: str | Path = DEFAULT_SAM_VARIANT, **options) -> SamRefiner:
         """A refiner with SAM weights by variant name or local file (see :func:`load_sam`);
         ``options`` are the constructor's keyword arguments."""
-        return cls(load_sam(weights, progress=progress), **options)
+        return cls(load_sam(weights), **options)
 
     @torch.inference_mode()
     def image_embedding(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
@@ -392,57 +530,113 @@ class SamRefiner:
             out[start:stop] = (best[:, 0] > self.sam.mask_threshold).cpu().numpy()
         return out
 
-    def refine(self, image: np.ndarray, prediction: Prediction) -> Prediction:
-        """``prediction`` with SAM masks; everything else unchanged.
-
-        Args:
-            image (np.ndarray[H, W, 3], uint8): the RGB image ``prediction`` was made on.
-            prediction: its detections (masks of shape ``[N, H, W]``).
-
-        Returns:
-            A new :class:`~vlpart.prediction.Prediction`.
-        """
-        if len(prediction) == 0:
-            return prediction
-        size = tuple(image.shape[:2])
-        if prediction.image_size != size:
-            raise ValueError(f"image is {size}, prediction is for {prediction.image_size}")
+    def _segment(
+        self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None
+    ) -> np.ndarray:
         embedding, input_size = self.image_embedding(image)
-        refined = self.predict_masks(
-            embedding,
-            input_size,
-            size,
-            prediction.boxes,
-            prediction.masks if self.mask_prompt else None,
-        )
-        for i in range(len(refined)):
-            refined[i] = clean_mask(refined[i], self.min_region_area)
-            if not refined[i].any():
-                refined[i] = prediction.masks[i]
-        if self.clip_to_parent:
-            for i, parent in enumerate(prediction.parent):
-                if parent >= 0:
-                    refined[i] &= refined[parent]
-        return dataclasses.replace(prediction, masks=refined)
+        return self.predict_masks(embedding, input_size, tuple(image.shape[:2]), boxes, masks)
 
     def __repr__(self) -> str:
         enc = self.sam.image_encoder
         return (
             f"SamRefiner(embed_dim={enc.patch_embed.proj.out_channels}, depth={len(enc.blocks)}, "
-            f"mask_prompt={self.mask_prompt}, clip_to_parent={self.clip_to_parent}, "
-            f"min_region_area={self.min_region_area}, device={str(self.device)!r})"
+            f"{self._options()})"
         )
 
 
-def build_refiner(spec: str, *, device: str | torch.device = "cpu", **options) -> SamRefiner:
-    """A refiner from a spec: ``sam`` (ViT-B), ``sam:vit_b|vit_l|vit_h`` or ``sam:PATH.pth``.
+class Sam2Refiner(_BoxRefiner):
+    """Re-segment detections with SAM 2.1 box prompts; arguments as :class:`SamRefiner`, with
+    ``model`` a ``sam2`` ``SAM2Base``.
 
-    ``options`` are :class:`SamRefiner`'s keyword arguments.
+    Each call wraps the model in a fresh ``SAM2ImagePredictor`` (it keeps the image's features),
+    so the refiner itself holds no per-image state. SAM 2 resizes images to a square, so the
+    dense prompt is the detector's mask resized to 256×256 without padding.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mask_prompt: bool = False,
+        clip_to_parent: bool = True,
+        min_region_area: int = MIN_REGION_AREA,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(
+            mask_prompt=mask_prompt,
+            clip_to_parent=clip_to_parent,
+            min_region_area=min_region_area,
+            device=device,
+        )
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        self.model = model.eval().to(self.device)
+        self._predictor = SAM2ImagePredictor
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path = DEFAULT_SAM2_VARIANT, **options) -> Sam2Refiner:
+        """A refiner with SAM 2.1 weights by variant name or local file (see
+        :func:`load_sam2`); ``options`` are the constructor's keyword arguments."""
+        return cls(load_sam2(weights), **options)
+
+    @torch.inference_mode()
+    def _segment(
+        self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None
+    ) -> np.ndarray:
+        size = tuple(image.shape[:2])
+        predictor = self._predictor(self.model)
+        predictor.set_image(image)  # the one image embedding
+        all_boxes = predictor._transforms.transform_boxes(
+            torch.as_tensor(boxes, dtype=torch.float32, device=self.device),
+            normalize=True,
+            orig_hw=size,
+        )
+        out = np.zeros((len(boxes), *size), dtype=bool)
+        side = self.model.sam_prompt_encoder.mask_input_size
+        for start in range(0, len(boxes), PROMPT_BATCH):
+            stop = start + PROMPT_BATCH
+            mask_input = None
+            if masks is not None:
+                x = torch.as_tensor(masks[start:stop], device=self.device)[:, None].float()
+                mask_input = (2 * F.interpolate(x, side, mode="area") - 1) * MASK_PROMPT_LOGIT
+            logits, iou, _ = predictor._predict(
+                None,
+                None,
+                boxes=all_boxes[start:stop],
+                mask_input=mask_input,
+                multimask_output=True,
+                return_logits=True,
+            )
+            out[start:stop] = (select_by_iou(logits, iou)[:, 0] > 0).cpu().numpy()
+        return out
+
+    def __repr__(self) -> str:
+        trunk = self.model.image_encoder.trunk
+        return (
+            f"Sam2Refiner(trunk_dim={trunk.patch_embed.proj.out_channels}, "
+            f"blocks={len(trunk.blocks)}, {self._options()})"
+        )
+
+
+def build_refiner(
+    spec: str, *, device: str | torch.device = "cpu", **options
+) -> SamRefiner | Sam2Refiner:
+    """A refiner from a spec: ``sam`` (= ``sam:vit_b``), ``sam:vit_l``, ``sam:vit_h``,
+    ``sam:FILE.pth``; ``sam2`` (= ``sam2:tiny``), ``sam2:small``, ``sam2:base_plus``,
+    ``sam2:large``, ``sam2:FILE.pt``.
+
+    ``options`` are the refiner's keyword arguments.
 
     Raises:
         ValueError: an unknown refiner or variant; see :func:`load_sam` for the weights.
     """
     kind, _, weights = spec.partition(":")
-    if kind != "sam":
-        raise ValueError(f"unknown refiner {spec!r}; use sam, sam:vit_b|vit_l|vit_h or sam:FILE")
-    return SamRefiner.from_pretrained(weights or DEFAULT_SAM_VARIANT, device=device, **options)
+    if kind == "sam":
+        return SamRefiner.from_pretrained(weights or DEFAULT_SAM_VARIANT, device=device, **options)
+    if kind == "sam2":
+        return Sam2Refiner.from_pretrained(
+            weights or DEFAULT_SAM2_VARIANT, device=device, **options
+        )
+    raise ValueError(
+        f"unknown refiner {spec!r}; use sam[:vit_b|vit_l|vit_h|FILE] or sam2[:tiny|...]"
+    )
