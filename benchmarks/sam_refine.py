@@ -2,10 +2,10 @@
 mask IoU of refined vs unrefined masks of ground-truth boxes.
 
     flock /tmp/cpu.lock python benchmarks/sam_refine.py [--shared ../shared/data]
-        [--variant vit_b] [--threads 2] [--device cpu]
+        [--variant vit_b|vit_l|vit_h|tiny|small|base_plus|large] [--threads 2] [--device cpu]
         [--sam-weights sam_vit_b_01ec64.pth] [--weights DETECTOR]
 
-**Latency** (always): a SAM of ``--variant``'s architecture — randomly initialised unless
+**Latency** (always): a SAM or SAM 2.1 of ``--variant``'s architecture — randomly initialised unless
 weights are given; the cost is the same — refines all ground-truth object and part boxes of each
 of the 14 photos (one ``SamRefiner.refine`` call per photo, after one warm-up call); the JSON
 gives the median and maximum seconds per photo, and the image embedding, the batched box
@@ -46,7 +46,16 @@ from vlpart.data.pascal_part import convert_pascal_part
 from vlpart.model.ops import paste_masks
 from vlpart.prediction import Prediction
 from vlpart.predictor import MASK_THRESH, PartSegmenter, load_image
-from vlpart.refine import SAM_VARIANTS, SamRefiner, build_sam, load_sam
+from vlpart.refine import (
+    SAM2_VARIANTS,
+    SAM_VARIANTS,
+    Sam2Refiner,
+    SamRefiner,
+    build_sam,
+    build_sam2,
+    load_sam,
+    load_sam2,
+)
 
 MASK_HEAD_SIDE = 28
 EMBEDDINGS = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"
@@ -138,9 +147,32 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1)
 
 
-def measure_latency(refiner: SamRefiner, truth: dict[str, dict]) -> dict:
-    """Seconds per photo of ``refine`` (all its ground-truth boxes), and of its steps timed in
-    separate calls: the embedding, the batched decoding, and the rest (cleaning, parent cut)."""
+def measure_refine(refiner: SamRefiner | Sam2Refiner, truth: dict[str, dict]) -> dict:
+    """Seconds per photo of ``refine`` alone."""
+    first = next(iter(truth.values()))
+    refiner.refine(first["image"], box_prediction(first))  # warm-up
+    refine_s, boxes = [], []
+    for entry in truth.values():
+        pred = box_prediction(entry)
+        t0 = time.perf_counter()
+        refiner.refine(entry["image"], pred)
+        refine_s.append(time.perf_counter() - t0)
+        boxes.append(len(pred))
+    return {
+        "photos": len(truth),
+        "boxes_per_photo_mean": round(statistics.mean(boxes), 1),
+        "boxes_per_photo_max": max(boxes),
+        "refine_s_median": round(statistics.median(refine_s), 3),
+        "refine_s_max": round(max(refine_s), 3),
+    }
+
+
+def measure_latency(refiner: SamRefiner | Sam2Refiner, truth: dict[str, dict]) -> dict:
+    """Seconds per photo of ``refine`` (all its ground-truth boxes), and for SAM of its steps
+    timed in separate calls: the embedding, the batched decoding, and the rest (cleaning, parent
+    cut)."""
+    if isinstance(refiner, Sam2Refiner):
+        return measure_refine(refiner, truth)
     first = next(iter(truth.values()))
     refiner.refine(first["image"], box_prediction(first))  # warm-up
     embed_s, decode_s, refine_s, boxes = [], [], [], []
@@ -173,7 +205,7 @@ def measure_latency(refiner: SamRefiner, truth: dict[str, dict]) -> dict:
 
 
 def measure_iou(
-    refiner: SamRefiner, truth: dict[str, dict], segmenter: PartSegmenter | None
+    refiner: SamRefiner | Sam2Refiner, truth: dict[str, dict], segmenter: PartSegmenter | None
 ) -> dict:
     ious: dict[str, list[np.ndarray]] = {"sam": [], "grid28": []}
     if segmenter is not None:
@@ -203,7 +235,12 @@ def measure_iou(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shared", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    parser.add_argument("--variant", default="vit_b", choices=sorted(SAM_VARIANTS))
+    parser.add_argument(
+        "--variant",
+        default="vit_b",
+        choices=[*SAM_VARIANTS, *SAM2_VARIANTS],
+        help="SAM (vit_*) or SAM 2.1 (tiny, ...) architecture; --sam-weights must match",
+    )
     parser.add_argument("--sam-weights", default=os.environ.get("VLPART_SAM_WEIGHTS"))
     parser.add_argument("--weights", help="a detector for the 'detector' baseline")
     parser.add_argument("--threads", type=int, default=2)
@@ -213,12 +250,15 @@ def main() -> None:
     examples = Path(args.shared) / "pascal_part_examples"
     with tempfile.TemporaryDirectory() as work:
         truth = load_ground_truth(examples, Path(work))
-    if args.sam_weights:
-        sam, weights = load_sam(args.sam_weights), str(args.sam_weights)
+    torch.manual_seed(0)
+    weights = str(args.sam_weights) if args.sam_weights else "random init (same cost)"
+    refiner: SamRefiner | Sam2Refiner
+    if args.variant in SAM2_VARIANTS:
+        model = load_sam2(args.sam_weights) if args.sam_weights else None
+        refiner = Sam2Refiner(model or build_sam2(SAM2_VARIANTS[args.variant]), device=args.device)
     else:
-        torch.manual_seed(0)
-        sam, weights = build_sam(SAM_VARIANTS[args.variant]), "random init (same cost)"
-    refiner = SamRefiner(sam, device=args.device)
+        sam = load_sam(args.sam_weights) if args.sam_weights else None
+        refiner = SamRefiner(sam or build_sam(SAM_VARIANTS[args.variant]), device=args.device)
     result: dict = {
         "device": args.device,
         "threads": args.threads,
