@@ -27,7 +27,6 @@ a local file; they are loaded with ``torch.load(weights_only=True)`` and strictl
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,7 +63,6 @@ __all__ = [
     "select_by_iou",
 ]
 
-logger = logging.getLogger(__name__)
 
 # Connected regions (8-connected) of a refined mask, or holes in it, smaller than this many pixels
 # of the original image are removed / filled. SAM's own examples clean automatic masks at 100 px.
