@@ -513,26 +513,28 @@ def test_cuda_refinement_matches_cpu(tiny_sam, image, dog):
 
 
 @pytest.mark.slow
-def test_real_sam_weights_follow_ground_truth_boxes(shared_data):
+def test_real_sam_weights_follow_ground_truth_boxes(shared_data, tmp_path):
+    """SAM ViT-B from its ground-truth box should find a Pascal-Part person well; the bar is a
+    sanity bound (real weights were not available where this was written, so not measured)."""
     weights = os.environ.get("VLPART_SAM_WEIGHTS")
     if not weights:
         pytest.skip("set VLPART_SAM_WEIGHTS to a SAM .pth file (e.g. sam_vit_b_01ec64.pth)")
-    from vlpart.data.pascal_part import _read_mat
+    from pycocotools.coco import COCO
 
-    name = "2008_000652"
-    photo = load_image(shared_data / "pascal_part_examples" / f"{name}.jpg")
-    records = _read_mat(shared_data / "pascal_part_examples" / f"{name}.mat")
-    gt = np.stack([m.astype(bool) for _, m, _ in records])
+    from vlpart.data.pascal_part import convert_pascal_part
+
+    examples, name = shared_data / "pascal_part_examples", "2008_000652"
+    summary = convert_pascal_part(examples, examples, tmp_path / "p.json", image_names=[name])
+    coco = COCO(str(summary.objects_json))
+    gt = np.stack([coco.annToMask(a).astype(bool) for a in coco.loadAnns(coco.getAnnIds())])
     rows, cols = gt.any(2), gt.any(1)
-    boxes = np.array(
-        [
-            [c.argmax(), r.argmax(), len(c) - c[::-1].argmax(), len(r) - r[::-1].argmax()]
-            for r, c in zip(rows, cols, strict=True)
-        ],
-        dtype=np.float32,
-    )
+    boxes = [
+        [c.argmax(), r.argmax(), len(c) - c[::-1].argmax(), len(r) - r[::-1].argmax()]
+        for r, c in zip(rows, cols, strict=True)
+    ]
     n = len(boxes)
-    boxed = _prediction(boxes, [cls for cls, _, _ in records], [-1] * n, np.zeros_like(gt))
+    boxed = _prediction(boxes, ["person"] * n, [-1] * n, np.zeros_like(gt))
+    photo = load_image(examples / f"{name}.jpg")
     out = SamRefiner.from_pretrained(weights).refine(photo, boxed)
     iou = (out.masks & gt).sum((1, 2)) / (out.masks | gt).sum((1, 2))
     assert iou.mean() >= 0.7, iou
