@@ -28,8 +28,6 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import statistics
@@ -39,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 from torchvision.ops import roi_align
 
+from vlpart._io import read_image
+from vlpart.coco import decode_segmentation, load_coco
 from vlpart.data.pascal_part import convert_pascal_part
 from vlpart.model.ops import paste_masks
 from vlpart.prediction import Prediction
-from vlpart.predictor import MASK_THRESH, PartSegmenter, load_image
+from vlpart.predictor import MASK_THRESH, PartSegmenter
 from vlpart.refine import (
     SAM2_VARIANTS,
     SAM_VARIANTS,
@@ -67,29 +66,30 @@ def load_ground_truth(examples: Path, work: Path) -> dict[str, dict]:
     summary = convert_pascal_part(examples, examples, work / "parts.json")
     out: dict[str, dict] = {}
     for path in (summary.objects_json, summary.parts_json):
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-            coco = COCO(str(path))
-        cats = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
-        for image_id in coco.getImgIds():
-            info = coco.loadImgs(image_id)[0]
-            stem = Path(info["file_name"]).stem
-            entry = out.setdefault(
-                stem,
+        data = load_coco(path, masks=True)
+        cats = {c["id"]: c["name"] for c in data["categories"]}
+        images = {im["id"]: im for im in data["images"]}
+        for info in data["images"]:
+            out.setdefault(
+                Path(info["file_name"]).stem,
                 {
-                    "image": load_image(examples / info["file_name"]),
+                    "image": read_image(examples / info["file_name"]),
                     "boxes": [],
                     "masks": [],
                     "labels": [],
                 },
             )
-            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
-                mask = coco.annToMask(ann).astype(bool)
-                if not mask.any():
-                    continue
-                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-                entry["boxes"].append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-                entry["masks"].append(mask)
-                entry["labels"].append(cats[ann["category_id"]])
+        for ann in data["annotations"]:
+            info = images[ann["image_id"]]
+            entry = out[Path(info["file_name"]).stem]
+            mask = decode_segmentation(ann["segmentation"], info["height"], info["width"])
+            mask = mask.astype(bool)
+            if not mask.any():
+                continue
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            entry["boxes"].append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+            entry["masks"].append(mask)
+            entry["labels"].append(cats[ann["category_id"]])
     for entry in out.values():
         entry["boxes"] = np.asarray(entry["boxes"], dtype=np.float32)
         entry["masks"] = np.stack(entry["masks"])
@@ -104,6 +104,7 @@ def box_prediction(entry: dict, masks: np.ndarray | None = None) -> Prediction:
         scores=np.ones(n, dtype=np.float32),
         labels=entry["labels"],
         label_ids=np.zeros(n, dtype=np.int64),
+        category_ids=np.ones(n, dtype=np.int64),
         masks=np.zeros_like(entry["masks"]) if masks is None else masks,
         parent=np.full(n, -1, dtype=np.int64),
     )

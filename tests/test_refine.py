@@ -23,9 +23,10 @@ pytest.importorskip("segment_anything", reason="the 'sam' extra is not installed
 from segment_anything import SamPredictor  # noqa: E402
 
 from vlpart import refine  # noqa: E402
+from vlpart._io import read_image  # noqa: E402
 from vlpart.cli import main  # noqa: E402
 from vlpart.prediction import Prediction  # noqa: E402
-from vlpart.predictor import PartSegmenter, load_image  # noqa: E402
+from vlpart.predictor import PartSegmenter  # noqa: E402
 from vlpart.refine import (  # noqa: E402
     PROMPT_BATCH,
     SAM2_VARIANTS,
@@ -93,6 +94,7 @@ def _prediction(boxes, labels, parent, masks=None) -> Prediction:
         scores=np.linspace(0.9, 0.5, n).astype(np.float32),
         labels=list(labels),
         label_ids=np.arange(n, dtype=np.int64),
+        category_ids=np.arange(n, dtype=np.int64) + 1,
         masks=masks,
         parent=np.asarray(parent, dtype=np.int64),
     )
@@ -219,6 +221,7 @@ def test_labels_scores_boxes_and_parents_are_kept(tiny_sam, image, dog):
     np.testing.assert_array_equal(out.scores, dog.scores)
     np.testing.assert_array_equal(out.boxes, dog.boxes)
     np.testing.assert_array_equal(out.label_ids, dog.label_ids)
+    np.testing.assert_array_equal(out.category_ids, dog.category_ids)
     np.testing.assert_array_equal(out.parent, dog.parent)
     assert out.masks.shape == dog.masks.shape and out.masks.dtype == bool
     assert not np.array_equal(out.masks, dog.masks)
@@ -519,14 +522,19 @@ def test_real_sam_weights_follow_ground_truth_boxes(shared_data, tmp_path):
     weights = os.environ.get("VLPART_SAM_WEIGHTS")
     if not weights:
         pytest.skip("set VLPART_SAM_WEIGHTS to a SAM .pth file (e.g. sam_vit_b_01ec64.pth)")
-    from pycocotools.coco import COCO
-
+    from vlpart.coco import decode_segmentation, load_coco
     from vlpart.data.pascal_part import convert_pascal_part
 
     examples, name = shared_data / "pascal_part_examples", "2008_000652"
     summary = convert_pascal_part(examples, examples, tmp_path / "p.json", image_names=[name])
-    coco = COCO(str(summary.objects_json))
-    gt = np.stack([coco.annToMask(a).astype(bool) for a in coco.loadAnns(coco.getAnnIds())])
+    data = load_coco(summary.objects_json, masks=True)
+    (info,) = data["images"]
+    gt = np.stack(
+        [
+            decode_segmentation(a["segmentation"], info["height"], info["width"]).astype(bool)
+            for a in data["annotations"]
+        ]
+    )
     rows, cols = gt.any(2), gt.any(1)
     boxes = [
         [c.argmax(), r.argmax(), len(c) - c[::-1].argmax(), len(r) - r[::-1].argmax()]
@@ -534,7 +542,7 @@ def test_real_sam_weights_follow_ground_truth_boxes(shared_data, tmp_path):
     ]
     n = len(boxes)
     boxed = _prediction(boxes, ["person"] * n, [-1] * n, np.zeros_like(gt))
-    photo = load_image(examples / f"{name}.jpg")
+    photo = read_image(examples / f"{name}.jpg")
     out = SamRefiner.from_pretrained(weights).refine(photo, boxed)
     iou = (out.masks & gt).sum((1, 2)) / (out.masks | gt).sum((1, 2))
     assert iou.mean() >= 0.7, iou
