@@ -30,6 +30,7 @@ from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 
 if TYPE_CHECKING:
+    from vlpart.export import OnnxDetector
     from vlpart.refine import Refiner
 
 __all__ = ["MASK_THRESH", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
 OFFICIAL_SUFFIXES = (".pth", ".pt")
+ONNX_SUFFIX = ".onnx"
 
 
 def _encoder_name(identity: str | None) -> str:
@@ -58,11 +60,21 @@ def _encoder_name(identity: str | None) -> str:
     raise ValueError(f"unknown text encoder {identity!r} in the checkpoint; pass text_encoder=")
 
 
+def _build_refiner(refiner: Refiner | str | None, device: str | torch.device) -> Refiner | None:
+    """A refiner spec (``"sam:vit_b"``) built on ``device``; a refiner or None as it is."""
+    if not isinstance(refiner, str):
+        return refiner
+    from vlpart.refine import build_refiner
+
+    return build_refiner(refiner, device=device)
+
+
 class PartSegmenter:
     """Segment objects and parts named by any vocabulary.
 
     Args:
-        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here).
+        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here), or an
+            exported one (:class:`~vlpart.export.OnnxDetector`, see :meth:`from_onnx`).
         text_encoder: turns the vocabulary's prompts into classifier rows; its dimension must
             equal the model's ``text_dim``.
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
@@ -74,7 +86,7 @@ class PartSegmenter:
 
     def __init__(
         self,
-        model: VLPartDetector,
+        model: VLPartDetector | OnnxDetector,
         text_encoder: TextEncoder,
         *,
         info: CheckpointInfo | None = None,
@@ -113,7 +125,7 @@ class PartSegmenter:
         refiner: Refiner | str | None = None,
     ) -> PartSegmenter:
         """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
-        fly, in memory).
+        fly, in memory); an ``.onnx`` export goes to :meth:`from_onnx`.
 
         Args:
             weights: the checkpoint file.
@@ -127,6 +139,18 @@ class PartSegmenter:
                 (``"sam:vit_b"``) built on ``device``.
         """
         path = Path(weights)
+        if path.suffix == ONNX_SUFFIX:
+            segmenter = cls.from_onnx(
+                path,
+                text_encoder=text_encoder,
+                embeddings=embeddings,
+                vocabulary=vocabulary,
+                clip_weights=clip_weights,
+                cache_dir=cache_dir,
+                device=device,
+            )
+            segmenter.refiner = _build_refiner(refiner, device)
+            return segmenter
         if not path.is_file():
             raise FileNotFoundError(f"{path}: weights file not found")
         if path.suffix in OFFICIAL_SUFFIXES:
@@ -145,25 +169,78 @@ class PartSegmenter:
             )
         else:
             model, info = load_checkpoint(path)
-        if not isinstance(text_encoder, TextEncoder):
-            name = text_encoder or _encoder_name(info.text_encoder)
-            vocab = parse_vocabulary(vocabulary) if vocabulary is not None else None
-            text_encoder = build_text_encoder(
-                name,
-                vocabulary=vocab,
-                template=template,
+        encoder = _resolve_encoder(
+            text_encoder,
+            info.text_encoder,
+            vocabulary=vocabulary,
+            template=template,
+            embeddings=embeddings,
+            clip_weights=clip_weights,
+            cache_dir=cache_dir,
+            device=device,
+        )
+        return cls(
+            model,
+            encoder,
+            info=info,
+            template=template,
+            device=device,
+            refiner=_build_refiner(refiner, device),
+        )
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        *,
+        text_encoder: TextEncoder | str | None = None,
+        embeddings: str | Path | None = None,
+        vocabulary: str | Vocabulary | None = None,
+        clip_weights: str | None = None,
+        cache_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> PartSegmenter:
+        """Run a file written by ``vlpart export`` (:func:`vlpart.export.export_onnx`) with
+        onnxruntime; :meth:`predict` returns the same :class:`Prediction` records.
+
+        A fixed-vocabulary export answers only its own vocabulary (its prompts and embeddings
+        are in the file); a ``--dynamic-vocab`` export encodes any vocabulary with the text
+        encoder it records (or ``text_encoder``; the other arguments as in
+        :meth:`from_pretrained`).
+
+        Args:
+            path: the ``.onnx`` file.
+            providers: onnxruntime execution providers (default: CPU).
+            num_threads: onnxruntime intra-op threads (default ``torch.get_num_threads()``).
+        """
+        from vlpart.export import OnnxDetector
+        from vlpart.text.precomputed import PrecomputedTextEncoder
+
+        detector = OnnxDetector(path, providers=providers, num_threads=num_threads)
+        if detector.baked_embeddings is not None:
+            if text_encoder is not None:
+                raise ValueError(
+                    f"{path}: exported for a fixed vocabulary, so it takes no text encoder"
+                )
+            encoder: TextEncoder = PrecomputedTextEncoder(
+                detector.baked_embeddings,
+                detector.prompts,
+                identity=f"{detector.text_encoder}+onnx:{Path(path).name}",
+            )
+        else:
+            encoder = _resolve_encoder(
+                text_encoder,
+                detector.text_encoder,
+                vocabulary=vocabulary,
+                template=detector.template,
                 embeddings=embeddings,
                 clip_weights=clip_weights,
                 cache_dir=cache_dir,
-                device=str(device),
+                device="cpu",
             )
-        if isinstance(refiner, str):
-            from vlpart.refine import build_refiner
-
-            refiner = build_refiner(refiner, device=device)
-        return cls(
-            model, text_encoder, info=info, template=template, device=device, refiner=refiner
-        )
+        return cls(detector, encoder, template=detector.template, device=device)
 
     def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
@@ -235,6 +312,32 @@ class PartSegmenter:
         )
 
 
+def _resolve_encoder(
+    text_encoder: TextEncoder | str | None,
+    identity: str | None,
+    *,
+    vocabulary: str | Vocabulary | None,
+    template: str,
+    embeddings: str | Path | None,
+    clip_weights: str | None,
+    cache_dir: str | Path | None,
+    device: str | torch.device,
+) -> TextEncoder:
+    """``text_encoder`` itself, the encoder it names, or the one ``identity`` (the model's
+    recorded encoder) was trained with."""
+    if isinstance(text_encoder, TextEncoder):
+        return text_encoder
+    return build_text_encoder(
+        text_encoder or _encoder_name(identity),
+        vocabulary=parse_vocabulary(vocabulary) if vocabulary is not None else None,
+        template=template,
+        embeddings=embeddings,
+        clip_weights=clip_weights,
+        cache_dir=cache_dir,
+        device=str(device),
+    )
+
+
 def make_prediction(
     output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
 ) -> Prediction:
@@ -254,4 +357,5 @@ def make_prediction(
         category_ids=ids[label_ids],
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
+        is_part=np.array([c.is_part for c in cats], dtype=bool),
     )
