@@ -3,6 +3,7 @@ released Hiera variants, strict loading of their checkpoints, and :class:`Sam2Re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,20 @@ __all__ = [
     "build_sam2",
     "load_sam2",
 ]
+
+
+class _DropSam2Info(logging.Filter):
+    """``SAM2ImagePredictor.set_image`` logs three INFO lines per image on the root logger
+    (which ``vlpart``'s CLI prints); this drops INFO records of the sam2 package."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import sam2
+
+        self._package = str(Path(sam2.__file__).parent)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not record.pathname.startswith(self._package)
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,12 @@ class Sam2Refiner(BoxRefiner):
     ) -> np.ndarray:
         size = tuple(image.shape[:2])
         predictor = self._predictor(self.model)
-        predictor.set_image(image)  # the one image embedding
+        quiet = _DropSam2Info()
+        logging.getLogger().addFilter(quiet)
+        try:
+            predictor.set_image(image)  # the one image embedding
+        finally:
+            logging.getLogger().removeFilter(quiet)
         all_boxes = predictor._transforms.transform_boxes(
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device),
             normalize=True,
