@@ -380,6 +380,13 @@ def test_segmenter_applies_the_refiner_to_each_image(tiny_checkpoint, tiny_sam, 
         assert not np.array_equal(after.masks, before.masks)
 
 
+def test_from_pretrained_builds_a_refiner_spec(tiny_checkpoint, tiny_sam_file, tiny_registered):
+    seg = PartSegmenter.from_pretrained(tiny_checkpoint, refiner=f"sam:{tiny_sam_file}")
+    assert isinstance(seg.refiner, SamRefiner) and seg.refiner.device == seg.device
+    with pytest.raises(ValueError, match="unknown refiner 'sum:vit_b'"):
+        PartSegmenter.from_pretrained(tiny_checkpoint, refiner="sum:vit_b")
+
+
 def _results(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())
 
