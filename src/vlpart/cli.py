@@ -485,7 +485,62 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-masks", action="store_true", help="also write one PNG per instance under OUT/masks/"
     )
+    _add_refine_options(p)
     _add_text_options(p)
+
+
+def _add_refine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SAM refinement (needs the 'sam' extra)")
+    g.add_argument(
+        "--refine",
+        metavar="SPEC",
+        help="re-segment every detection with Segment Anything from its box: sam (= sam:vit_b), "
+        "sam:vit_l, sam:vit_h, sam2 (SAM 2.1, = sam2:tiny), sam2:small|base_plus|large "
+        "(weights fetched into $VLPART_CACHE/sam), or sam:FILE.pth / sam2:FILE.pt",
+    )
+    g.add_argument(
+        "--mask-prompt",
+        action="store_true",
+        help="with --refine: also prompt SAM with the detector's mask",
+    )
+    g.add_argument(
+        "--no-clip-to-parent",
+        dest="clip_to_parent",
+        action="store_false",
+        help="with --refine: let part masks extend outside their object's mask",
+    )
+    g.add_argument(
+        "--min-region-area",
+        type=int,
+        metavar="PX",
+        help="with --refine: fill holes and drop specks under PX pixels (default 100; 0: off)",
+    )
+
+
+def _refiner_from_args(args: argparse.Namespace):
+    """The refiner ``--refine`` asks for, or None; refinement options without it are errors."""
+    if args.refine is None:
+        used = [
+            flag
+            for flag, value in (
+                ("--mask-prompt", args.mask_prompt),
+                ("--no-clip-to-parent", not args.clip_to_parent),
+                ("--min-region-area", args.min_region_area is not None),
+            )
+            if value
+        ]
+        if used:
+            raise CliError(f"{', '.join(used)} only work with --refine")
+        return None
+    from vlpart.refine import MIN_REGION_AREA, build_refiner
+
+    return build_refiner(
+        args.refine,
+        device=args.device,
+        mask_prompt=args.mask_prompt,
+        clip_to_parent=args.clip_to_parent,
+        min_region_area=MIN_REGION_AREA if args.min_region_area is None else args.min_region_area,
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -510,6 +565,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     if not paths and not args.webcam:
         raise CliError("no input images found")
     vocabulary = parse_vocabulary(args.vocabulary)
+    refiner = _refiner_from_args(args)
     segmenter = PartSegmenter.from_pretrained(
         args.weights,
         text_encoder=args.encoder,
@@ -520,6 +576,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         template=args.template,
         device=args.device,
         precision=args.precision,
+        refiner=refiner,
     )
     video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
     paths = [p for p in paths if not is_video(p)]

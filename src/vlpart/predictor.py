@@ -33,6 +33,7 @@ from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 
 if TYPE_CHECKING:
     from vlpart.export import OnnxDetector
+    from vlpart.refine import Refiner
 
 __all__ = ["MASK_THRESH", "PRECISIONS", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
@@ -65,6 +66,15 @@ def _encoder_name(identity: str | None) -> str:
     raise ValueError(f"unknown text encoder {identity!r} in the checkpoint; pass text_encoder=")
 
 
+def _build_refiner(refiner: Refiner | str | None, device: str | torch.device) -> Refiner | None:
+    """A refiner spec (``"sam:vit_b"``) built on ``device``; a refiner or None as it is."""
+    if not isinstance(refiner, str):
+        return refiner
+    from vlpart.refine import build_refiner
+
+    return build_refiner(refiner, device=device)
+
+
 class PartSegmenter:
     """Segment objects and parts named by any vocabulary.
 
@@ -77,6 +87,8 @@ class PartSegmenter:
         template: part prompt template (see :data:`vlpart.vocab.PROMPT_TEMPLATES`).
         device: where the model runs.
         precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`; a PyTorch model only).
+        refiner: re-segments each image's detections after :meth:`predict` (e.g. a
+            :class:`vlpart.refine.SamRefiner`); None keeps the detector's masks.
 
     A PyTorch model runs as a copy with frozen BatchNorm folded into the convolutions and a
     channels-last backbone (:func:`vlpart.model.optimize.inference_copy`), made on first use and
@@ -92,11 +104,13 @@ class PartSegmenter:
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        refiner: Refiner | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.device = torch.device(device)
+        self.refiner = refiner
         self.model = model.eval().to(self.device)
         self._fast: tuple[tuple[int, ...], VLPartDetector] | None = None
         self.text_encoder = text_encoder
@@ -125,6 +139,7 @@ class PartSegmenter:
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        refiner: Refiner | str | None = None,
     ) -> PartSegmenter:
         """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
         fly, in memory); an ``.onnx`` export goes to :meth:`from_onnx`.
@@ -138,10 +153,12 @@ class PartSegmenter:
             clip_weights: local CLIP weights for the ``clip`` encoder.
             cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
             precision: ``"fp32"`` (exact) or ``"bf16"`` (see :data:`PRECISIONS`).
+            refiner: a refiner, or a spec for :func:`vlpart.refine.build_refiner`
+                (``"sam:vit_b"``) built on ``device``.
         """
         path = Path(weights)
         if path.suffix == ONNX_SUFFIX:
-            return cls.from_onnx(
+            segmenter = cls.from_onnx(
                 path,
                 text_encoder=text_encoder,
                 embeddings=embeddings,
@@ -150,6 +167,8 @@ class PartSegmenter:
                 cache_dir=cache_dir,
                 device=device,
             )
+            segmenter.refiner = _build_refiner(refiner, device)
+            return segmenter
         if not path.is_file():
             raise FileNotFoundError(f"{path}: weights file not found")
         if path.suffix in OFFICIAL_SUFFIXES:
@@ -178,7 +197,15 @@ class PartSegmenter:
             cache_dir=cache_dir,
             device=device,
         )
-        return cls(model, encoder, info=info, template=template, device=device, precision=precision)
+        return cls(
+            model,
+            encoder,
+            info=info,
+            template=template,
+            device=device,
+            precision=precision,
+            refiner=_build_refiner(refiner, device),
+        )
 
     @classmethod
     def from_onnx(
@@ -332,7 +359,8 @@ class PartSegmenter:
             vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
             score_threshold: keep instances scoring at least this; ``None`` means
                 :data:`SCORE_THRESH` (the model itself already drops scores below its
-                configured ``score_thresh``). Only the kept instances' masks are pasted.
+                configured ``score_thresh``). Only the kept instances' masks are pasted; the
+                refiner, if any, sees only the kept instances.
             template: part prompt template for this call (default: the segmenter's).
             image_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
                 original (:func:`vlpart._io.read_image` with ``min_side``); the predictions are
@@ -354,6 +382,8 @@ class PartSegmenter:
             output_sizes=image_sizes,
         )
         preds = [make_prediction(out, vocab, thresh) for out in outputs]
+        if self.refiner is not None:
+            preds = [self.refiner.refine(a, p) for a, p in zip(arrays, preds, strict=True)]
         return preds[0] if single else preds
 
     def __repr__(self) -> str:

@@ -174,8 +174,10 @@ def _predict_into(
     images_info: list[dict] = []
     used_names: set[str] = set()
     transform = getattr(segmenter.model, "transform", None)
+    # Huge JPEGs may be decoded at a reduced scale, except for a refiner, which needs every pixel.
+    reduce = transform is not None and segmenter.refiner is None
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, transform.min_size if transform is not None else None),
+        _ImageFiles(paths, transform.min_size if reduce else None),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=list,
