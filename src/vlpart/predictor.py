@@ -328,4 +328,5 @@ def make_prediction(
         category_ids=ids[label_ids],
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
+        is_part=np.array([c.is_part for c in cats], dtype=bool),
     )

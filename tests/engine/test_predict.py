@@ -129,6 +129,32 @@ def test_expand_inputs(tmp_path):
     assert [m[1] for m in missing] == ["pattern matched no files", "no such file or folder"]
 
 
+def test_expand_inputs_recursive(tmp_path):
+    (tmp_path / "top.png").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "one.jpg").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper" / "two.png").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper" / "notes.txt").write_text("x")
+    (tmp_path / "only_sub").mkdir()
+    (tmp_path / "only_sub" / "inner").mkdir()
+    (tmp_path / "only_sub" / "inner" / "x.png").write_bytes(b"x")
+    flat, _ = expand_inputs([str(tmp_path)])
+    assert [p.name for p in flat] == ["top.png"]
+    deep, missing = expand_inputs([str(tmp_path)], recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in deep] == [
+        "only_sub/inner/x.png",
+        "sub/deeper/two.png",
+        "sub/one.jpg",
+        "top.png",
+    ]
+    assert missing == []
+    assert expand_inputs([str(tmp_path / "only_sub")])[1] == [
+        (str(tmp_path / "only_sub"), "folder holds no images")
+    ]
+    pattern = str(tmp_path / "**" / "*.png")
+    assert len(expand_inputs([pattern], recursive=True)[0]) == 3
+
+
 def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data, tmp_path, capsys):
     images = tmp_path / "in"
     images.mkdir()
@@ -167,6 +193,22 @@ def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data
     masks = sorted((out / "masks" / "dog").iterdir())
     assert len(masks) == len(results)
     assert Image.open(masks[0]).size == (w, h)
+
+
+def test_cli_predict_recursive(tiny_checkpoint, shared_data, tmp_path, capsys):
+    images = tmp_path / "in"
+    (images / "a" / "b").mkdir(parents=True)
+    shutil.copy(shared_data / PHOTO, images / "a" / "dog.jpg")
+    shutil.copy(shared_data / PHOTO, images / "a" / "b" / "dog.jpg")
+    argv = ["predict", str(images), "--weights", str(tiny_checkpoint), "--vocab", "dog"]
+    argv += ["--out", str(tmp_path / "out"), "--threads", "1"]
+    assert main(argv) == 2  # the top folder itself holds no images
+    assert "no input images found" in capsys.readouterr().err
+    assert main([*argv, "--recursive"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    files = [im["file_name"] for im in COCO(str(tmp_path / "out" / "dataset.json")).imgs.values()]
+    assert sorted(files) == sorted(str(p) for p in images.rglob("*.jpg"))
+    assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2
 
 
 def test_cli_exit_status_when_nothing_is_readable(tiny_checkpoint, tmp_path, capsys, caplog):

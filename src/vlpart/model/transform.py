@@ -32,7 +32,8 @@ def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> t
     if max(new_h, new_w) > max_size:
         scale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    # An extreme aspect ratio (a 1 x 3000 strip) keeps at least one pixel per side.
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
 class DetectorTransform(nn.Module):
