@@ -4,7 +4,9 @@ Builds a detector (random weights for ResNet-50, the packaged ImageNet trunk for
 EfficientNet-Lite0: speed does not depend on them), exports it with the vocabulary baked in (or
 ``--dynamic-vocab``), and times :meth:`PartSegmenter.predict` of both on one synthetic image,
 alternating, after one warm-up run each. Both include the Python ends (resize/normalise, mask
-paste at full resolution), which are the same code. Prints JSON.
+paste at full resolution, parent links), which are the same code; ``*_graph_s`` times the graph
+alone (``VLPartDetector.detect`` against the onnxruntime session on the same prepared image).
+Prints JSON.
 
     flock /tmp/cpu.lock python benchmarks/onnx_latency.py --backbone resnet50 --threads 2
 """
@@ -27,6 +29,11 @@ from vlpart.model import build_model
 from vlpart.predictor import PartSegmenter
 from vlpart.text.precomputed import PrecomputedTextEncoder
 from vlpart.vocab import parse_vocabulary
+
+
+@torch.inference_mode()
+def _detect(model, batch, embeddings):
+    return model.detect(batch, text_embeddings=embeddings)
 
 
 def main() -> None:
@@ -71,15 +78,34 @@ def main() -> None:
         )
         load_s = time.perf_counter() - start
 
-        times: dict[str, list[float]] = {"pytorch": [], "onnxruntime": []}
+        # The graph alone: the same prepared image through VLPartDetector.detect and the
+        # onnxruntime session.
+        tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        batch, _ = torch_seg.model.transform([tensor])
+        feeds = {
+            "image": batch.tensors.numpy()[
+                :, :, : batch.image_sizes[0][0], : batch.image_sizes[0][1]
+            ].copy()
+        }
+        if args.dynamic_vocab:
+            feeds["text_embeddings"] = torch_seg.text_embeddings(vocab).numpy()
+        embeddings = torch_seg.text_embeddings(vocab)
+        steps = {
+            "pytorch": lambda: torch_seg.predict(image, vocabulary=vocab, score_threshold=0.0),
+            "onnxruntime": lambda: onnx_seg.predict(image, vocabulary=vocab, score_threshold=0.0),
+            "pytorch_graph": lambda: _detect(torch_seg.model, batch, embeddings),
+            "onnxruntime_graph": lambda: onnx_seg.model.session.run(None, feeds),
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
         found = {}
         for run in range(args.runs + 1):
-            for name, seg in (("pytorch", torch_seg), ("onnxruntime", onnx_seg)):
+            for name, step in steps.items():
                 start = time.perf_counter()
-                pred = seg.predict(image, vocabulary=vocab, score_threshold=0.0)
+                out = step()
                 if run:  # run 0 warms up
                     times[name].append(time.perf_counter() - start)
-                found[name] = len(pred)
+                if name in ("pytorch", "onnxruntime"):
+                    found[name] = len(out)
     median = {name: statistics.median(t) for name, t in times.items()}
     print(
         json.dumps(
@@ -98,6 +124,9 @@ def main() -> None:
                 "pytorch_s": round(median["pytorch"], 3),
                 "onnxruntime_s": round(median["onnxruntime"], 3),
                 "onnxruntime_speedup": round(median["pytorch"] / median["onnxruntime"], 2),
+                "pytorch_graph_s": round(median["pytorch_graph"], 3),
+                "onnxruntime_graph_s": round(median["onnxruntime_graph"], 3),
+                "graph_speedup": round(median["pytorch_graph"] / median["onnxruntime_graph"], 2),
                 "detections": found,
             },
             indent=2,

@@ -276,7 +276,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--weights", help="our .safetensors checkpoint or an official .pth")
     source.add_argument("--model", help="a model name from the model zoo")
     export.add_argument(
-        "--vocab", dest="vocabulary", required=True, help="vocabulary baked into the graph"
+        "--vocab",
+        dest="vocabulary",
+        required=True,
+        help="vocabulary baked into the graph (with --dynamic-vocab: the capture example)",
     )
     export.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx")
     export.add_argument(
