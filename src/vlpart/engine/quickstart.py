@@ -89,10 +89,14 @@ TIMING_STEPS = 4
 SPEED_CHECK_STEPS = 20
 # Seconds per training step of the README's run (2 cores), and the factor beyond which a
 # machine is called slow.
-README_SECONDS_PER_STEP = 0.35
+README_SECONDS_PER_STEP = 0.6
 SLOW_FACTOR = 2.0
 # Share of a budget for the trainings; the rest covers world, parsing and evaluation.
 TRAIN_SHARE = 0.75
+# Torch threads of the whole run. One thread keeps the numbers independent of the machine's core
+# count and the speed steady under competing load: with two threads on a busy 2-core machine a
+# training step took 6.45 s, with one 0.49 s (measured side by side).
+NUM_THREADS = 1
 # Share of the training images the validation world holds out.
 VALIDATION_FRACTION = 0.2
 CONFIG_RESOURCE = "_resources/quickstart.yaml"  # the packaged configs/quickstart.yaml
@@ -315,12 +319,21 @@ class _SpeedCheck:
 
 
 def run_quickstart(out_dir: str | Path, settings: QuickstartSettings | None = None) -> dict:
-    """Run the whole miniature experiment into ``out_dir`` (see the module docstring).
+    """Run the whole miniature experiment into ``out_dir`` (see the module docstring), on
+    ``NUM_THREADS`` torch threads (restored afterwards).
 
     Returns:
         The contents of ``metrics.json``: settings, schedule, per-row AP (percent), timings.
     """
-    s = settings or QuickstartSettings()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(NUM_THREADS)
+    try:
+        return _run_quickstart(out_dir, settings or QuickstartSettings())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
     if "C" in s.rows and "B" not in s.rows:
         raise ValueError("row C parses with detector B: rows must include B")
     base = load_quickstart_config(s.config)
