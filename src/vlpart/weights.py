@@ -50,8 +50,11 @@ __all__ = [
     "cache_dir",
     "cached_file",
     "fetch",
+    "hf_cached",
+    "hf_url",
     "is_offline",
     "resolve",
+    "torch_hub_cached",
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,6 +220,38 @@ def resolve(
         except ImportError:
             pass
     return _fetch(source, progress=progress)
+
+
+def hf_url(repo_id: str, filename: str) -> str:
+    """Download URL of ``filename`` in Hugging Face model repo ``repo_id`` (``$HF_ENDPOINT``
+    honoured)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{repo_id}/resolve/main/{filename}"
+
+
+def hf_cached(repo_id: str, filename: str) -> Callable[[], Path | None]:
+    """A :attr:`WeightSource.other_caches` entry: the file if the Hugging Face hub cache has it."""
+
+    def find() -> Path | None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(repo_id, filename)
+        return Path(found) if isinstance(found, str) else None
+
+    return find
+
+
+def torch_hub_cached(filename: str) -> Callable[[], Path | None]:
+    """A :attr:`WeightSource.other_caches` entry: ``<torch hub dir>/checkpoints/<filename>``."""
+
+    def find() -> Path:
+        import torch
+
+        return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+    return find
 
 
 # ------------------------------------------------------------------------------ internals

@@ -65,8 +65,13 @@ def test_resolve_weights_order_and_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"nope\.pth.*offline"):
         resolve_weights("resnet50", tmp_path / "nope.pth")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"torch hub cache.*downloading.*offline"):
-        resolve_weights("swin_b")  # downloads are blocked in tests
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"swin_b ImageNet weights: not in the cache and vlpart is offline .*download "
+        r"https://download\.pytorch\.org/models/swin_b-68c6b09e\.pth and put it at "
+        r".*backbones/swin_b-68c6b09e\.pth; to work offline",
+    ):
+        resolve_weights("swin_b")  # the suite runs offline
     cached = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"")
@@ -260,3 +265,15 @@ def test_cli_convert(tmp_path, capsys):
     assert info.vocabulary is None
     assert main(["convert", str(tmp_path / "none.pth"), str(out)]) == 2
     assert "none.pth: checkpoint not found" in capsys.readouterr().err
+
+
+def test_backbone_weights_are_checked_against_the_hash_in_their_name(tmp_path, monkeypatch):
+    from vlpart.weights import DownloadError
+
+    mirror = tmp_path / "mirror" / "backbones"
+    mirror.mkdir(parents=True)
+    (mirror / "resnet50-0676ba61.pth").write_bytes(b"not the torchvision file")
+    monkeypatch.setenv("VLPART_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(DownloadError, match="SHA-256 .* does not match the expected 0676ba61"):
+        resolve_weights("resnet50")
