@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vlpart.config import ModelConfig
-from vlpart.model.checkpoint import load_state_dict_strict, save_checkpoint
+from vlpart.model.checkpoint import CheckpointInfo, load_state_dict_strict, save_checkpoint
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
     "config_from_official",
     "convert_official_checkpoint",
     "convert_official_state_dict",
+    "load_official_checkpoint",
     "load_official_state_dict",
+    "official_checkpoint",
     "official_model",
 ]
 
@@ -138,7 +140,7 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
         raise ValueError(
             f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"({type(err).__name__}: {err})"
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0]})"
         ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
@@ -218,6 +220,39 @@ def config_from_official(state: Mapping[str, Tensor]) -> ModelConfig:
     )
 
 
+def official_checkpoint(
+    state: Mapping[str, Tensor], *, source: str = "checkpoint"
+) -> tuple[VLPartDetector, CheckpointInfo]:
+    """Build and strictly load the detector of an official state dict.
+
+    Returns:
+        The model (eval mode, no vocabulary set) and the sidecar information it would be saved
+        with (inferred config, the CLIP RN50 text encoder).
+
+    Raises:
+        ValueError: unmapped keys, or weights that do not load strictly into the inferred model.
+    """
+    config = config_from_official(state)
+    model = official_model(state, config, source=source)
+    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
+    if zs:
+        logger.info(
+            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
+            source,
+            zs[0].shape[1] - 1,
+        )
+    info = CheckpointInfo(
+        config=config, text_encoder=OFFICIAL_TEXT_ENCODER, text_dim=config.text_dim
+    )
+    return model, info
+
+
+def load_official_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
+    """:func:`load_official_state_dict` then :func:`official_checkpoint`: an official ``.pth``
+    as a ready model, converted in memory."""
+    return official_checkpoint(load_official_state_dict(path), source=str(path))
+
+
 def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Convert official checkpoint ``src`` into ``dst`` (safetensors) plus its JSON sidecar.
 
@@ -228,17 +263,8 @@ def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
         FileNotFoundError / ValueError: unreadable input, unmapped keys, or weights that do not
             load strictly into the inferred model.
     """
-    state = load_official_state_dict(src)
-    config = config_from_official(state)
-    model = official_model(state, config, source=str(src))
-    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
-    if zs:
-        logger.info(
-            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
-            src,
-            zs[0].shape[1] - 1,
-        )
-    return save_checkpoint(model, dst, config=config, text_encoder=OFFICIAL_TEXT_ENCODER)
+    model, info = load_official_checkpoint(src)
+    return save_checkpoint(model, dst, config=info.config, text_encoder=info.text_encoder)
 
 
 def official_model(
