@@ -28,8 +28,8 @@ import numpy as np
 import scipy.io
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from vlpart._io import read_image
 from vlpart.parsing.features import build_feature_extractor, prepare_images, prepare_masks
 from vlpart.parsing.transfer import foreground_cells, transfer_masks
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
@@ -64,7 +64,7 @@ def load_instances(data: Path, size: int, *, min_pixels: int) -> list[Instance]:
         parts_of[cat.object.replace(" ", "")].append(cat.name)
     instances = []
     for mat_path in sorted(data.glob("*.mat")):
-        photo = np.asarray(Image.open(mat_path.with_suffix(".jpg")).convert("RGB"))
+        photo = read_image(mat_path.with_suffix(".jpg"))
         anno = scipy.io.loadmat(mat_path, squeeze_me=True, struct_as_record=False)["anno"]
         for obj in _as_list(anno.objects):
             category = getattr(obj, "class")

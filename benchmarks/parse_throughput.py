@@ -19,7 +19,6 @@ import torch
 from vlpart.parsing import (
     BaseBank,
     BaseObject,
-    ParseConfig,
     ParseItem,
     Parser,
     Proposals,
@@ -64,14 +63,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    config = ParseConfig(
-        backend=args.backend,
-        weights=args.weights,
-        stride=args.stride,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
     extractor = build_feature_extractor(
         args.backend, weights=args.weights, stride=args.stride, device=args.device
     )
@@ -85,7 +76,7 @@ def main() -> None:
     bank = BaseBank.build(base, extractor, image_size=side, batch_size=args.batch_size)
     bank_seconds = time.perf_counter() - start
     vocab = parse_vocabulary("dog:head,body,tail")
-    runner = Parser(extractor, bank, vocab, config=config)
+    runner = Parser(extractor, bank, vocab, image_size=side, batch_size=args.batch_size)
     items = []
     for i in range(args.num_images + args.batch_size):
         height, width = int(side * 1.5), int(side * 2)

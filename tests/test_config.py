@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from vlpart.config import Config, ConfigError, config_from_dict
@@ -78,3 +80,14 @@ def test_every_shipped_config_loads():
         cfg = Config.from_yaml(path)
         assert cfg.data, path
         assert cfg.model.text_dim == 1024, path
+
+
+def test_max_score_ablation_has_a_config():
+    path = (
+        Path(__file__).resolve().parents[1] / "configs/pascal_part_r50_base_voc_in_max_score.yaml"
+    )
+    config = Config.from_yaml(path)
+    assert config.model.image_label_mode == "max_score"
+    base = Config.from_yaml(path.with_name("pascal_part_r50_base_voc_in.yaml"))
+    assert base.model.image_label_mode == "max_size"
+    assert config.data == base.data and config.train == base.train

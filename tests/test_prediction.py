@@ -50,6 +50,7 @@ def _prediction(h=30, w=50):
         scores=np.array([0.9, 0.8], np.float32),
         labels=["dog", "dog:head"],
         label_ids=np.array([0, 1]),
+        category_ids=np.array([11, 12]),
         masks=masks,
         parent=np.array([-1, 0]),
     )
@@ -57,7 +58,7 @@ def _prediction(h=30, w=50):
 
 def test_to_coco_rle_round_trip():
     pred = _prediction()
-    out = pred.to_coco(image_id=7, category_ids=[11, 12])
+    out = pred.to_coco(image_id=7)
     assert [r["category_id"] for r in out] == [11, 12]
     assert out[0]["bbox"] == [5.0, 5.0, 20.0, 20.0]
     assert out[1]["parent"] == 0 and out[1]["label"] == "dog:head"
@@ -69,6 +70,7 @@ def test_to_coco_rle_round_trip():
             np.zeros((0, 4), np.float32),
             np.zeros(0, np.float32),
             [],
+            np.zeros(0, np.int64),
             np.zeros(0, np.int64),
             np.zeros((0, 30, 50), bool),
             np.zeros(0, np.int64),

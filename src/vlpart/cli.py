@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -151,6 +152,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
     ev.add_argument(
+        "--proposals",
+        action="store_true",
+        help="with --weights: class-agnostic proposal recall AR@30/100/300/1000 (IoU 0.5) of the "
+        "model's RPN instead of AP (the paper's Table 2); --out gets proposal_recall.json",
+    )
+    ev.add_argument(
         "--out",
         help="directory for metrics.json and metrics.md (and, with --weights, results.json)",
     )
@@ -161,13 +168,13 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
     """Run --weights over the --gt images; the gt's categories are the vocabulary."""
     from pathlib import Path
 
+    from vlpart.coco import category_vocabulary, load_coco
     from vlpart.config import Config
-    from vlpart.data.coco import load_coco_json, vocabulary_from_categories
     from vlpart.engine.inference import predict_dataset
     from vlpart.predictor import PartSegmenter
 
     gt = Path(args.gt)
-    vocab = vocabulary_from_categories(load_coco_json(gt)["categories"], name=gt.stem)
+    vocab = category_vocabulary(load_coco(gt)["categories"], name=gt.stem)
     text = Config.from_yaml(args.config).text if args.config else None
     segmenter = PartSegmenter.from_pretrained(
         args.weights,
@@ -186,6 +193,9 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
 def _run_eval(args: argparse.Namespace) -> None:
     from vlpart.engine.evaluate import evaluate_results
 
+    if args.proposals:
+        _run_proposal_recall(args)
+        return
     objects = [o.strip() for o in (args.objects or "").split(",") if o.strip()]
     results = args.results or _model_results(args)
     report = evaluate_results(
@@ -205,6 +215,28 @@ def _run_eval(args: argparse.Namespace) -> None:
             raise CliError(f"{args.out}: cannot write the metrics ({err.strerror})") from None
         logging.getLogger(__name__).info("wrote %s and %s", json_path, md_path)
     print(report.to_markdown(), end="")
+
+
+def _run_proposal_recall(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlpart._io import write_json_atomic
+    from vlpart.engine.inference import dataset_proposal_recall
+    from vlpart.model import load_checkpoint
+
+    if not args.weights:
+        raise CliError("--proposals needs --weights (the model whose proposals to evaluate)")
+    gt = Path(args.gt)
+    model = load_checkpoint(args.weights)[0].to(args.device)
+    image_root = Path(args.image_root) if args.image_root else gt.parent
+    recall = dataset_proposal_recall(model, gt, image_root)
+    print("| proposals | " + " | ".join(f"AR@{k}" for k in recall) + " |")
+    print("|---|" + "---:|" * len(recall))
+    print("| all | " + " | ".join(f"{100 * v:.1f}" for v in recall.values()) + " |")
+    if args.out:
+        write_json_atomic(
+            {f"AR@{k}": v for k, v in recall.items()}, Path(args.out) / "proposal_recall.json"
+        )
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -396,8 +428,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--score-thresh",
         dest="score_threshold",
         type=float,
-        default=0.3,
-        help="keep instances scoring at least this (default 0.3)",
+        help="keep instances scoring at least this (default: vlpart.predictor.SCORE_THRESH, 0.3)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -474,68 +505,18 @@ def _add_parse(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_parse(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    import torch.distributed as dist
-
     from vlpart.config import Config
-    from vlpart.engine.distributed import init_distributed, shutdown_distributed
-    from vlpart.engine.parse import build_base_bank, parse_novel_objects
-    from vlpart.model import load_checkpoint
-    from vlpart.parsing import ParseConfig, build_feature_extractor
-    from vlpart.parsing.parser import merge_shards
-    from vlpart.vocab import parse_vocabulary
+    from vlpart.engine.parse import run_parse
 
-    pc = Config.from_yaml(args.config).parse
-    for key in ("base_objects", "base_parts", "novel_objects"):
-        if not getattr(pc, key):
-            raise CliError(f"{args.config}: parse.{key} is not set")
-    if not pc.base_categories:
-        raise CliError(f"{args.config}: parse.base_categories is empty")
-    info = init_distributed("cuda" if args.device.startswith("cuda") else "cpu")
+    config = Config.from_yaml(args.config).parse
     try:
-        settings = ParseConfig(
-            backend=pc.backend,
-            weights=pc.weights,
-            stride=pc.stride,
-            image_size=pc.image_size,
-            batch_size=pc.batch_size,
-            include_masks=pc.include_masks,
-            device=args.device,
-        )
-        extractor = build_feature_extractor(
-            pc.backend, weights=pc.weights, stride=pc.stride, device=args.device
-        )
-        bank = build_base_bank(
-            pc.base_objects,
-            pc.base_parts,
-            pc.base_image_root,
-            categories=pc.base_categories,
-            extractor=extractor,
-            config=settings,
-        )
-        detector = load_checkpoint(pc.detector)[0].to(args.device) if pc.detector else None
-        out = parse_novel_objects(
-            pc.novel_objects,
-            pc.novel_image_root,
-            categories=pc.novel_categories,
-            bank=bank,
-            vocabulary=parse_vocabulary(pc.vocabulary),
-            out_dir=args.out,
-            config=settings,
-            detector=detector,
-            extractor=extractor,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-        if info.distributed:
-            dist.barrier()
-            if info.is_main:
-                out = merge_shards(Path(args.out) / "parsed_parts.json", info.world_size)
-        if info.is_main:
-            print(f"parsed parts: {out}")
-    finally:
-        shutdown_distributed()
+        out = run_parse(config, args.out, device=args.device)
+    except ValueError as err:
+        if str(err).startswith("parse."):  # a setting missing from the config file
+            raise CliError(f"{args.config}: {err}") from None
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"parsed parts: {out}")
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:

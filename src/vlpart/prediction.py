@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vlpart._io import read_rgb
+from vlpart._io import read_image
+from vlpart.coco import result_records
 
-__all__ = ["Prediction", "assign_parents", "coco_results"]
+__all__ = ["Prediction", "assign_parents"]
 
 # A part belongs to an object instance of its object category when at least this fraction of
 # the part's mask lies inside the object's mask.
@@ -28,6 +28,8 @@ class Prediction:
         scores (np.ndarray[N], float32): detection scores in [0, 1], descending.
         labels (list[str]): category names (``dog:head``, ``dog``).
         label_ids (np.ndarray[N], int64): rows of the vocabulary the labels come from.
+        category_ids (np.ndarray[N], int64): the COCO category id of each instance
+            (:func:`vlpart.coco.category_ids` of the vocabulary), written by :meth:`to_coco`.
         masks (np.ndarray[N, H, W], bool): instance masks.
         parent (np.ndarray[N], int64): index of the object instance each part belongs to (by
             mask containment), -1 for objects and for parts without a containing object.
@@ -37,6 +39,7 @@ class Prediction:
     scores: np.ndarray
     labels: list[str]
     label_ids: np.ndarray
+    category_ids: np.ndarray
     masks: np.ndarray
     parent: np.ndarray
 
@@ -48,17 +51,11 @@ class Prediction:
         """``(H, W)`` of the image."""
         return int(self.masks.shape[1]), int(self.masks.shape[2])
 
-    def to_coco(self, image_id: int, category_ids: list[int] | None = None) -> list[dict]:
+    def to_coco(self, image_id: int) -> list[dict]:
         """COCO results: one dict per instance with ``bbox`` (XYWH), ``score``,
-        ``category_id`` and ``segmentation`` (compressed RLE, ``counts`` as str).
-
-        Args:
-            image_id: the image's id in the results file.
-            category_ids: category id of each vocabulary row; default ``row + 1``.
-        """
-        out = coco_results(
-            image_id, self.boxes, self.scores, self.label_ids, self.masks, category_ids
-        )
+        ``category_id`` (from :attr:`category_ids`), ``segmentation`` (compressed RLE,
+        ``counts`` as str), ``label`` and ``parent``."""
+        out = result_records(image_id, self.boxes, self.scores, self.category_ids, self.masks)
         for record, label, parent in zip(out, self.labels, self.parent, strict=True):
             record["label"] = label
             record["parent"] = int(parent)
@@ -69,9 +66,7 @@ class Prediction:
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
         ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size)."""
-        if isinstance(image, str | Path):
-            image = read_rgb(image)
-        base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        base = read_image(image)
         if base.shape[:2] != self.image_size and len(self):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
         canvas = base.astype(np.float32)
@@ -93,44 +88,6 @@ class Prediction:
             draw.rectangle((tx0, ty, tx1 + 2, ty + (ty1 - ty0) + 2), fill=colors[i])
             draw.text((x0 + 1, ty + 1 - (ty0 - y0)), text, font=font, fill=_ink(colors[i]))
         return out
-
-
-def coco_results(
-    image_id: int,
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    label_ids: np.ndarray,
-    masks: np.ndarray,
-    category_ids: Sequence[int] | None = None,
-) -> list[dict]:
-    """COCO result dicts of one image's instances.
-
-    Args:
-        image_id: the image's id in the results file.
-        boxes (np.ndarray[N, 4]): XYXY pixels; written as XYWH ``bbox``.
-        scores (np.ndarray[N]): detection scores.
-        label_ids (np.ndarray[N]): vocabulary rows.
-        masks (np.ndarray[N, H, W], bool): written as compressed RLE (``counts`` as str).
-        category_ids: category id of each vocabulary row; default ``row + 1``.
-    """
-    from pycocotools import mask as mask_utils
-
-    if len(scores) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    out = []
-    for box, score, row, rle in zip(boxes, scores, label_ids, rles, strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": category_ids[int(row)] if category_ids else int(row) + 1,
-                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                "score": round(float(score), 5),
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-            }
-        )
-    return out
 
 
 def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None]) -> np.ndarray:

@@ -18,44 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from vlpart._io import read_rgb
+from vlpart._io import ImageSource, read_image
+from vlpart.coco import category_ids
 from vlpart.model import VLPartDetector, load_checkpoint
 from vlpart.model.checkpoint import CheckpointInfo
 from vlpart.prediction import Prediction, assign_parents
 from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 
-__all__ = ["PartSegmenter", "load_image", "make_prediction"]
+__all__ = ["MASK_THRESH", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
 logger = logging.getLogger(__name__)
 
+# The thresholds of inference, all here. The model's own ``ModelConfig.score_thresh`` (0.05, the
+# paper's test threshold) only decides which candidates enter NMS; what a user gets is cut at
+# SCORE_THRESH (``predict(score_threshold=...)``, ``vlpart predict --score-thresh``); evaluation
+# keeps every detection the model returns (``score_threshold=0``). Mask probabilities become
+# binary masks at MASK_THRESH (detectron2's paste threshold).
+SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
 OFFICIAL_SUFFIXES = (".pth", ".pt")
-
-ImageInput = str | Path | Image.Image | np.ndarray
-
-
-def load_image(image: ImageInput) -> np.ndarray:
-    """``np.ndarray[H, W, 3]`` uint8 RGB from a path, a PIL image or an array.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: a file that is not a readable image, or an array of the wrong shape/dtype.
-    """
-    if isinstance(image, str | Path):
-        return read_rgb(image)
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"image arrays must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}"
-            )
-        return image
-    raise TypeError(f"unsupported image type {type(image).__name__}")
 
 
 def _checkpoint_file(weights: str | Path) -> Path:
@@ -197,18 +181,20 @@ class PartSegmenter:
 
     def predict(
         self,
-        images: ImageInput | Sequence[ImageInput],
+        images: ImageSource | Sequence[ImageSource],
         *,
         vocabulary: str | Vocabulary,
-        score_threshold: float = 0.3,
+        score_threshold: float | None = None,
     ) -> Prediction | list[Prediction]:
         """Segment the categories of ``vocabulary`` in one image or a list of images.
 
         Args:
-            images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them.
+            images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them
+                (read by :func:`vlpart._io.read_image`: EXIF orientation, pixel limit, modes).
             vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
-            score_threshold: keep instances scoring at least this (the model itself already
-                drops scores below its configured ``score_thresh``).
+            score_threshold: keep instances scoring at least this; ``None`` means
+                :data:`SCORE_THRESH` (the model itself already drops scores below its
+                configured ``score_thresh``).
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
@@ -216,10 +202,11 @@ class PartSegmenter:
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)
         vocab = parse_vocabulary(vocabulary)
-        arrays = [load_image(im) for im in batch]
+        thresh = SCORE_THRESH if score_threshold is None else score_threshold
+        arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
         outputs = self.predict_tensors(tensors, self.text_embeddings(vocab))
-        preds = [make_prediction(out, vocab, score_threshold) for out in outputs]
+        preds = [make_prediction(out, vocab, thresh) for out in outputs]
         return preds[0] if single else preds
 
     def __repr__(self) -> str:
@@ -240,11 +227,13 @@ def make_prediction(
     label_ids = output["labels"][keep][order].cpu().numpy().astype(np.int64)
     masks = output["masks"][keep][order].cpu().numpy()
     cats = [vocabulary[int(i)] for i in label_ids]
+    ids = np.asarray(category_ids(vocabulary), dtype=np.int64)
     return Prediction(
         boxes=output["boxes"][keep][order].cpu().numpy().astype(np.float32),
         scores=output["scores"][keep][order].cpu().numpy().astype(np.float32),
         labels=[c.name for c in cats],
         label_ids=label_ids,
+        category_ids=ids[label_ids],
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,8 +32,10 @@ __all__ = [
     "Category",
     "Vocabulary",
     "load_builtin",
+    "name_key",
     "parse_vocabulary",
     "pascal_part_mat_tokens",
+    "split_category_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,7 +101,7 @@ class Vocabulary(Sequence[Category]):
     def __post_init__(self) -> None:
         index: dict[str, int] = {}
         for i, cat in enumerate(self.categories):
-            key = _key(cat.name)
+            key = name_key(cat.name)
             if key in index:
                 raise ValueError(f"vocabulary {self.name!r}: category {cat.name!r} appears twice")
             index[key] = i
@@ -116,7 +119,7 @@ class Vocabulary(Sequence[Category]):
         return iter(self.categories)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._index
+        return isinstance(name, str) and name_key(name) in self._index
 
     @property
     def names(self) -> list[str]:
@@ -130,7 +133,7 @@ class Vocabulary(Sequence[Category]):
     def index(self, name: str) -> int:  # type: ignore[override]
         """Row of category ``name`` (case-insensitive); raises ``KeyError`` with close matches."""
         try:
-            return self._index[_key(name)]
+            return self._index[name_key(name)]
         except KeyError:
             raise KeyError(
                 f"{name!r} is not in vocabulary {self.name!r}{_suggest(name, self.names)}"
@@ -174,8 +177,31 @@ class Vocabulary(Sequence[Category]):
         return cls(tuple(Category(**r) for r in records), name=name)
 
 
-def _key(name: str) -> str:
-    return " ".join(name.lower().split())
+def name_key(name: str) -> str:
+    """The one name normaliser: lower case, with ``:``, ``_`` and runs of blanks all one space,
+    so ``Dog:Head``, ``dog head`` and ``dog_head`` are one category everywhere (vocabulary
+    look-ups, evaluation splits, dataset categories)."""
+    return re.sub(r"[\s:_]+", " ", name.lower()).strip()
+
+
+def split_category_name(name: str, supercategory: str | None = None) -> tuple[str, str | None]:
+    """The one ``object:part`` rule: ``(object, part)`` of a category name, ``part=None`` for an
+    object.
+
+    ``"dog:head"`` is part ``head`` of ``dog``; so is a name that starts with its
+    ``supercategory`` and a blank (PartImageNet's ``"Quadruped Head"`` of ``"Quadruped"``),
+    and a name that a built-in part taxonomy lists as a part (``"Quadruped Head"`` without a
+    supercategory). Anything else is an object.
+    """
+    obj, sep, part = name.partition(":")
+    if sep:
+        return obj.strip(), part.strip()
+    if supercategory and name.startswith(supercategory + " "):
+        return supercategory.strip(), name[len(supercategory) + 1 :].strip()
+    known = _known_part_names().get(name_key(name))
+    if known is not None:
+        return known.object, known.part
+    return name.strip(), None
 
 
 def _suggest(word: str, candidates: Sequence[str]) -> str:
@@ -252,6 +278,17 @@ def _known_parts() -> dict[str, list[Category]]:
 
 
 @cache
+def _known_part_names() -> dict[str, Category]:
+    """Name key -> the part category of that name in the first part taxonomy that lists it."""
+    found: dict[str, Category] = {}
+    for tax in _PART_TAXONOMIES:
+        for cat in load_builtin(tax):
+            if cat.is_part:
+                found.setdefault(name_key(cat.name), cat)
+    return found
+
+
+@cache
 def _known_words() -> set[str]:
     words: set[str] = set()
     for tax in BUILTIN_VOCABULARIES:
@@ -309,7 +346,7 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
             cats.append(Category(name=f"{obj}:{part}", object=obj, part=part))
     return [
         Category(name=c.name, object=c.object, part=c.part, id=i + 1)
-        for i, c in enumerate(dict((_key(c.name), c) for c in cats).values())
+        for i, c in enumerate(dict((name_key(c.name), c) for c in cats).values())
     ]
 
 

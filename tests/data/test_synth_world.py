@@ -118,7 +118,11 @@ def test_world_loads_as_datasets(world):
     image, target = parts[0]
     assert image.shape == (3, SIZE, SIZE)
     assert target["masks"].shape[1:] == (SIZE, SIZE)
-    assert (target["object_ids"] > 0).all()
+    raw = json.loads((out / "parts_base_train.json").read_text())
+    object_ids = {
+        a["id"] for a in json.loads((out / "objects_train.json").read_text())["annotations"]
+    }
+    assert raw["annotations"] and all(a["object_id"] in object_ids for a in raw["annotations"])
     assert all(c.split == "base" for c in parts.vocabulary)
     labels = ImageLabelDataset(out / "image_labels_train.json", out)
     assert labels[0][1]["image_labels"].numel() >= 1

@@ -365,16 +365,16 @@ def test_box_only_results_skip_mask_ap():
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda gt, d: d[0].update(image_id=99), "detection 0: image_id 99 is not an image"),
+        (lambda gt, d: d[0].update(image_id=99), r"results: \[0\].image_id: 99 is not an image"),
         (
             lambda gt, d: d[1].update(category_id=42),
-            "detection 1: category_id 42 is not a category",
+            r"results: \[1\].category_id: 42 is not a category",
         ),
-        (lambda gt, d: d[0].pop("score"), "detection 0: no 'score'"),
-        (lambda gt, d: d[0].update(segmentation=[[1, 2, 3, 4, 5, 6]]), "must be RLE"),
+        (lambda gt, d: d[0].pop("score"), r"results: \[0\]: no 'score'"),
+        (lambda gt, d: d[0].update(segmentation=[[1, 2, 3, 4, 5, 6]]), "expected RLE"),
         (lambda gt, d: d[0].update(segmentation=_rle(HEAD, (50, 50))), "mask size"),
         (lambda gt, d: gt.pop("categories"), "no 'categories' list"),
-        (lambda gt, d: gt["annotations"][0].pop("bbox"), "annotation 0: no 'bbox'"),
+        (lambda gt, d: gt["annotations"][0].pop("bbox"), r"truth: annotations\[0\]: no 'bbox'"),
     ],
 )
 def test_bad_input_names_the_problem(mutate, message):
@@ -564,3 +564,32 @@ def test_cli_eval_bad_file(tmp_path, capsys, problem, message):
     assert err.startswith("vlpart: error: ") and "\n" not in err and str(res) in err
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_proposals_command_reports_recall(synthetic_world, tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from vlpart.model import load_checkpoint
+
+    gt = synthetic_world / "parts_val.json"
+    out = tmp_path / "m"
+    args = ["eval", "--weights", str(tiny_checkpoint), "--gt", str(gt), "--proposals"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "AR@30" in table and "AR@1000" in table
+    written = json.loads((out / "proposal_recall.json").read_text())
+    assert list(written) == ["AR@30", "AR@100", "AR@300", "AR@1000"]
+    values = list(written.values())
+    assert all(0 <= v <= 1 for v in values) and values == sorted(values)
+    # The same numbers as proposal_recall on the model's own proposals.
+    model = load_checkpoint(tiny_checkpoint)[0].eval()
+    data = json.loads(gt.read_text())
+    proposals = {}
+    for info in data["images"]:
+        image = torch.from_numpy(np.array(Image.open(synthetic_world / info["file_name"])))
+        with torch.inference_mode():
+            proposals[info["id"]] = model.propose([image.permute(2, 0, 1)])[0]["boxes"]
+    expected = proposal_recall(data, proposals)
+    assert values == pytest.approx([expected[k] for k in (30, 100, 300, 1000)])
+    assert values[-1] > 0  # 1000 proposals on a 96 px image find some parts
+    assert main(["eval", "--results", str(gt), "--gt", str(gt), "--proposals"]) == 2

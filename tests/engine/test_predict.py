@@ -7,9 +7,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from vlpart._io import read_image
 from vlpart.cli import main
 from vlpart.engine.predict import expand_inputs
-from vlpart.predictor import PartSegmenter, load_image
+from vlpart.predictor import PartSegmenter
 from vlpart.vocab import parse_vocabulary
 
 PHOTO = "pascal_part_examples/2008_000652.jpg"
@@ -43,7 +44,7 @@ def test_predict_on_a_real_photo(segmenter, shared_data):
 
 def test_predict_inputs_and_thresholds(segmenter, shared_data):
     photo = shared_data / PHOTO
-    array = load_image(photo)
+    array = read_image(photo)
     a = segmenter.predict(array, vocabulary="dog:head", score_threshold=0.0)
     b = segmenter.predict(Image.open(photo), vocabulary="dog:head", score_threshold=0.0)
     np.testing.assert_array_equal(a.boxes, b.boxes)

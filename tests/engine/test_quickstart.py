@@ -64,12 +64,12 @@ def test_quickstart_cli_rejects_bad_budget(capsys):
 
 
 @pytest.mark.slow
-def test_full_quickstart_within_budget(tmp_path, capsys):
+def test_full_quickstart_trains_every_row(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| C. + parsed novel parts |" in out
     result = json.loads((tmp_path / "metrics.json").read_text())
-    assert result["timings_seconds"]["total"] < 15 * 60
+    # Its wall time against the budget is measured by benchmarks/quickstart_wall_time.py.
     assert result["part_iterations"] >= 100
     # Trained rows must beat an untrained detector on the base parts they saw.
     assert all(row["mask"]["AP50_base"] > 5.0 for row in result["rows"])

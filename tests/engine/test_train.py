@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from vlpart.config import TrainConfig
 from vlpart.engine.train import build_sources, lr_factor, train
-from vlpart.model import load_checkpoint
+from vlpart.model import build_model, load_checkpoint
 
 
 def test_lr_factor_warmup_and_steps():
@@ -103,12 +103,19 @@ def test_no_data_sources(tiny_train_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_write_one_checkpoint(tiny_train_config, tmp_path):
-    cfg_path = tmp_path / "cfg.yaml"
-    tiny_train_config.train.max_iter = 4
-    tiny_train_config.train.checkpoint_period = 100
-    tiny_train_config.to_yaml(cfg_path)
-    out = tmp_path / "run"
+def test_torchrun_two_ranks_equal_one_process_on_the_concatenated_batch(
+    tiny_train_config, tmp_path
+):
+    """2-rank gloo DDP (2 images per rank) ends with the weights of one process trained on the
+    4-image global batches. Image-label batches: their loss (mean over images of the BCE of the
+    largest proposal) involves no random sampling, so the two runs compute the same function."""
+    cfg = tiny_train_config
+    cfg.data = [s for s in cfg.data if s.kind == "image"]
+    cfg.train.max_iter = 3
+    cfg.train.checkpoint_period = 100
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg.to_yaml(cfg_path)
+    out = tmp_path / "ddp"
     proc = subprocess.run(
         [
             sys.executable,
@@ -141,9 +148,24 @@ def test_torchrun_two_processes_write_one_checkpoint(tiny_train_config, tmp_path
         "train_state.pt",
     ]
     state = torch.load(out / "train_state.pt", weights_only=True)
-    assert state["iteration"] == 4 and len(state["rng"]) == 2
-    model, _ = load_checkpoint(out / "model.safetensors")
-    assert sum(p.numel() for p in model.parameters()) > 0
+    assert state["iteration"] == 3 and len(state["rng"]) == 2
+
+    cfg.data[0].batch_size = 4  # the global batch of the two ranks, in the same order
+    single = train(cfg, tmp_path / "single")
+    cfg.data[0].batch_size = 2  # one rank's half alone: what DDP without averaging would give
+    half = train(cfg, tmp_path / "half")
+    ddp_weights = load_file(out / "model.safetensors")
+    single_weights = load_file(single)
+    half_weights = load_file(half)
+    torch.manual_seed(cfg.train.seed)  # as train() does before building the model
+    init = build_model(cfg).state_dict()
+    moved = [k for k in ddp_weights if not torch.equal(ddp_weights[k], init[k])]
+    assert len(moved) > 10  # the image loss trained the classifier, box head, FPN and trunk
+    for key, value in ddp_weights.items():
+        torch.testing.assert_close(value, single_weights[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(
+        not torch.allclose(ddp_weights[k], half_weights[k], rtol=1e-4, atol=1e-5) for k in moved
+    )
 
 
 def test_bfloat16_autocast_on_cpu_trains(tiny_train_config, tmp_path):

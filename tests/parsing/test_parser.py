@@ -8,18 +8,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from vlpart.parsing import (
-    BaseBank,
-    BaseObject,
-    Detections,
-    ParseConfig,
-    ParseItem,
-    Parser,
-    Proposals,
-    merge_shards,
-    parse_images,
-)
-from vlpart.parsing.parser import shard_path
+from vlpart.coco import merge_shards, shard_path
+from vlpart.parsing import BaseBank, BaseObject, ParseItem, Parser, Proposals
 from vlpart.vocab import parse_vocabulary
 
 PARTS = ("head", "torso", "tail")
@@ -41,8 +31,8 @@ def test_an_image_parsed_against_itself_gets_its_parts_back(dino_random, make_an
     image, obj, parts = make_animal(*shape)
     base = [f"cat:{p}" for p in PARTS]
     bank = BaseBank.build([BaseObject(image, obj, parts, base, "cat")], dino_random, image_size=64)
-    config = ParseConfig(image_size=64, include_masks=True)
-    parser = Parser(dino_random, bank, parse_vocabulary("cat:head,torso,tail"), config=config)
+    vocab = parse_vocabulary("cat:head,torso,tail")
+    parser = Parser(dino_random, bank, vocab, image_size=64, include_masks=True)
     (record,) = parser.parse_batch([ParseItem(7, image, "cat", object_mask=obj)])
     found = _by_name(parser, record["annotations"])
     assert sorted(found) == ["cat:head", "cat:tail", "cat:torso"]
@@ -69,7 +59,8 @@ def test_parts_follow_the_correspondence_to_another_image(
         colour_extractor,
         bank,
         parse_vocabulary("dog:head,body"),
-        config=ParseConfig(image_size=64, include_masks=True),
+        image_size=64,
+        include_masks=True,
     )
     image, obj, parts = make_animal(64, 96, mirrored=True, seed=5)
     (record,) = parser.parse_batch([ParseItem(1, image, "dog", object_mask=obj)])
@@ -92,15 +83,15 @@ def test_saliency_is_the_foreground_without_an_object_mask(
     vocab = parse_vocabulary("cat:head,torso,tail")
     image, obj, _ = make_animal(64, 64, seed=1)
     item = ParseItem(1, image, "cat")
-    config = ParseConfig(image_size=64, include_masks=True)
-    (record,) = Parser(colour_extractor, bank, vocab, config=config).parse_batch([item])
+    parser = Parser(colour_extractor, bank, vocab, image_size=64, include_masks=True)
+    (record,) = parser.parse_batch([item])
     assert len(record["annotations"]) == 3
     union = np.zeros_like(obj)
     for ann in record["annotations"]:
         union |= mask_utils.decode(ann["segmentation"]).astype(bool)
     assert (union & obj).sum() > 0.9 * union.sum() and union.sum() > 0.7 * obj.sum()
-    strict = ParseConfig(image_size=64, saliency_thresh=1.0)
-    (record,) = Parser(colour_extractor, bank, vocab, config=strict).parse_batch([item])
+    strict = Parser(colour_extractor, bank, vocab, image_size=64, saliency_thresh=1.0)
+    (record,) = strict.parse_batch([item])
     assert record["annotations"] == []  # nothing is salient above 1.0
 
 
@@ -110,7 +101,7 @@ def test_parts_snap_to_proposals_or_are_dropped(colour_extractor, make_base_obje
         colour_extractor,
         bank,
         parse_vocabulary("cat:head,torso,tail"),
-        config=ParseConfig(image_size=64),
+        image_size=64,
     )
     image, obj, parts = make_animal(64, 64, seed=2)
     ys, xs = np.nonzero(parts[0])
@@ -131,25 +122,6 @@ def test_parts_snap_to_proposals_or_are_dropped(colour_extractor, make_base_obje
     assert record["annotations"] == []
 
 
-def test_hybrid_detections_pass_through(colour_extractor, make_base_object, make_animal):
-    bank = BaseBank.build([make_base_object(64, 64)], colour_extractor, image_size=64)
-    parser = Parser(
-        colour_extractor, bank, parse_vocabulary("cat:head,tail"), config=ParseConfig(image_size=64)
-    )
-    image, _, _ = make_animal(64, 64)
-    detections = Detections(
-        boxes=np.array([[1.0, 2, 11, 22], [0, 0, 5, 5], [30, 30, 60, 50]]),
-        scores=np.array([0.9, 0.8, 0.5]),
-        labels=["cat:head", "cat:wing", "CAT:TAIL"],
-    )
-    (record,) = parser.parse_batch([ParseItem(4, image, "cat", detections=detections)])
-    found = _by_name(parser, record["annotations"])
-    assert sorted(found) == ["cat:head", "cat:tail"]
-    assert found["cat:head"]["bbox"] == [1.0, 2.0, 10.0, 20.0] and found["cat:head"]["score"] == 0.9
-    assert all(a["source"] == "detector" for a in record["annotations"])
-    assert colour_extractor.images_seen == 1  # the bank image only: detections skip features
-
-
 @pytest.fixture
 def dataset(tmp_path, colour_extractor, make_base_object, make_animal):
     """A colour-feature parser and 5 novel images saved as PNG files."""
@@ -158,8 +130,8 @@ def dataset(tmp_path, colour_extractor, make_base_object, make_animal):
         colour_extractor,
         image_size=64,
     )
-    config = ParseConfig(image_size=64, batch_size=2, include_masks=True)
-    parser = Parser(colour_extractor, bank, parse_vocabulary("dog:head,body,tail"), config=config)
+    vocab = parse_vocabulary("dog:head,body,tail")
+    parser = Parser(colour_extractor, bank, vocab, image_size=64, batch_size=2, include_masks=True)
     items = []
     for i in range(5):
         image, obj, _ = make_animal(48 + 8 * i, 64, mirrored=i % 2 == 1, seed=10 + i)
@@ -210,7 +182,8 @@ def test_run_resumes_and_skips_finished_images(tmp_path, dataset, colour_extract
         parser.extractor,
         parser.bank,
         parser.vocabulary,
-        config=ParseConfig(image_size=64, saliency_thresh=0.5),
+        image_size=64,
+        saliency_thresh=0.5,
     )
     with pytest.raises(ValueError, match="other settings"):
         other.run(items, out, progress=False)
@@ -225,23 +198,6 @@ def test_run_and_merge_errors(tmp_path, dataset):
     parser.run(items, tmp_path / "p.json", rank=0, world_size=2, progress=False)
     with pytest.raises(FileNotFoundError, match="shard001-of-002"):
         merge_shards(tmp_path / "p.json", 2)
-
-
-def test_parse_images_reads_torchrun_env(tmp_path, monkeypatch, dataset, colour_extractor):
-    parser, items = dataset
-    parser.bank.save(tmp_path / "bank")
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    written = parse_images(
-        items,
-        tmp_path / "out.json",
-        bank=tmp_path / "bank",
-        vocabulary="dog:head,body,tail",
-        config=parser.config,
-        extractor=colour_extractor,
-    )
-    assert written == shard_path(tmp_path / "out.json", 1, 2)
-    assert [img["id"] for img in json.loads(written.read_text())["images"]] == [97, 99]
 
 
 def test_objects_the_vocabulary_cannot_name_get_no_parts(tmp_path, dataset, caplog):

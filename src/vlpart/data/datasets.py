@@ -6,13 +6,13 @@ dict with
 * ``boxes`` (Tensor[N, 4], float32): XYXY, absolute pixels of the (transformed) image;
 * ``labels`` (Tensor[N], int64): 0-based rows of the dataset's :attr:`vocabulary`;
 * ``masks`` (Tensor[N, H, W], uint8): part and object datasets only;
-* ``object_ids`` (Tensor[N], int64): parent object annotation id of each part (-1 if unknown);
-  part and parsed datasets only;
 * ``image_labels`` (Tensor[K], int64): image-level datasets only (``boxes``/``labels`` empty);
-* ``image_id`` (int) and ``orig_size`` ((H, W) of the file before transforms).
+* ``image_id`` (int).
 
-The vocabulary comes from the file's ``categories`` in increasing id order (a ``dog:head`` name is
-a part of ``dog``). Crowd annotations and boxes of zero width or height are left out. Random
+Files are read and validated by :func:`vlpart.coco.load_coco` and images by
+:func:`vlpart._io.read_image` (EXIF orientation applied). The vocabulary comes from the file's
+``categories`` in increasing id order (:func:`vlpart.coco.category_vocabulary`: a ``dog:head``
+name is a part of ``dog``). Crowd annotations and boxes of zero width or height are left out. Random
 transforms draw from a generator seeded by the sample's seed: ``dataset[i]`` uses seed ``i``;
 samplers pass their own through :class:`MultiDataset` and :class:`SampleKey`.
 """
@@ -28,12 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vlpart.data.coco import (
-    decode_segmentation,
-    load_coco_json,
-    load_rgb_image,
-    vocabulary_from_categories,
-)
+from vlpart._io import read_image
+from vlpart.coco import category_vocabulary, decode_segmentation, load_coco
 from vlpart.data.transforms import Transform
 from vlpart.kinds import DataKind
 from vlpart.vocab import Vocabulary
@@ -65,22 +61,21 @@ class _CocoImages(Dataset):
         *,
         transform: Transform | None = None,
         split: str | None = None,
+        masks: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_root = Path(image_root)
         self.transform = transform
-        data = load_coco_json(self.ann_file)
+        data = load_coco(self.ann_file, annotations=self.kind is not DataKind.IMAGE, masks=masks)
         self.images: list[dict] = data["images"]
         categories = data["categories"]
-        if not categories:
-            raise ValueError(f"{self.ann_file}: the file lists no categories")
         if split is not None:
             categories = [c for c in categories if c.get("split") == split]
             if not categories:
                 raise ValueError(f"{self.ann_file}: no category has split {split!r}")
         kept = {int(c["id"]) for c in categories}
         self._excluded_ids = {int(c["id"]) for c in data["categories"]} - kept
-        self.vocabulary: Vocabulary = vocabulary_from_categories(
+        self.vocabulary: Vocabulary = category_vocabulary(
             categories, name=self.ann_file.stem + (f"[{split}]" if split else "")
         )
         self._label_of_id = {c.id: i for i, c in enumerate(self.vocabulary)}
@@ -95,10 +90,9 @@ class _CocoImages(Dataset):
     def get(self, index: int, *, seed: int) -> tuple[Tensor, dict]:
         """Sample ``index`` with random transforms drawn from a generator seeded by ``seed``."""
         info = self.images[index]
-        image = self._load_image(info)
+        image = self._read_image(info)
         target = self._target(index, info)
         target["image_id"] = int(info["id"])
-        target["orig_size"] = (int(info["height"]), int(info["width"]))
         if self.transform is not None:
             image, target = self.transform(image, target, torch.Generator().manual_seed(seed))
         return image, target
@@ -131,18 +125,19 @@ class _CocoImages(Dataset):
             raise ValueError(f"{self.ann_file}: image {info.get('id')} has no file_name")
         return self.image_root / name
 
-    def _load_image(self, info: dict) -> Tensor:
+    def _read_image(self, info: dict) -> Tensor:
+        """``Tensor[3, H, W]`` uint8 of an image entry, checked against its ``height``/``width``."""
         path = self._image_path(info)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image of {self.ann_file.name} not found")
-        image = load_rgb_image(path)
+        pixels = read_image(path)
         size = (int(info["height"]), int(info["width"]))
-        if tuple(image.shape[-2:]) != size:
+        if pixels.shape[:2] != size:
             raise ValueError(
-                f"{path}: image is {image.shape[-1]}x{image.shape[-2]} but {self.ann_file.name} "
-                f"says {size[1]}x{size[0]}"
+                f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (after EXIF orientation) "
+                f"but {self.ann_file.name} says {size[1]}x{size[0]}"
             )
-        return image
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
     def __repr__(self) -> str:
         return (
@@ -173,10 +168,14 @@ class DetectionDataset(_CocoImages):
         kind = DataKind(kind)
         if kind is DataKind.IMAGE:
             raise ValueError("image-level data has no boxes; use ImageLabelDataset")
-        super().__init__(ann_file, image_root, transform=transform, split=split)
         self.kind = kind
-        if not isinstance(self._data.get("annotations"), list):
-            raise ValueError(f"{self.ann_file}: missing the COCO list 'annotations'")
+        super().__init__(
+            ann_file,
+            image_root,
+            transform=transform,
+            split=split,
+            masks=kind is not DataKind.PARSED,
+        )
         self._anns: dict[int, list[dict]] = {int(info["id"]): [] for info in self.images}
         for ann in self._data["annotations"]:
             if ann.get("iscrowd", 0) or ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
@@ -209,20 +208,13 @@ class DetectionDataset(_CocoImages):
             for i, ann in enumerate(anns):
                 masks[i] = decode_segmentation(ann["segmentation"], height, width)
             target["masks"] = torch.from_numpy(masks)
-        if self.kind is not DataKind.OBJECT:
-            target["object_ids"] = torch.tensor(
-                [a.get("object_id", -1) for a in anns], dtype=torch.int64
-            )
         return target
 
 
 class LvisDataset(DetectionDataset):
-    """An LVIS-format file (LVIS, PACO): boxes and masks plus federated annotation info.
-
-    Adds to each target ``neg_labels`` and ``not_exhaustive_labels`` (Tensor[K], int64: rows of
-    the vocabulary, from the image's ``neg_category_ids`` and ``not_exhaustive_category_ids``),
-    and exposes :attr:`category_image_counts` for the federated loss.
-    """
+    """An LVIS-format file (LVIS, PACO): boxes and masks plus :attr:`category_image_counts` for
+    the federated loss (the images' ``neg_category_ids`` / ``not_exhaustive_category_ids`` matter
+    to LVIS-style evaluation only, which reads them from the file)."""
 
     def __init__(
         self,
@@ -243,16 +235,6 @@ class LvisDataset(DetectionDataset):
         # Tensor[C], float32: images containing each category (the file's ``image_count``
         # fields when every category has one, else counted from the annotations).
         self.category_image_counts = torch.tensor(counts, dtype=torch.float32)
-
-    def _target(self, index: int, info: dict) -> dict:
-        target = super()._target(index, info)
-        for key, out in (
-            ("neg_category_ids", "neg_labels"),
-            ("not_exhaustive_category_ids", "not_exhaustive_labels"),
-        ):
-            labels = self._labels_of(self._kept(info.get(key, [])), f"image {info['id']} {key}")
-            target[out] = torch.tensor(labels, dtype=torch.int64)
-        return target
 
 
 class ImageLabelDataset(_CocoImages):

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
-from vlpart.data.coco import mask_annotation
+from vlpart._io import read_image_size
+from vlpart.coco import category_records, mask_annotation, write_coco
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
 __all__ = ["PascalPartSummary", "convert_pascal_part"]
@@ -163,16 +162,11 @@ def convert_pascal_part(
         if len(parts) > num_parts_before:
             part_images.append(image)
 
-    part_categories = [
-        {"id": c.id, "name": c.name, "supercategory": c.object, "split": c.split}
-        for c in part_vocab
-    ]
-    object_categories = [{"id": c.id, "name": c.name} for c in voc_vocab]
-    write_json_atomic(
-        {"images": part_images, "annotations": parts, "categories": part_categories}, out_json
+    write_coco(
+        out_json, images=part_images, categories=category_records(part_vocab), annotations=parts
     )
-    write_json_atomic(
-        {"images": images, "annotations": objects, "categories": object_categories}, objects_json
+    write_coco(
+        objects_json, images=images, categories=category_records(voc_vocab), annotations=objects
     )
     if dropped:
         logger.info(
@@ -245,8 +239,7 @@ def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
     photo = image_dir / f"{mat_path.stem}.jpg"
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
-    with Image.open(photo) as im:
-        return im.height, im.width
+    return read_image_size(photo)
 
 
 def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:

@@ -36,8 +36,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from vlpart._io import write_json_atomic
-from vlpart.data.coco import mask_annotation
-from vlpart.vocab import load_builtin
+from vlpart.coco import category_records, mask_annotation, write_coco
+from vlpart.vocab import Category, Vocabulary, load_builtin
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -815,27 +815,29 @@ def synthesize_world(
     }
     object_ids = {o: object_vocab[object_vocab.index(o)].id for o in WORLD_PARTS}
 
-    def part_categories(objects: Sequence[str]) -> list[dict]:
-        return sorted(
-            (
-                {
-                    "id": part_ids[f"{o}:{p}"],
-                    "name": f"{o}:{p}",
-                    "supercategory": o,
-                    "split": "novel" if o in novel else "base",
-                }
-                for o in objects
-                for p in WORLD_PARTS[o]
-            ),
-            key=lambda c: c["id"],
-        )
+    def split_of(obj: str) -> str:
+        return "novel" if obj in novel else "base"
 
-    object_categories = sorted(
-        (
-            {"id": object_ids[o], "name": o, "split": "novel" if o in novel else "base"}
-            for o in WORLD_PARTS
-        ),
-        key=lambda c: c["id"],
+    def part_categories(objects: Sequence[str]) -> list[dict]:
+        cats = [
+            Category(name=f"{o}:{p}", object=o, part=p, id=part_ids[f"{o}:{p}"], split=split_of(o))
+            for o in objects
+            for p in WORLD_PARTS[o]
+        ]
+        return category_records(Vocabulary(tuple(sorted(cats, key=lambda c: c.id))))
+
+    object_categories = category_records(
+        Vocabulary(
+            tuple(
+                sorted(
+                    (
+                        Category(name=o, object=o, id=object_ids[o], split=split_of(o))
+                        for o in WORLD_PARTS
+                    ),
+                    key=lambda c: c.id,
+                )
+            )
+        )
     )
     records = {split: {"images": [], "objects": [], "parts": []} for split in ("train", "val")}
     for i in tqdm(range(num_images), desc="synthetic world", disable=None):
@@ -901,7 +903,7 @@ def synthesize_world(
     }
     paths = {role: out_dir / f"{role}.json" for role in files}
     for role, data in files.items():
-        write_json_atomic(data, paths[role])
+        write_coco(paths[role], **data)
     manifest = {
         "format": WORLD_FORMAT_VERSION,
         "seed": seed,

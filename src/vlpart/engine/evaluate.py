@@ -29,7 +29,6 @@ import copy
 import json
 import logging
 import math
-import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,12 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
-from pycocotools import mask as mask_utils
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from vlpart._io import write_text_atomic
-from vlpart.vocab import BUILTIN_VOCABULARIES, Vocabulary, load_builtin
+from vlpart.coco import category_vocabulary, load_coco, load_results, read_json, segmentation_box
+from vlpart.vocab import BUILTIN_VOCABULARIES, Vocabulary, load_builtin, name_key
 
 __all__ = [
     "COCO_MAX_DETS",
@@ -148,8 +147,8 @@ class EvalReport:
 
     def parts_of(self, obj: str) -> list[CategoryRow]:
         """The part rows of object ``obj`` (case-insensitive), in id order."""
-        key = _norm(obj)
-        return [r for r in self.categories if r.part is not None and _norm(r.object) == key]
+        key = name_key(obj)
+        return [r for r in self.categories if r.part is not None and name_key(r.object) == key]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (values in [0, 1], ``None`` for "no ground truth")."""
@@ -276,15 +275,18 @@ def evaluate_results(
             ``objects`` has no part categories, or the split is malformed.
     """
     gt_data, gt_source = _load_gt(gt)
-    dets, det_source = _load_results(results, gt_data)
+    det_source = str(results) if isinstance(results, str | Path) else "results"
+    dets = load_results(results, gt_data)
     iou_types = _resolve_iou_types(iou_types, gt_data, dets, gt_source, det_source)
     cats = sorted(gt_data["categories"], key=lambda c: c["id"])
     names = [c["name"] for c in cats]
     taxonomy = _match_taxonomy(names)
     split_of, split_source = _resolve_split(split, names, taxonomy)
-    obj_part = [_object_part(name, taxonomy) for name in names]
+    obj_part = [(c.object, c.part) for c in category_vocabulary(cats, name=gt_source)]
     for wanted in objects:
-        if not any(part is not None and _norm(obj) == _norm(wanted) for obj, part in obj_part):
+        if not any(
+            part is not None and name_key(obj) == name_key(wanted) for obj, part in obj_part
+        ):
             known = sorted({obj for obj, part in obj_part if part is not None})
             raise ValueError(
                 f"{gt_source}: no part categories of object {wanted!r} in the ground truth"
@@ -314,7 +316,7 @@ def evaluate_results(
                 name=cat["name"],
                 object=obj,
                 part=part,
-                split=split_of.get(_norm(cat["name"])),
+                split=split_of.get(name_key(cat["name"])),
                 num_gt=num_gt[cat["id"]],
                 ap={t: _opt(ap[t][k]) for t in iou_types},
                 ap50={t: _opt(ap50[t][k]) for t in iou_types},
@@ -429,7 +431,9 @@ def _per_category_ap(
         # As detectron2 does: without "bbox" the mask gives the detection's area.
         dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
     else:
-        dets = [d if "bbox" in d else {**d, "bbox": _mask_box(d)} for d in dets]
+        dets = [
+            d if "bbox" in d else {**d, "bbox": segmentation_box(d["segmentation"])} for d in dets
+        ]
     coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
     evaluator = COCOeval_faster(
         coco_gt, coco_dt, iou_type, lvis_style=lvis_style, print_function=logger.debug
@@ -480,143 +484,17 @@ def _summary(
         out.update(group("_part", parts))
         by_part: dict[str, list[CategoryRow]] = defaultdict(list)
         for r in parts:
-            by_part[_norm(str(r.part))].append(r)
+            by_part[name_key(str(r.part))].append(r)
         for key, metric in (("AP_part_hier", "ap"), ("AP50_part_hier", "ap50")):
             per_part = [mean([getattr(r, metric)[iou_type] for r in g]) for g in by_part.values()]
             out[key] = mean(per_part)
     return out
 
 
-def _load_json(source: str | Path, what: str) -> Any:
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found")
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a JSON text file") from None
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "object", list: "array", str: "string", bool: "boolean"}
-    return kinds.get(type(value), "number" if isinstance(value, (int, float)) else "null")
-
-
 def _load_gt(gt: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """Load and check COCO ground truth; returns the dict and a name for error messages."""
-    if isinstance(gt, Mapping):
-        data, source = dict(gt), "ground truth"
-    else:
-        data, source = _load_json(gt, "ground-truth"), str(gt)
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{source}: expected a COCO ground-truth object with 'images', "
-            f"'annotations' and 'categories', got a JSON {_json_kind(data)}"
-        )
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{source}: not COCO ground truth: no '{key}' list")
-    if not data["categories"]:
-        raise ValueError(f"{source}: the ground truth has no categories")
-    for kind, records, keys in (
-        ("image", data["images"], ("id", "width", "height")),
-        ("category", data["categories"], ("id", "name")),
-    ):
-        for i, record in enumerate(records):
-            lacking = [k for k in keys if not isinstance(record, dict) or k not in record]
-            if lacking:
-                raise ValueError(f"{source}: {kind} {i} has no {', '.join(map(repr, lacking))}")
-    image_ids = {img["id"] for img in data["images"]}
-    cat_ids = {c["id"] for c in data["categories"]}
-    names = [c["name"] for c in data["categories"]]
-    if len(set(map(_norm, names))) != len(names):
-        raise ValueError(f"{source}: two categories share a name")
-    for i, ann in enumerate(data["annotations"]):
-        problem = _annotation_problem(ann, image_ids, cat_ids, need=("id",))
-        if problem is None and not _is_box(ann.get("bbox")):
-            problem = "no 'bbox' [x, y, w, h]"
-        if problem:
-            raise ValueError(f"{source}: annotation {i}: {problem}")
-    return data, source
-
-
-def _load_results(
-    results: str | Path | Sequence[Mapping[str, Any]], gt_data: Mapping[str, Any]
-) -> tuple[list[dict], str]:
-    """Load and check COCO results against the ground truth's images and categories."""
-    if isinstance(results, (str, Path)):
-        data, source = _load_json(results, "results"), str(results)
-    else:
-        data, source = results, "results"
-    if not isinstance(data, list):
-        hint = " (is this a ground-truth file?)" if isinstance(data, dict) else ""
-        raise ValueError(
-            f"{source}: expected a JSON list of detections, got a JSON {_json_kind(data)}{hint}"
-        )
-    images = {img["id"]: img for img in gt_data["images"]}
-    cat_ids = {c["id"] for c in gt_data["categories"]}
-    dets = []
-    for i, det in enumerate(data):
-        problem = _annotation_problem(det, images, cat_ids, need=("score",))
-        if problem is None:
-            has_box, segm = "bbox" in det, det.get("segmentation")
-            if has_box and not _is_box(det["bbox"]):
-                problem = f"'bbox' must be [x, y, w, h], got {det['bbox']!r}"
-            elif segm is not None:
-                img = images[det["image_id"]]
-                if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
-                    problem = "'segmentation' must be RLE {'size': [h, w], 'counts': ...}"
-                elif list(segm["size"]) != [img["height"], img["width"]]:
-                    problem = (
-                        f"mask size {list(segm['size'])} differs from image "
-                        f"{det['image_id']} ({img['height']}x{img['width']})"
-                    )
-            elif not has_box:
-                problem = "neither 'bbox' nor 'segmentation'"
-        if problem:
-            raise ValueError(f"{source}: detection {i}: {problem}")
-        dets.append(dict(det))
-    return dets, source
-
-
-def _annotation_problem(
-    ann: Any, image_ids: Collection[int], cat_ids: Collection[int], *, need: Sequence[str]
-) -> str | None:
-    if not isinstance(ann, dict):
-        return f"expected an object, got {type(ann).__name__}"
-    for key in ("image_id", "category_id", *need):
-        if key not in ann:
-            return f"no '{key}'"
-    if ann["image_id"] not in image_ids:
-        return f"image_id {ann['image_id']!r} is not an image of the ground truth"
-    if ann["category_id"] not in cat_ids:
-        return f"category_id {ann['category_id']!r} is not a category of the ground truth"
-    if "score" in need and not isinstance(ann["score"], (int, float)):
-        return f"'score' must be a number, got {ann['score']!r}"
-    return None
-
-
-def _is_box(box: Any) -> bool:
-    return (
-        isinstance(box, (list, tuple))
-        and len(box) == 4
-        and all(isinstance(v, (int, float)) for v in box)
-    )
-
-
-def _mask_box(det: Mapping[str, Any]) -> list[float]:
-    return [float(v) for v in mask_utils.toBbox(_rle(det["segmentation"]))]
-
-
-def _rle(segm: Mapping[str, Any]) -> dict[str, Any]:
-    counts = segm["counts"]
-    return {
-        "size": list(segm["size"]),
-        "counts": counts.encode() if isinstance(counts, str) else counts,
-    }
+    """Validated COCO ground truth and a name for error messages."""
+    source = "ground truth" if isinstance(gt, Mapping) else str(gt)
+    return load_coco(gt, what="ground-truth"), source
 
 
 def _resolve_iou_types(
@@ -656,29 +534,14 @@ def _resolve_iou_types(
     return chosen
 
 
-def _norm(name: str) -> str:
-    """Name key: lower case, with ``:``, ``_`` and runs of blanks all one space."""
-    return re.sub(r"[\s:_]+", " ", name.lower()).strip()
-
-
 def _match_taxonomy(names: Sequence[str]) -> Vocabulary | None:
     """The first built-in taxonomy whose category names include all of ``names``."""
-    wanted = {_norm(n) for n in names}
+    wanted = {name_key(n) for n in names}
     for tax in BUILTIN_VOCABULARIES:
         vocab = load_builtin(tax)
-        if wanted <= {_norm(n) for n in vocab.names}:
+        if wanted <= {name_key(n) for n in vocab.names}:
             return vocab
     return None
-
-
-def _object_part(name: str, taxonomy: Vocabulary | None) -> tuple[str, str | None]:
-    """Object and part of a category: from the taxonomy if it has the name, else ``obj:part``."""
-    if taxonomy is not None:
-        for cat in taxonomy:
-            if _norm(cat.name) == _norm(name):
-                return cat.object, cat.part
-    obj, sep, part = name.partition(":")
-    return (obj.strip(), part.strip()) if sep else (name, None)
 
 
 def _resolve_split(
@@ -690,7 +553,7 @@ def _resolve_split(
     if split is None:
         if taxonomy is None or not any(c.split for c in taxonomy):
             return {}, None
-        return {_norm(c.name): c.split for c in taxonomy if c.split}, taxonomy.name
+        return {name_key(c.name): c.split for c in taxonomy if c.split}, taxonomy.name
     if isinstance(split, Mapping):
         data, source = split, "mapping"
     elif str(split) in BUILTIN_VOCABULARIES:
@@ -700,7 +563,7 @@ def _resolve_split(
         data = {s: [c.name for c in vocab if c.split == s] for s in SPLITS}
         source = vocab.name
     else:
-        data, source = _load_json(split, "split"), str(split)
+        data, source = read_json(split, what="split"), str(split)
     if not isinstance(data, Mapping) or set(data) - set(SPLITS) or not data:
         raise ValueError(
             f"{source}: a split must be an object with 'base' and/or 'novel' "
@@ -712,11 +575,11 @@ def _resolve_split(
         if not isinstance(members, (list, tuple)) or not all(isinstance(m, str) for m in members):
             raise ValueError(f"{source}: '{name}' must be a list of category names")
         for member in members:
-            key = _norm(member)
+            key = name_key(member)
             if split_of.get(key, name) != name:
                 raise ValueError(f"{source}: {member!r} is both base and novel")
             split_of[key] = name
-    gt_keys = {_norm(n) for n in names}
+    gt_keys = {name_key(n) for n in names}
     if not gt_keys & set(split_of):
         raise ValueError(
             f"{source}: none of its category names is a ground-truth category (e.g. {names[0]!r})"

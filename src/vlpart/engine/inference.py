@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from vlpart.data.coco import load_coco_json, load_rgb_image, vocabulary_from_categories
-from vlpart.engine.evaluate import EvalReport, evaluate_results
-from vlpart.prediction import coco_results
+from vlpart._io import read_image
+from vlpart.coco import category_vocabulary, load_coco
+from vlpart.engine.evaluate import PROPOSAL_KS, EvalReport, evaluate_results, proposal_recall
+from vlpart.model import VLPartDetector
 from vlpart.predictor import PartSegmenter
 
-__all__ = ["evaluate_model", "predict_dataset"]
+__all__ = ["dataset_proposal_recall", "evaluate_model", "predict_dataset"]
 
 
 def predict_dataset(
@@ -24,7 +26,8 @@ def predict_dataset(
     progress: bool = True,
 ) -> list[dict]:
     """Detect in every image of a COCO-format file, with the file's categories (in id order)
-    as the vocabulary.
+    as the vocabulary, through :meth:`PartSegmenter.predict` keeping every detection the model
+    returns (``score_threshold=0``).
 
     Args:
         segmenter: the model and the text encoder of the categories' prompts.
@@ -34,10 +37,8 @@ def predict_dataset(
     Returns:
         COCO results (RLE masks) with the file's image and category ids.
     """
-    data = load_coco_json(Path(ann_file))
-    vocab = vocabulary_from_categories(data["categories"], name=Path(ann_file).stem)
-    embeddings = segmenter.text_embeddings(vocab)
-    category_ids = [c.id for c in vocab]
+    data = load_coco(Path(ann_file))
+    vocab = category_vocabulary(data["categories"], name=Path(ann_file).stem)
     images = data["images"]
     results: list[dict] = []
     for start in tqdm(
@@ -48,16 +49,10 @@ def predict_dataset(
         dynamic_ncols=True,
     ):
         infos = images[start : start + batch_size]
-        batch = [load_rgb_image(Path(image_root) / info["file_name"]) for info in infos]
-        for info, out in zip(infos, segmenter.predict_tensors(batch, embeddings), strict=True):
-            results += coco_results(
-                int(info["id"]),
-                out["boxes"].cpu().numpy(),
-                out["scores"].cpu().numpy(),
-                out["labels"].cpu().numpy(),
-                out["masks"].cpu().numpy(),
-                category_ids,
-            )
+        batch = [read_image(Path(image_root) / info["file_name"]) for info in infos]
+        preds = segmenter.predict(batch, vocabulary=vocab, score_threshold=0.0)
+        for info, pred in zip(infos, preds, strict=True):
+            results += pred.to_coco(int(info["id"]))
     return results
 
 
@@ -78,3 +73,26 @@ def evaluate_model(
         segmenter, ann_file, image_root, batch_size=batch_size, progress=progress
     )
     return evaluate_results(ann_file, results, split=split, objects=objects, lvis_style=lvis_style)
+
+
+def dataset_proposal_recall(
+    model: VLPartDetector,
+    ann_file: str | Path,
+    image_root: str | Path,
+    *,
+    ks: Sequence[int] = PROPOSAL_KS,
+    progress: bool = True,
+) -> dict[int, float]:
+    """Class-agnostic proposal recall AR@k of ``model``'s RPN on a COCO-format file (``vlpart
+    eval --proposals``): :meth:`VLPartDetector.propose` on every image, then
+    :func:`~vlpart.engine.evaluate.proposal_recall`."""
+    data = load_coco(Path(ann_file))
+    model.eval()
+    device = next(model.parameters()).device
+    proposals = {}
+    for info in tqdm(data["images"], desc="proposals", unit="img", disable=not progress):
+        pixels = read_image(Path(image_root) / info["file_name"])
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1).to(device)
+        with torch.inference_mode():
+            proposals[info["id"]] = model.propose([tensor])[0]["boxes"].cpu()
+    return proposal_recall(data, proposals, ks=ks)

@@ -4,6 +4,12 @@ object crops snapped to a trained detector's proposals, parsed parts as a traini
 Each object instance becomes a crop around its box (with a margin), so that every parsed image
 shows one object, as the paper's ImageNet images do. Novel crops are saved as PNG files next to
 the output and the parsed-parts file refers to them; the trainer reads it as ``kind: parsed``.
+
+:func:`run_parse` is the whole run, configured by :class:`vlpart.config.ParsingConfig` (the one
+parse config; every field is used here). Under ``torchrun`` the novel instances are split by rank
+(:func:`vlpart.coco.rank_share`) *before* any image is read or any proposal computed, rank 0
+builds the base bank once and the others load it, each rank writes its shard and rank 0 merges
+them (:func:`vlpart.coco.merge_shards`).
 """
 
 from __future__ import annotations
@@ -15,22 +21,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 
-from vlpart._io import atomic_write
-from vlpart.data.coco import decode_segmentation, load_coco_json
-from vlpart.model import VLPartDetector
-from vlpart.parsing import BaseBank, BaseObject, ParseConfig, ParseItem, Proposals
-from vlpart.parsing.features import FeatureExtractor
-from vlpart.parsing.parser import parse_images
-from vlpart.vocab import Vocabulary
+from vlpart._io import atomic_write, read_image
+from vlpart.coco import decode_segmentation, load_coco, merge_shards, rank_share, shard_path
+from vlpart.config import ParsingConfig
+from vlpart.engine.distributed import init_distributed, shutdown_distributed
+from vlpart.model import VLPartDetector, load_checkpoint
+from vlpart.parsing import BaseBank, BaseObject, ParseItem, Parser, Proposals
+from vlpart.parsing.features import FeatureExtractor, build_feature_extractor
+from vlpart.vocab import Vocabulary, parse_vocabulary
 
-__all__ = ["ObjectCrop", "build_base_bank", "object_crops", "parse_novel_objects"]
+__all__ = [
+    "PARSED_PARTS",
+    "ObjectCrop",
+    "build_base_bank",
+    "object_crops",
+    "parse_novel_objects",
+    "run_parse",
+]
 
 logger = logging.getLogger(__name__)
 
 CROP_MARGIN = 0.15  # fraction of the box side added on each side of a crop
 MIN_OBJECT_PIXELS = 256  # smaller instances are too coarse for patch features
+PARSED_PARTS = "parsed_parts.json"
 
 
 @dataclass
@@ -38,6 +54,8 @@ class ObjectCrop:
     """One object instance cut out of its image.
 
     Attributes:
+        index: position of the instance among all kept instances of the file (0-based; the same
+            on every rank).
         image: ``np.ndarray[h, w, 3]`` uint8 RGB crop.
         object_mask: ``np.ndarray[h, w]`` bool.
         part_masks: ``np.ndarray[P, h, w]`` bool (P may be 0).
@@ -46,6 +64,7 @@ class ObjectCrop:
         source: ``<file name>#<annotation id>``.
     """
 
+    index: int
     image: np.ndarray
     object_mask: np.ndarray
     part_masks: np.ndarray
@@ -61,6 +80,8 @@ def object_crops(
     categories: Sequence[str],
     parts_json: str | Path | None = None,
     require_parts: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[ObjectCrop]:
     """Crops of the instances of ``categories`` in an object file, with their parts.
 
@@ -71,37 +92,41 @@ def object_crops(
         parts_json: COCO file of part annotations whose ``object_id`` names the object
             annotation (what ``vlpart data synth`` and ``convert-pascal-part`` write).
         require_parts: skip instances without any part (for the base bank).
+        rank, world_size: yield only this rank's share of the instances; the others' images
+            are never read.
     """
-    objects = load_coco_json(Path(objects_json))
+    objects = load_coco(Path(objects_json), masks=True)
     names = {c["id"]: c["name"] for c in objects["categories"]}
     wanted = {c.lower() for c in categories}
     parts_of: dict[int, list[dict]] = {}
     part_names: dict[int, str] = {}
     if parts_json is not None:
-        parts = load_coco_json(Path(parts_json))
+        parts = load_coco(Path(parts_json), masks=True)
         part_names = {c["id"]: c["name"] for c in parts["categories"]}
         for ann in parts["annotations"]:
             parts_of.setdefault(int(ann.get("object_id", -1)), []).append(ann)
     images = {im["id"]: im for im in objects["images"]}
+    kept = []
     for ann in objects["annotations"]:
-        category = names[ann["category_id"]]
-        if category.lower() not in wanted or ann.get("iscrowd", 0):
+        if names[ann["category_id"]].lower() not in wanted or ann.get("iscrowd", 0):
             continue
-        own_parts = parts_of.get(int(ann["id"]), [])
-        if require_parts and not own_parts:
+        if require_parts and not parts_of.get(int(ann["id"])):
             continue
+        info = images[ann["image_id"]]
+        mask = decode_segmentation(ann["segmentation"], int(info["height"]), int(info["width"]))
+        if int(mask.sum()) >= MIN_OBJECT_PIXELS:
+            kept.append(ann)
+    for index, ann in rank_share(list(enumerate(kept)), rank, world_size):
         info = images[ann["image_id"]]
         h, w = int(info["height"]), int(info["width"])
         mask = decode_segmentation(ann["segmentation"], h, w).astype(bool)
-        if mask.sum() < MIN_OBJECT_PIXELS:
-            continue
         x, y, bw, bh = ann["bbox"]
         x0 = max(0, int(x - CROP_MARGIN * bw))
         y0 = max(0, int(y - CROP_MARGIN * bh))
         x1 = min(w, int(np.ceil(x + bw + CROP_MARGIN * bw)))
         y1 = min(h, int(np.ceil(y + bh + CROP_MARGIN * bh)))
-        with Image.open(Path(image_root) / info["file_name"]) as im:
-            pixels = np.array(im.convert("RGB"))[y0:y1, x0:x1]
+        pixels = read_image(Path(image_root) / info["file_name"])[y0:y1, x0:x1]
+        own_parts = parts_of.get(int(ann["id"]), [])
         part_masks = (
             np.stack(
                 [
@@ -113,11 +138,12 @@ def object_crops(
             else np.zeros((0, y1 - y0, x1 - x0), dtype=bool)
         )
         yield ObjectCrop(
+            index=index,
             image=np.ascontiguousarray(pixels),
             object_mask=mask[y0:y1, x0:x1],
             part_masks=part_masks,
             part_names=[part_names[p["category_id"]] for p in own_parts],
-            category=category,
+            category=names[ann["category_id"]],
             source=f"{Path(objects_json).name}#{ann['id']}",
         )
 
@@ -129,9 +155,10 @@ def build_base_bank(
     *,
     categories: Sequence[str],
     extractor: FeatureExtractor,
-    config: ParseConfig,
+    config: ParsingConfig,
 ) -> BaseBank:
-    """A bank of every annotated instance of the base ``categories``."""
+    """A bank of every annotated instance of the base ``categories``
+    (``config.image_size``/``batch_size``)."""
     crops = [
         BaseObject(c.image, c.object_mask, c.part_masks, c.part_names, c.category, c.source)
         for c in object_crops(
@@ -158,49 +185,129 @@ def parse_novel_objects(
     bank: BaseBank,
     vocabulary: Vocabulary,
     out_dir: str | Path,
-    config: ParseConfig,
+    config: ParsingConfig,
+    extractor: FeatureExtractor,
     detector: VLPartDetector | None = None,
-    extractor: FeatureExtractor | None = None,
-    rank: int | None = None,
-    world_size: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
-    """Parse every instance of the novel ``categories`` into parts.
+    """Parse this rank's share of the instances of the novel ``categories`` into parts.
 
     Crops are written to ``out_dir/images/`` and the parts to ``out_dir/parsed_parts.json``
-    (a shard of it under ``torchrun``). With ``detector``, part boxes are snapped to its
-    proposals on the crop (IoU > 0.3) and dropped otherwise.
+    (its :func:`~vlpart.coco.shard_path` when ``world_size > 1``). With ``detector``, part boxes
+    are snapped to its proposals on the crop (IoU > 0.3) and dropped otherwise; proposals are
+    computed for this rank's crops only.
 
     Returns:
         The parsed-parts file (or this rank's shard).
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    if detector is not None:
+        detector.eval()
     items = []
-    for index, crop in enumerate(object_crops(objects_json, image_root, categories=categories)):
-        path = (out / "images" / f"{index + 1:06d}.png").resolve()
-        if not path.is_file():  # atomic: torchrun ranks write the same crops
+    for crop in object_crops(
+        objects_json, image_root, categories=categories, rank=rank, world_size=world_size
+    ):
+        path = (out / "images" / f"{crop.index + 1:06d}.png").resolve()
+        if not path.is_file():  # a resumed run keeps the crops it wrote
             atomic_write(path, lambda tmp, c=crop: Image.fromarray(c.image).save(tmp, "PNG"))
         proposals = None
         if detector is not None:
-            detector.eval()
             tensor = torch.from_numpy(crop.image).permute(2, 0, 1).contiguous()
-            found = detector.propose([tensor])[0]
+            with torch.inference_mode():
+                found = detector.propose([tensor])[0]
             proposals = Proposals(found["boxes"].cpu(), found["scores"].cpu())
         items.append(
             ParseItem(
-                index + 1, path, crop.category, proposals=proposals, object_mask=crop.object_mask
+                crop.index + 1,
+                path,
+                crop.category,
+                proposals=proposals,
+                object_mask=crop.object_mask,
             )
         )
-    if not items:
+    if not items and world_size == 1:
         raise ValueError(f"{objects_json}: no instance of {list(categories)} to parse")
     logger.info("parsing %d instances of %s", len(items), sorted(set(categories)))
-    return parse_images(
-        items,
-        out / "parsed_parts.json",
-        bank=bank,
-        vocabulary=vocabulary,
-        config=config,
-        extractor=extractor,
-        rank=rank,
-        world_size=world_size,
+    parser = Parser(
+        extractor,
+        bank,
+        vocabulary,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        include_masks=config.include_masks,
     )
+    target = out / PARSED_PARTS
+    if world_size > 1:
+        target = shard_path(target, rank, world_size)
+    return parser.run(items, target)
+
+
+def run_parse(config: ParsingConfig, out_dir: str | Path, *, device: str = "cpu") -> Path:
+    """The whole ``vlpart parse`` run (see the module docstring), resumable.
+
+    Args:
+        config: the ``parse:`` section of an experiment config.
+        out_dir: gets ``parsed_parts.json`` and ``images/``.
+        device: ``cpu`` or ``cuda`` (under ``torchrun``, each rank its local GPU).
+
+    Returns:
+        ``out_dir/parsed_parts.json`` (on every rank, once rank 0 has merged the shards).
+
+    Raises:
+        ValueError: a required path or category list is not set, or no instance to parse.
+    """
+    for key in ("base_objects", "base_parts", "novel_objects"):
+        if not getattr(config, key):
+            raise ValueError(f"parse.{key} is not set")
+    if not config.base_categories:
+        raise ValueError("parse.base_categories is empty")
+    out = Path(out_dir)
+    info = init_distributed("cuda" if device.startswith("cuda") else "cpu")
+    run_device = str(info.device) if info.distributed else device
+    try:
+        extractor = build_feature_extractor(
+            config.backend, weights=config.weights, stride=config.stride, device=run_device
+        )
+        bank_dir = out / "bank"
+        if not info.distributed or info.is_main:
+            bank = build_base_bank(
+                config.base_objects,
+                config.base_parts,
+                config.base_image_root,
+                categories=config.base_categories,
+                extractor=extractor,
+                config=config,
+            )
+        if info.distributed:
+            if info.is_main:
+                bank.save(bank_dir)
+            dist.barrier()
+            if not info.is_main:
+                bank = BaseBank.load(bank_dir)
+        detector = None
+        if config.detector:
+            detector = load_checkpoint(config.detector)[0].to(run_device)
+        written = parse_novel_objects(
+            config.novel_objects,
+            config.novel_image_root,
+            categories=config.novel_categories,
+            bank=bank,
+            vocabulary=parse_vocabulary(config.vocabulary),
+            out_dir=out,
+            config=config,
+            extractor=extractor,
+            detector=detector,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        if info.distributed:
+            dist.barrier()
+            if info.is_main:
+                written = merge_shards(out / PARSED_PARTS, info.world_size)
+            dist.barrier()
+            written = out / PARSED_PARTS
+        return written
+    finally:
+        shutdown_distributed()

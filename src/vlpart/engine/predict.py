@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import write_json_atomic
-from vlpart.predictor import PartSegmenter, load_image, make_prediction
+from vlpart._io import read_image, write_json_atomic
+from vlpart.coco import category_records, write_coco
+from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
 
 __all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
@@ -84,18 +84,18 @@ def predict_files(
     *,
     vocabulary: Vocabulary,
     out_dir: str | Path,
-    score_threshold: float = 0.3,
+    score_threshold: float | None = None,
     batch_size: int = 1,
     save_masks: bool = False,
 ) -> PredictSummary:
     """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
 
+    Every image goes through :meth:`PartSegmenter.predict` (``score_threshold`` as there).
     Overlay names are the image file stems, made unique with a numeric suffix when two inputs
     share a stem.
     """
     out = Path(out_dir)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    embeddings = segmenter.text_embeddings(vocabulary)
     summary = PredictSummary()
     results: list[dict] = []
     images_info: list[dict] = []
@@ -105,7 +105,7 @@ def predict_files(
         chunk, arrays = [], []
         for path in paths[start : start + batch_size]:
             try:
-                arrays.append(load_image(path))
+                arrays.append(read_image(path))
                 chunk.append(path)
             except (ValueError, FileNotFoundError) as err:
                 logger.warning("skipping %s", err)
@@ -113,10 +113,8 @@ def predict_files(
                 bar.update(1)
         if not chunk:
             continue
-        tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
-        outputs = segmenter.predict_tensors(tensors, embeddings)
-        for path, array, output in zip(chunk, arrays, outputs, strict=True):
-            pred = make_prediction(output, vocabulary, score_threshold)
+        preds = segmenter.predict(arrays, vocabulary=vocabulary, score_threshold=score_threshold)
+        for path, array, pred in zip(chunk, arrays, preds, strict=True):
             image_id = len(images_info) + 1
             name = _safe_name(path.stem)
             while name in used_names:
@@ -144,12 +142,11 @@ def predict_files(
             summary.num_instances += len(pred)
             bar.update(1)
     bar.close()
-    categories = [
-        {"id": i + 1, "name": c.name, "object": c.object, **({"part": c.part} if c.part else {})}
-        for i, c in enumerate(vocabulary)
-    ]
-    write_json_atomic(
-        {"images": images_info, "categories": categories, "annotations": []}, out / "dataset.json"
+    write_coco(
+        out / "dataset.json",
+        images=images_info,
+        categories=category_records(vocabulary),
+        annotations=[],
     )
     write_json_atomic(results, out / "results.json")
     return summary

@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlpart._io import write_json_atomic
-from vlpart.config import Config, config_from_dict
-from vlpart.data.coco import load_coco_json
+from vlpart._io import read_image, write_json_atomic
+from vlpart.coco import load_coco
+from vlpart.config import Config, ParsingConfig, config_from_dict
 from vlpart.data.synth import synthesize_world
 from vlpart.engine.evaluate import EvalReport
 from vlpart.engine.inference import evaluate_model
 from vlpart.engine.parse import build_base_bank, parse_novel_objects
 from vlpart.engine.train import build_sources, train
 from vlpart.model import build_model, load_checkpoint
-from vlpart.parsing import ParseConfig, build_feature_extractor
-from vlpart.predictor import PartSegmenter, load_image
+from vlpart.parsing import build_feature_extractor
+from vlpart.predictor import PartSegmenter
 from vlpart.text import build_text_encoder
 from vlpart.vocab import load_builtin, parse_vocabulary
 
@@ -227,7 +227,7 @@ def _render(weights: Path, world: Path, encoder, out: Path) -> list[Path]:
     """Overlays of the novel-part prompts on held-out images that show a dog or a bus."""
     model, info = load_checkpoint(weights)
     segmenter = PartSegmenter(model, encoder, info=info)
-    objects = load_coco_json(world / "objects_val.json")
+    objects = load_coco(world / "objects_val.json")
     novel_ids = {c["id"] for c in objects["categories"] if c["name"] in ("dog", "bus")}
     shown = sorted(
         {a["image_id"] for a in objects["annotations"] if a["category_id"] in novel_ids}
@@ -237,7 +237,7 @@ def _render(weights: Path, world: Path, encoder, out: Path) -> list[Path]:
     (out / "renders").mkdir(parents=True, exist_ok=True)
     paths = []
     for image_id in shown:
-        image = load_image(world / files[image_id])
+        image = read_image(world / files[image_id])
         pred = segmenter.predict(image, vocabulary=vocab, score_threshold=0.3)
         path = out / "renders" / f"val_{image_id:06d}.png"
         # Drawn on a RENDER_SCALE-times larger copy so that the tags stay legible.
@@ -325,7 +325,7 @@ def run_quickstart(out_dir: str | Path, settings: QuickstartSettings | None = No
     train_row("A", [])
     weights_b = train_row("B", with_objects)
 
-    parse_cfg = ParseConfig(
+    parse_cfg = ParsingConfig(
         backend=s.parse_backend, weights=s.parse_weights, image_size=PARSE_IMAGE_SIZE
     )
     extractor = build_feature_extractor(s.parse_backend, weights=s.parse_weights)

@@ -148,7 +148,13 @@ class FPNBackbone(nn.Module):
 
 
 class EfficientNetLite0Trunk(nn.Module):
-    """EfficientNet-Lite0 stem and blocks 0–15 returning C2–C5 (no classifier head)."""
+    """EfficientNet-Lite0 stem and blocks 0–15 returning C2–C5 (no classifier head).
+
+    The one EfficientNet-Lite0 trunk: the detector's backbone and the parsing features
+    (:class:`vlpart.parsing.features.EfficientNetLiteFeatureExtractor`) both run it.
+    ``forward(Tensor[B, 3, H, W])`` gives ``c2``..``c5``: Tensor[B, 24/40/112/320, H/4..H/32,
+    W/4..W/32], the outputs of blocks :data:`EFFICIENTNET_LITE0_FEATURE_BLOCKS`.
+    """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS
+from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS, EfficientNetLite0Trunk
 from vlpart.weights import WeightSource, hf_cached, hf_url, resolve
 
 __all__ = [
@@ -77,7 +77,6 @@ DINO_WEIGHTS = WeightSource(
     "dino_deitsmall8_pretrain.pth), or weights=None for an explicit random initialisation",
 )
 """Where ``weights="pretrained"`` finds DINO (see :func:`vlpart.weights.resolve`)."""
-LITE_STAGE_BLOCKS = (3, 10, 15)  # last block of the stride 8 / 16 / 32 stages (40/112/320 ch)
 LITE_STRIDE = 8
 LITE_SIZE_DIVISOR = 32
 
@@ -225,7 +224,9 @@ class EfficientNetLiteFeatureExtractor(nn.Module):
     """EfficientNet-Lite0 stage features (see module docstring).
 
     Args:
-        model: an ``efficientnet_lite_pytorch.EfficientNet`` (``efficientnet-lite0``).
+        model: an ``efficientnet_lite_pytorch.EfficientNet`` (``efficientnet-lite0``); its
+            stem and blocks run as the detector's :class:`~vlpart.model.backbones.
+            EfficientNetLite0Trunk` (the same C2–C5 taps).
         identity: what the weights are (for bank compatibility checks).
     """
 
@@ -238,12 +239,12 @@ class EfficientNetLiteFeatureExtractor(nn.Module):
 
     def __init__(self, model: nn.Module, *, identity: str) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.trunk = EfficientNetLite0Trunk(model).eval()
         self.identity = f"{self.name}/{identity}"
 
     @property
     def device(self) -> torch.device:
-        return self.model._conv_stem.weight.device
+        return self.trunk.conv_stem.weight.device
 
     def forward(self, images: Tensor) -> Features:
         """Features of ``images`` (Tensor[B, 3, H, W], Lite-normalised, sides multiples of 32)."""
@@ -252,15 +253,9 @@ class EfficientNetLiteFeatureExtractor(nn.Module):
             raise ValueError(
                 f"image sides must be multiples of {self.size_divisor}, got {height}x{width}"
             )
-        m = self.model
-        x = m._swish(m._bn0(m._conv_stem(images)))
-        stages = []
-        for idx, block in enumerate(m._blocks):
-            x = block(x)
-            if idx in LITE_STAGE_BLOCKS:
-                stages.append(x)
-        c3, c4, c5 = stages
-        grid = c3.shape[-2:]
+        pyramid = self.trunk(images)
+        c4, c5 = pyramid["c4"], pyramid["c5"]
+        grid = pyramid["c3"].shape[-2:]  # the stride-8 grid
         # The deeper stages transfer parts across instances better than the stride-8 stage: mean
         # pair accuracy 0.29 (C4+C5) vs 0.25 (C3+C4) and 0.20 (C3) on the Pascal-Part examples
         # (benchmarks/label_transfer_pascal_part.py, 224 px).
