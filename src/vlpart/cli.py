@@ -265,8 +265,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
         "models",
         help="list the released VLPart models",
         description="The released VLPart checkpoints that `predict --model NAME` and "
-        "PartSegmenter.from_pretrained(NAME) load, with the mask AP their authors report on "
-        "the vocabulary they were evaluated on, and whether they are in $VLPART_CACHE.",
+        "PartSegmenter.from_pretrained(NAME) load, with the AP their authors report on the "
+        "vocabulary they were evaluated on, and whether they are in $VLPART_CACHE.",
     )
 
 

@@ -57,7 +57,9 @@ class ModelSpec:
         training_data: the datasets it was trained on, in the zoo's words.
         vocabulary: built-in vocabulary of its evaluation, the default for prediction.
         reported: metric → value as the zoo reports it, keys ``<vocabulary>/<metric>``
-            (``pascal_part/AP``, ``lvis/APr``, ``pascal_part/novel/AP50``); mask AP.
+            (``pascal_part/AP``, ``lvis/APr``, ``pascal_part/novel/AP50``). The zoo states mask
+            AP for its PartImageNet and Pascal Part ablation tables and does not say, for the
+            open-vocabulary tables, whether VOC/COCO/LVIS numbers are box or mask AP.
         config: the authors' config file it was trained with.
     """
 
@@ -82,7 +84,7 @@ class ModelSpec:
 
     @property
     def reported_ap(self) -> float | None:
-        """Mask AP on the benchmark of :attr:`vocabulary`, as reported."""
+        """AP on the benchmark of :attr:`vocabulary`, as reported."""
         return self.reported.get(f"{self.vocabulary}/AP")
 
 
