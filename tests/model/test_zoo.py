@@ -103,6 +103,23 @@ def test_offline_uncached_name_fails_in_one_line(monkeypatch, cache_dir, capsys,
     assert len(err) == 1 and err[0].startswith("vlpart: error: ") and str(expected) in err[0]
 
 
+def test_models_command_lists_every_model_and_what_is_cached(cache_dir, capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "backbone", "training", "data", "reported", "AP", "cached"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert list(rows) == list_models()
+    assert "19.4 Pascal Part" in rows["r50_pascalpart"] and rows["r50_pascalpart"].endswith("no")
+    folder = cache_dir / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "r50_pascalpart.safetensors").write_bytes(b"")
+    assert main(["models"]) == 0 and not zoo.is_cached("r50_pascalpart")  # no sidecar yet
+    (folder / "r50_pascalpart.json").write_text("{}")
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["r50_pascalpart"].endswith("yes") and rows["r50_voc"].endswith("no")
+
+
 def test_a_download_that_is_not_a_checkpoint_is_removed(file_server, monkeypatch, cache_dir):
     file_server.files["/checkpoints/r50_coco.pth"] = b"<html>captive portal</html>"
     monkeypatch.setenv("VLPART_MIRROR", file_server.url)

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from vlpart.weights import cache_dir, fetch
 
 __all__ = [
@@ -420,19 +422,23 @@ def prepare(name: str, *, progress: bool = True) -> Path:
     target = checkpoint_path(name)
     if is_cached(name):
         return target
-    raw = fetch(spec.url, subdir=CHECKPOINT_SUBDIR, progress=progress)
-    try:
-        state = load_official_state_dict(raw)
-    except ValueError as err:  # truncated, or not a checkpoint at all: do not keep it
-        raw.unlink(missing_ok=True)
-        raise ValueError(f"{err}; removed the download, run again to fetch it anew") from None
-    model, info = official_checkpoint(state, source=str(raw))
-    if (info.config.backbone, info.config.cascade) != (spec.backbone, spec.cascade):
-        raise ValueError(
-            f"{raw}: holds a {info.config.backbone} (cascade={info.config.cascade}) detector, "
-            f"but {name} is a {spec.architecture}; remove the file and run again"
-        )
-    logger.info("converted %s to %s", raw, target)
-    save_checkpoint(model, target, config=info.config, text_encoder=info.text_encoder)
-    raw.unlink()  # the converted checkpoint replaces the download
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(f".{name}.prepare.lock"))):  # e.g. DDP ranks
+        if is_cached(name):
+            return target
+        raw = fetch(spec.url, subdir=CHECKPOINT_SUBDIR, progress=progress)
+        try:
+            state = load_official_state_dict(raw)
+        except ValueError as err:  # truncated, or not a checkpoint at all: do not keep it
+            raw.unlink(missing_ok=True)
+            raise ValueError(f"{err}; removed the download, run again to fetch it anew") from None
+        model, info = official_checkpoint(state, source=str(raw))
+        if (info.config.backbone, info.config.cascade) != (spec.backbone, spec.cascade):
+            raise ValueError(
+                f"{raw}: holds a {info.config.backbone} (cascade={info.config.cascade}) "
+                f"detector, but {name} is a {spec.architecture}; remove the file and run again"
+            )
+        save_checkpoint(model, target, config=info.config, text_encoder=info.text_encoder)
+        logger.info("converted %s to %s", raw, target)
+        raw.unlink(missing_ok=True)  # the converted checkpoint replaces the download
     return target
