@@ -1,7 +1,10 @@
+import argparse
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from vlpart.cli import main
 
@@ -44,6 +47,65 @@ def test_vocab_show_neighbours_with_precomputed(capsys, shared_data):
     )
     out = capsys.readouterr().out
     assert re.search(r"cat:head\s+'a cat head'\s+base\s+dog:head \(0\.\d\d\)", out)
+
+
+def test_vocab_show_star_expansion_shows_the_split(capsys):
+    assert main(["vocab", "show", "dog:*; cat:head; horse:leg,mane"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    split = {line.split()[2]: line.split()[-1] for line in lines}
+    assert all(split[n] == "novel" for n in split if n.startswith("dog:"))
+    assert split["cat:head"] == "-" and split["horse:leg"] == "-"
+
+
+def test_help_imports_no_heavy_module():
+    """``--help`` answers without torch, numpy or PIL (they load inside the commands)."""
+    code = (
+        "import sys\n"
+        "from vlpart.cli import main\n"
+        "for cmd in ([], ['predict'], ['train'], ['quickstart'], ['eval'], ['data', 'synth']):\n"
+        "    try:\n"
+        "        main([*cmd, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted({'torch', 'torchvision', 'numpy', 'PIL', 'yaml'} & set(sys.modules))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "usage: vlpart predict" in out
+    assert out.splitlines()[-1] == "HEAVY []"
+    # The public names still resolve on first use.
+    out = subprocess.run(
+        [sys.executable, "-c", "import vlpart; print(vlpart.PartSegmenter.__name__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "PartSegmenter"
+
+
+def test_default_output_folders_are_ignored_by_git(tmp_path):
+    """Every ``--out`` default (the quickstart, predict, train, parse) lies in a folder that
+    the repository's .gitignore ignores, so running a command from the root adds no files."""
+    from vlpart.cli import _build_parser
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    defaults = set()
+    stack = [_build_parser()]
+    while stack:
+        parser = stack.pop()
+        for action in parser._actions:
+            if "--out" in action.option_strings and action.default:
+                defaults.add(action.default)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    assert {"quickstart", "out", "runs/train", "runs/parsed"} <= defaults
+    for folder in defaults:
+        probe = f"{folder}/report.md"
+        result = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+        assert result.returncode == 0, f"{probe} is not ignored by .gitignore"
 
 
 def test_vocab_show_template(capsys):

@@ -64,6 +64,14 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     assert (out == 255).mean() < 0.5  # the old reader clipped nearly everything to white
 
 
+@pytest.mark.parametrize(("mode", "dtype"), [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2")])
+def test_16_bit_byte_orders(mode, dtype):
+    values = np.array([[0, 65535], [257, 32896]], dtype=dtype)
+    image = Image.frombytes(mode, (2, 2), values.tobytes())
+    assert image.mode == mode
+    np.testing.assert_array_equal(read_image(image)[..., 0], [[0, 255], [1, 128]])
+
+
 def test_32_bit_integer_and_float_images():
     ints = Image.fromarray(np.array([[-100, 0], [50, 300]], dtype=np.int32), mode="I")
     np.testing.assert_array_equal(read_image(ints)[..., 0], [[0, 64], [96, 255]])  # min-max

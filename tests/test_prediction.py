@@ -1,8 +1,11 @@
+import dataclasses
+import itertools
+
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from vlpart.prediction import Prediction, assign_parents
+from vlpart.prediction import Prediction, assign_parents, tag_layout
 
 
 def _box_mask(h, w, x0, y0, x1, y1):
@@ -99,3 +102,96 @@ def test_render_accepts_a_path(tmp_path):
     assert np.array_equal(
         np.asarray(pred.render(tmp_path / "x.png")), np.asarray(pred.render(image))
     )
+
+
+def _crowded(h=120, w=160):
+    """Two dogs; ten jittered copies of one head; eight legs of the first dog; a head that lies
+    in no dog; and 30 one-off labels of a large vocabulary scattered over the image."""
+    rng = np.random.default_rng(0)
+    boxes, labels, parts = [[2, 2, 80, 100], [90, 10, 150, 100]], ["dog", "dog"], [False, False]
+    for k in range(10):  # near-duplicates and nested copies of one head
+        d = k % 3
+        boxes.append([10 + d, 10 + d, 40 - d, 35 - d])
+        labels.append("dog:head")
+    for k in range(8):
+        boxes.append([5 + 9 * k, 80, 12 + 9 * k, 98])
+        labels.append("dog:leg")
+    boxes.append([152, 105, 159, 118])  # a head outside both dogs
+    labels.append("dog:head")
+    for k in range(30):
+        x, y = rng.integers(0, w - 20), rng.integers(0, h - 20)
+        boxes.append([x, y, x + 20, y + 20])
+        labels.append(f"thing{k}:part")
+    parts += [True] * (len(labels) - 2)
+    n = len(labels)
+    boxes = np.array(boxes, np.float32)
+    masks = np.stack([_box_mask(h, w, *(int(v) for v in b)) for b in boxes])
+    scores = np.linspace(0.99, 0.31, n).astype(np.float32)
+    objects = [label.split(":")[0] for label in labels]
+    part_names = [label.split(":")[1] if ":" in label else None for label in labels]
+    return Prediction(
+        boxes=boxes,
+        scores=scores,
+        labels=labels,
+        label_ids=np.arange(n),
+        category_ids=np.arange(n) + 1,
+        masks=masks,
+        parent=assign_parents(masks, objects, part_names),
+        is_part=np.array(parts),
+    )
+
+
+def test_display_drops_duplicates_and_caps_per_label_and_in_all():
+    pred = _crowded()
+    shown = pred.for_display(top_k_per_label=4, overlap_thresh=0.65, max_instances=None)
+    # The ten stacked heads collapse to the best one; the outside head stays (other place).
+    assert shown.labels.count("dog:head") == 2
+    assert shown.labels.count("dog:leg") == 4  # eight disjoint legs, top 4 by score
+    assert shown.labels.count("dog") == 2
+    assert list(shown.scores) == sorted(shown.scores, reverse=True)
+    assert len(pred.for_display()) == 25  # DRAW_MAX_INSTANCES
+    everything = pred.for_display(top_k_per_label=None, overlap_thresh=None, max_instances=None)
+    assert len(everything) == len(pred)
+
+
+def test_display_parts_within_parent():
+    pred = _crowded()
+    shown = pred.for_display(parts_within_parent=True, max_instances=None)
+    # Parts without a dog around them (the outside head, the 30 others) are gone ...
+    assert shown.labels.count("dog:head") == 1
+    assert not any(label.startswith("thing") for label in shown.labels)
+    # ... and every remaining part points at a kept object whose mask holds all of its mask.
+    for i in np.nonzero(shown.is_part)[0]:
+        p = shown.parent[i]
+        assert p >= 0 and not shown.is_part[p]
+        assert not (shown.masks[i] & ~shown.masks[p]).any()
+    with pytest.raises(ValueError, match="is_part"):
+        _prediction().for_display(parts_within_parent=True)
+
+
+def test_subset_reindexes_parents():
+    pred = _prediction()
+    np.testing.assert_array_equal(pred.subset([1, 0]).parent, [1, -1])
+    np.testing.assert_array_equal(pred.subset([1]).parent, [-1])
+
+
+def test_tags_on_a_crowded_image_never_overlap():
+    from PIL import Image, ImageDraw, ImageFont
+
+    pred = _crowded(240, 320)
+    pred = dataclasses.replace(pred, boxes=pred.boxes * 2)
+    shown = pred.for_display()
+    draw = ImageDraw.Draw(Image.new("RGB", (320, 240)))
+    rects = tag_layout(shown, draw, ImageFont.load_default(size=11))
+    placed = [r for r in rects if r is not None]
+    assert len(placed) >= 20
+    for a, b in itertools.combinations(placed, 2):
+        assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert all(0 <= r[0] and r[2] <= 320 and 0 <= r[1] and r[3] <= 240 for r in placed)
+    # render draws exactly for_display's instances: the same picture as drawing that subset
+    # with every limit off, and not the picture of all 51 instances.
+    image = np.full((240, 320, 3), 128, np.uint8)
+    no_limits = {"top_k_per_label": None, "overlap_thresh": None, "max_instances": None}
+    out = np.asarray(pred.render(image))
+    assert np.array_equal(out, np.asarray(shown.render(image, **no_limits)))
+    assert not np.array_equal(out, np.asarray(pred.render(image, **no_limits)))

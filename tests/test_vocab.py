@@ -177,3 +177,12 @@ def test_mat_tokens():
     assert tokens["car:license plate"] == "liplate"
     assert tokens["dog:head"] == "head"
     assert len(tokens) == 93
+
+
+def test_star_expansion_keeps_the_taxonomy_split():
+    vocab = parse_vocabulary("dog:*; cat:*; cat:head; bird:beak")
+    splits = {c.name: c.split for c in vocab}
+    assert {splits[n] for n in splits if n.startswith("dog:")} == {"novel"}
+    assert {splits[n] for n in splits if n.startswith("cat:")} == {"base"}
+    assert splits["bird:beak"] is None  # named by the user, not expanded: no split claimed
+    assert sum(vocab.split_mask("novel")) == 10

@@ -1,12 +1,22 @@
-"""vlpart: open-vocabulary part segmentation (VLPart, ICCV 2023) on PyTorch + torchvision."""
+"""vlpart: open-vocabulary part segmentation (VLPart, ICCV 2023) on PyTorch + torchvision.
 
-from vlpart.config import Config as Config
-from vlpart.model import build_model as build_model
-from vlpart.prediction import Prediction as Prediction
-from vlpart.predictor import PartSegmenter as PartSegmenter
-from vlpart.text import build_text_encoder as build_text_encoder
-from vlpart.vocab import Vocabulary as Vocabulary
-from vlpart.vocab import parse_vocabulary as parse_vocabulary
+The public names are imported on first use (PEP 562), so that ``import vlpart`` and
+``vlpart --help`` do not pay for torch until a command needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlpart.config import Config as Config
+    from vlpart.model import build_model as build_model
+    from vlpart.prediction import Prediction as Prediction
+    from vlpart.predictor import PartSegmenter as PartSegmenter
+    from vlpart.text import build_text_encoder as build_text_encoder
+    from vlpart.vocab import Vocabulary as Vocabulary
+    from vlpart.vocab import parse_vocabulary as parse_vocabulary
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,3 +29,26 @@ __all__ = [
     "build_text_encoder",
     "parse_vocabulary",
 ]
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "Config": "vlpart.config",
+    "PartSegmenter": "vlpart.predictor",
+    "Prediction": "vlpart.prediction",
+    "Vocabulary": "vlpart.vocab",
+    "build_model": "vlpart.model",
+    "build_text_encoder": "vlpart.text",
+    "parse_vocabulary": "vlpart.vocab",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vlpart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

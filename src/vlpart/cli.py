@@ -292,6 +292,54 @@ def _run_models(args: argparse.Namespace) -> None:
         )
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export the detector to an ONNX file that onnxruntime runs "
+        "(PartSegmenter.from_onnx, or 'vlpart predict --weights OUT.onnx'). The graph takes "
+        "one resized, normalised image of any size and returns boxes, scores, labels and "
+        "28x28 mask probabilities; the vocabulary's text embeddings are baked in, or with "
+        "--dynamic-vocab a second input.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="our .safetensors checkpoint or an official .pth")
+    source.add_argument("--model", help="a model name from the model zoo")
+    export.add_argument(
+        "--vocab", dest="vocabulary", required=True, help="vocabulary baked into the graph"
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx")
+    export.add_argument(
+        "--dynamic-vocab",
+        action="store_true",
+        help="take the text embeddings [C, D] as a graph input instead of baking them in",
+    )
+    export.add_argument("output", help="the .onnx file to write")
+    _add_text_options(export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vlpart.export import export_onnx
+    from vlpart.predictor import PartSegmenter
+    from vlpart.vocab import parse_vocabulary
+
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"{args.output}: the output must be a .onnx file")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights or args.model,
+        text_encoder=args.encoder,
+        embeddings=args.embeddings,
+        vocabulary=vocabulary,
+        clip_weights=args.clip_weights,
+        cache_dir=args.cache_dir,
+        template=args.template,
+    )
+    out = export_onnx(segmenter, vocabulary, args.output, dynamic_vocab=args.dynamic_vocab)
+    kind = "dynamic vocabulary" if args.dynamic_vocab else f"{len(vocabulary)} categories"
+    print(f"wrote {out} ({kind})")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="convert datasets and draw the synthetic parts world")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -407,11 +455,34 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
         "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
         "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
-        "status is non-zero only when no image could be processed.",
+        "status is non-zero only when no image could be processed. A video file CLIP.mp4 "
+        "(.mov, .mkv, .avi, .webm, ...) gives OUT/CLIP.mp4 (annotated, same frame rate and "
+        "size) and OUT/CLIP.json (per-frame COCO results); a truncated video keeps the frames "
+        "decoded and exits non-zero.",
     )
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="*", help="image or video files, folders or glob patterns")
+    p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also take the images in the folders' subfolders (and let ** in patterns match them)",
+    )
+    p.add_argument(
+        "--every", type=int, default=1, metavar="N", help="videos: segment every N-th frame"
+    )
+    p.add_argument(
+        "--webcam",
+        nargs="?",
+        const="default",
+        metavar="DEVICE",
+        help="segment a camera until Ctrl-C into OUT/webcam.mp4 and OUT/webcam.json "
+        "(default device: /dev/video0 on Linux, 0 on macOS)",
+    )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--weights", help="our .safetensors checkpoint or an official VLPart .pth")
+    which.add_argument(
+        "--weights",
+        help="our .safetensors checkpoint, an official VLPart .pth or a 'vlpart export' .onnx",
+    )
     which.add_argument(
         "--model",
         help="a released VLPart model by name (`vlpart models` lists them), downloaded and "
@@ -443,6 +514,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     import torch
 
     from vlpart.engine.predict import expand_inputs, predict_files
+    from vlpart.engine.video import is_video
     from vlpart.predictor import PartSegmenter
     from vlpart.vocab import parse_vocabulary
 
@@ -450,10 +522,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
-    paths, missing = expand_inputs(args.inputs)
+    if args.every < 1:
+        raise CliError(f"--every must be at least 1, got {args.every}")
+    paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
     for item, reason in missing:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
-    if not paths:
+    if not paths and not args.webcam:
         raise CliError("no input images found")
     if args.vocabulary is None:
         if args.model is None:
@@ -472,6 +546,12 @@ def _run_predict(args: argparse.Namespace) -> None:
         template=args.template,
         device=args.device,
     )
+    video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
+    paths = [p for p in paths if not is_video(p)]
+    if not paths:
+        if video_errors:
+            raise CliError(video_errors[0])
+        return
     summary = predict_files(
         segmenter,
         paths,
@@ -487,6 +567,38 @@ def _run_predict(args: argparse.Namespace) -> None:
     )
     if not summary.processed:
         raise CliError(f"none of the {len(paths)} images could be read")
+    if video_errors:
+        raise CliError(video_errors[0])
+
+
+def _run_videos(args: argparse.Namespace, segmenter, vocabulary, videos: list) -> list[str]:
+    """``vlpart predict`` on video files and the --webcam camera (engine/video.py); returns
+    the errors of videos that ended early (their outputs keep the frames decoded)."""
+    from vlpart.engine.video import default_webcam, predict_video
+
+    sources = [(str(v), None) for v in videos]
+    if args.webcam:
+        fmt, device = default_webcam()
+        sources.append((device if args.webcam == "default" else args.webcam, fmt))
+    errors = []
+    for source, fmt in sources:
+        summary = predict_video(
+            segmenter,
+            source,
+            vocabulary=vocabulary,
+            out_dir=args.out,
+            score_threshold=args.score_threshold,
+            every=args.every,
+            input_format=fmt,
+        )
+        print(
+            f"{source}: {summary.frames_processed} of {summary.frames_decoded} frames segmented, "
+            f"{summary.num_instances} instances, {summary.frames_per_second:.2f} frames/s "
+            f"-> {args.out}"
+        )
+        if summary.error:
+            errors.append(f"{summary.error}; the outputs keep the frames decoded before it")
+    return errors
 
 
 def _add_parse(sub: argparse._SubParsersAction) -> None:
@@ -524,30 +636,43 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
         "quickstart",
         help="the paper's experiment in miniature, offline (~10 min on 2 cores)",
         description="Draw a synthetic parts world, train three detectors (base parts; + object "
-        "data; + parts parsed from the novel objects), evaluate all/base/novel part "
-        "AP, and write OUT/report.md, OUT/metrics.json and OUT/model.safetensors.",
+        "data; + parts parsed from the novel objects; the last two fine-tuned from the first), "
+        "evaluate all/base/novel part AP, and write OUT/report.md, OUT/metrics.json and "
+        "OUT/model.safetensors. The schedule is fixed: the table depends on the seed only.",
     )
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument(
         "--budget-minutes",
         type=float,
-        default=15.0,
-        help="time budget; fewer iterations per row if this machine is too slow "
-        "for the default schedule (default 15)",
+        help="cut the schedule to fit this many minutes on this machine: a cut-down run whose "
+        "numbers differ from the README's (default: the full, fixed schedule)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the world and the training")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the longer run: seeds SEED..SEED+N-1, mean ± std per row (N ≥ 2; N times as long)",
+    )
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
-    from vlpart.engine.quickstart import QuickstartSettings, run_quickstart
-
-    if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be positive, got {args.budget_minutes}")
-    result = run_quickstart(
-        args.out, QuickstartSettings(seed=args.seed, budget_minutes=args.budget_minutes)
-    )
     from pathlib import Path
 
+    from vlpart.engine.quickstart import QuickstartSettings, run_quickstart, run_quickstart_seeds
+
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise CliError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    if args.seeds < 1:
+        raise CliError(f"--seeds must be at least 1, got {args.seeds}")
+    settings = QuickstartSettings(seed=args.seed, budget_minutes=args.budget_minutes)
+    if args.seeds > 1:
+        run_quickstart_seeds(args.out, settings, num_seeds=args.seeds)
+        print((Path(args.out) / "report.md").read_text().rstrip())
+        print(f"\nreport: {Path(args.out) / 'report.md'}")
+        return
+    result = run_quickstart(args.out, settings)
     report = (Path(args.out) / "report.md").read_text()
     print(report.split("## ")[0].rstrip())
     print(f"\nreport: {Path(args.out) / 'report.md'}; model: {result['model']}")
@@ -566,6 +691,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_convert(sub)
     _add_models(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
@@ -580,6 +706,7 @@ _RUNNERS = {
     "eval": _run_eval,
     "convert": _run_convert,
     "models": _run_models,
+    "export": _run_export,
     "train": _run_train,
     "predict": _run_predict,
     "parse": _run_parse,
@@ -595,15 +722,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="vlpart: %(levelname)s: %(message)s",
     )
     try:
+        _check_common_options(args)
         _RUNNERS[args.command](args)
-    except (CliError, ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"vlpart: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("vlpart: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = _user_message(err)
+        if message is None:
+            raise  # a bug: keep its traceback
+        print(f"vlpart: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _check_common_options(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any work starts."""
+    template = getattr(args, "template", None)
+    if template is not None:
+        from vlpart.vocab import prompt_template
+
+        try:
+            prompt_template(template)
+        except ValueError as err:
+            raise CliError(f"--template: {err}") from None
+    device = getattr(args, "device", None)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine")
+
+
+# Errors that user input, files or the machine cause. ValueError & co. count only when vlpart
+# raised them itself (after checking an input); raised deep inside a library they are bugs.
+_ENVIRONMENT_ERRORS = (CliError, OSError, ImportError)
+_CHECKED_ERRORS = (ValueError, KeyError, RuntimeError, TypeError, ArithmeticError)
+
+
+def _user_message(err: Exception) -> str | None:
+    """The one-line message of a user-caused error, or None for an internal bug."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        reason = (err.strerror or "").rstrip(".") or type(err).__name__
+        reason = reason[:1].lower() + reason[1:]
+        message = f"{err.filename}: {reason}"
+    elif isinstance(err, _ENVIRONMENT_ERRORS):
+        message = str(err)
+    elif isinstance(err, _CHECKED_ERRORS) and _raised_by_vlpart(err):
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    else:
+        return None
+    return " ".join(str(message).split()) or type(err).__name__
+
+
+def _raised_by_vlpart(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is vlpart's own code."""
+    from pathlib import Path
+
+    import vlpart
+
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(Path(vlpart.__file__).parent)
 
 
 if __name__ == "__main__":

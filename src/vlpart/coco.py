@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vlpart._io import write_json_atomic
+from vlpart._io import OutputSet, write_json_atomic
 from vlpart.vocab import Category, Vocabulary, name_key, split_category_name
 
 T = TypeVar("T")
@@ -337,9 +337,11 @@ def write_coco(
     categories: Sequence[Mapping[str, Any]],
     annotations: Sequence[Mapping[str, Any]] | None = None,
     info: Mapping[str, Any] | None = None,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write a COCO file atomically (temporary file, then rename); ``annotations=None`` leaves
-    the list out (image-level files)."""
+    the list out (image-level files). With ``outputs`` the file is only staged there, to be
+    committed with the rest of that set."""
     data: dict[str, Any] = {}
     if info is not None:
         data["info"] = dict(info)
@@ -347,6 +349,9 @@ def write_coco(
     data["categories"] = list(categories)
     if annotations is not None:
         data["annotations"] = list(annotations)
+    if outputs is not None:
+        outputs.write_json(path, data)
+        return Path(path)
     return write_json_atomic(data, path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +13,19 @@ from PIL import Image, ImageDraw, ImageFont
 from vlpart._io import read_image
 from vlpart.coco import result_records
 
-__all__ = ["Prediction", "assign_parents"]
+__all__ = ["Prediction", "assign_parents", "tag_layout"]
 
 # A part belongs to an object instance of its object category when at least this fraction of
 # the part's mask lies inside the object's mask.
 PARENT_CONTAINMENT_THRESH = 0.5
+# What overlays draw by default: at most this many instances per label (a four-legged animal's
+# legs), after a per-label suppression of boxes whose intersection with a better-scoring box of
+# the same label exceeds this fraction of the smaller of the two, and at most this many in all.
+DRAW_TOP_K_PER_LABEL = 4
+DRAW_OVERLAP_THRESH = 0.65
+DRAW_MAX_INSTANCES = 25
+# Pixels of padding around a tag's text.
+TAG_PAD = 1
 
 
 @dataclass
@@ -33,6 +42,8 @@ class Prediction:
         masks (np.ndarray[N, H, W], bool): instance masks.
         parent (np.ndarray[N], int64): index of the object instance each part belongs to (by
             mask containment), -1 for objects and for parts without a containing object.
+        is_part (np.ndarray[N], bool): whether each label is an object part; ``None`` when not
+            recorded (then :meth:`for_display` cannot keep parts within their parents).
     """
 
     boxes: np.ndarray
@@ -42,6 +53,7 @@ class Prediction:
     category_ids: np.ndarray
     masks: np.ndarray
     parent: np.ndarray
+    is_part: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,33 +73,167 @@ class Prediction:
             record["parent"] = int(parent)
         return out
 
+    def subset(self, keep: Sequence[int] | np.ndarray) -> Prediction:
+        """The instances at indices ``keep``, in that order; ``parent`` is re-indexed into the
+        subset (-1 where the parent is not kept)."""
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        where = {int(old): new for new, old in enumerate(keep)}
+        return Prediction(
+            boxes=self.boxes[keep],
+            scores=self.scores[keep],
+            labels=[self.labels[i] for i in keep],
+            label_ids=self.label_ids[keep],
+            category_ids=self.category_ids[keep],
+            masks=self.masks[keep],
+            parent=np.array([where.get(int(self.parent[i]), -1) for i in keep], np.int64),
+            is_part=None if self.is_part is None else self.is_part[keep],
+        )
+
+    def for_display(
+        self,
+        *,
+        top_k_per_label: int | None = DRAW_TOP_K_PER_LABEL,
+        overlap_thresh: float | None = DRAW_OVERLAP_THRESH,
+        max_instances: int | None = DRAW_MAX_INSTANCES,
+        parts_within_parent: bool = False,
+    ) -> Prediction:
+        """The instances worth drawing, best score first: per label, a non-maximum suppression
+        (an instance goes when its box overlaps a better one of its label by more than
+        ``overlap_thresh`` of the smaller box: near-duplicates and nested copies) and at most
+        ``top_k_per_label``; at most ``max_instances`` in all. ``None`` turns a limit off.
+
+        With ``parts_within_parent`` a part is kept only when its parent object is kept, and its
+        mask is cut to the parent's mask (needs ``is_part``).
+        """
+        if parts_within_parent and self.is_part is None and len(self):
+            raise ValueError("parts_within_parent needs the prediction's is_part flags")
+        order = np.argsort(-self.scores, kind="stable")
+        kept: list[int] = []
+        per_label: dict[str, list[int]] = {}
+        for i in order:
+            i = int(i)
+            same = per_label.setdefault(self.labels[i], [])
+            if top_k_per_label is not None and len(same) >= top_k_per_label:
+                continue
+            if overlap_thresh is not None and same:
+                if _overlap_of_smaller(self.boxes[i], self.boxes[same]).max() > overlap_thresh:
+                    continue
+            same.append(i)
+            kept.append(i)
+        if parts_within_parent:
+            objects = {i for i in kept if not self.is_part[i]}
+            kept = [i for i in kept if not self.is_part[i] or int(self.parent[i]) in objects]
+        if max_instances is not None:
+            kept = kept[:max_instances]
+        shown = self.subset(kept)
+        if parts_within_parent and len(shown):
+            shown.masks = shown.masks.copy()
+            for i in np.nonzero(shown.is_part & (shown.parent >= 0))[0]:
+                shown.masks[i] &= shown.masks[shown.parent[i]]
+        return shown
+
     def render(
-        self, image: str | Path | np.ndarray | Image.Image, *, alpha: float = 0.45
+        self,
+        image: str | Path | np.ndarray | Image.Image,
+        *,
+        alpha: float = 0.45,
+        top_k_per_label: int | None = DRAW_TOP_K_PER_LABEL,
+        overlap_thresh: float | None = DRAW_OVERLAP_THRESH,
+        max_instances: int | None = DRAW_MAX_INSTANCES,
+        parts_within_parent: bool = False,
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
-        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size)."""
+        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size).
+
+        Only :meth:`for_display`'s instances are drawn (the keyword arguments are its own);
+        tags are placed so that no two overlap (a tag that finds no free place is left out).
+        """
         base = read_image(image)
         if base.shape[:2] != self.image_size and len(self):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
+        shown = self.for_display(
+            top_k_per_label=top_k_per_label,
+            overlap_thresh=overlap_thresh,
+            max_instances=max_instances,
+            parts_within_parent=parts_within_parent,
+        )
         canvas = base.astype(np.float32)
-        colors = _palette(len(self))
-        for i in np.argsort(-self.masks.reshape(len(self), -1).sum(1)) if len(self) else []:
-            m = self.masks[i]
+        colors = _palette(len(shown))
+        for i in np.argsort(-shown.masks.reshape(len(shown), -1).sum(1)) if len(shown) else []:
+            m = shown.masks[i]
             canvas[m] = (1 - alpha) * canvas[m] + alpha * np.asarray(colors[i], np.float32)
         out = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(out)
         height, width = base.shape[:2]
         font = ImageFont.load_default(size=max(11, min(height, width) // 40))
         line = max(1, min(height, width) // 300)
-        for i in range(len(self)):
-            x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
-            draw.rectangle((x0, y0, x1, y1), outline=colors[i], width=line)
-            text = f"{self.labels[i]} {self.scores[i]:.2f}"
-            tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
-            ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
-            draw.rectangle((tx0, ty, tx1 + 2, ty + (ty1 - ty0) + 2), fill=colors[i])
-            draw.text((x0 + 1, ty + 1 - (ty0 - y0)), text, font=font, fill=_ink(colors[i]))
+        for i in range(len(shown)):
+            draw.rectangle(tuple(float(v) for v in shown.boxes[i]), outline=colors[i], width=line)
+        for i, rect in enumerate(tag_layout(shown, draw, font)):
+            if rect is None:
+                continue
+            text = f"{shown.labels[i]} {shown.scores[i]:.2f}"
+            draw.rectangle(rect, fill=colors[i])
+            left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+            draw.text(
+                (rect[0] + TAG_PAD - left, rect[1] + TAG_PAD - top),
+                text,
+                font=font,
+                fill=_ink(colors[i]),
+            )
         return out
+
+
+def tag_layout(
+    pred: Prediction, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont
+) -> list[tuple[int, int, int, int] | None]:
+    """Where :meth:`Prediction.render` puts each instance's ``label score`` tag.
+
+    Tags are placed in score order at the first free spot among: above the box's top-left
+    corner, inside it, below it, above its top-right corner, then further down and up the box's
+    left edge; a spot is free when it lies inside the image and overlaps no tag placed before.
+
+    Returns:
+        Per instance ``(x0, y0, x1, y1)`` integer pixels of the tag, or ``None`` when no spot
+        was free.
+    """
+    height, width = pred.image_size
+    placed: list[tuple[int, int, int, int]] = []
+    layout: list[tuple[int, int, int, int] | None] = [None] * len(pred)
+    for i in np.argsort(-pred.scores, kind="stable"):
+        i = int(i)
+        left, top, right, bottom = draw.textbbox(
+            (0, 0), f"{pred.labels[i]} {pred.scores[i]:.2f}", font=font
+        )
+        w, h = right - left + 2 * TAG_PAD, bottom - top + 2 * TAG_PAD
+        if w > width or h > height:
+            continue
+        x0, y0, x1, y1 = (int(round(float(v))) for v in pred.boxes[i])
+        spots = [(x0, y0 - h), (x0, y0), (x0, y1), (x1 - w, y0 - h)]
+        spots += [(x0, y0 + k * h) for k in range(1, height // h + 1)]
+        spots += [(x0, y0 - k * h) for k in range(2, height // h + 1)]
+        for x, y in spots:
+            x, y = min(max(x, 0), width - w), min(max(y, 0), height - h)
+            rect = (x, y, x + w, y + h)
+            if not any(_rects_overlap(rect, other) for other in placed):
+                placed.append(rect)
+                layout[i] = rect
+                break
+    return layout
+
+
+def _rects_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _overlap_of_smaller(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection of ``box`` (XYXY) with each of ``boxes`` ([K, 4]) over the smaller area."""
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = np.clip(box[2:] - box[:2], 0, None).prod()
+    areas = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(1)
+    return inter / np.maximum(np.minimum(area, areas), 1e-6)
 
 
 def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None]) -> np.ndarray:

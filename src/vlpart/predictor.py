@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from vlpart.prediction import Prediction, assign_parents
 from vlpart.text import TextEncoder, build_text_encoder
 from vlpart.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
 
+if TYPE_CHECKING:
+    from vlpart.export import OnnxDetector
+
 __all__ = ["MASK_THRESH", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ logger = logging.getLogger(__name__)
 SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
 OFFICIAL_SUFFIXES = (".pth", ".pt")
+ONNX_SUFFIX = ".onnx"
 
 
 def _checkpoint_file(weights: str | Path) -> Path:
@@ -70,7 +75,8 @@ class PartSegmenter:
     """Segment objects and parts named by any vocabulary.
 
     Args:
-        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here).
+        model: a trained :class:`~vlpart.model.VLPartDetector` (put in eval mode here), or an
+            exported one (:class:`~vlpart.export.OnnxDetector`, see :meth:`from_onnx`).
         text_encoder: turns the vocabulary's prompts into classifier rows; its dimension must
             equal the model's ``text_dim``.
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
@@ -80,7 +86,7 @@ class PartSegmenter:
 
     def __init__(
         self,
-        model: VLPartDetector,
+        model: VLPartDetector | OnnxDetector,
         text_encoder: TextEncoder,
         *,
         info: CheckpointInfo | None = None,
@@ -116,7 +122,8 @@ class PartSegmenter:
         device: str | torch.device = "cpu",
     ) -> PartSegmenter:
         """Load a released VLPart model by name, our ``.safetensors`` checkpoint, or an official
-        VLPart ``.pth`` (converted on the fly, in memory).
+        VLPart ``.pth`` (converted on the fly, in memory); an ``.onnx`` export goes to
+        :meth:`from_onnx`.
 
         Args:
             weights: a name of :data:`vlpart.model.zoo.MODELS` (``"r50_pascalpart"``:
@@ -129,6 +136,17 @@ class PartSegmenter:
             clip_weights: local CLIP weights for the ``clip`` encoder.
             cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
         """
+        path = Path(weights)
+        if path.suffix == ONNX_SUFFIX:
+            return cls.from_onnx(
+                path,
+                text_encoder=text_encoder,
+                embeddings=embeddings,
+                vocabulary=vocabulary,
+                clip_weights=clip_weights,
+                cache_dir=cache_dir,
+                device=device,
+            )
         path = _checkpoint_file(weights)
         if path.suffix in OFFICIAL_SUFFIXES:
             from vlpart.model.convert import load_official_checkpoint
@@ -136,19 +154,71 @@ class PartSegmenter:
             model, info = load_official_checkpoint(path)
         else:
             model, info = load_checkpoint(path)
-        if not isinstance(text_encoder, TextEncoder):
-            name = text_encoder or _encoder_name(info.text_encoder)
-            vocab = parse_vocabulary(vocabulary) if vocabulary is not None else None
-            text_encoder = build_text_encoder(
-                name,
-                vocabulary=vocab,
-                template=template,
+        encoder = _resolve_encoder(
+            text_encoder,
+            info.text_encoder,
+            vocabulary=vocabulary,
+            template=template,
+            embeddings=embeddings,
+            clip_weights=clip_weights,
+            cache_dir=cache_dir,
+            device=device,
+        )
+        return cls(model, encoder, info=info, template=template, device=device)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        *,
+        text_encoder: TextEncoder | str | None = None,
+        embeddings: str | Path | None = None,
+        vocabulary: str | Vocabulary | None = None,
+        clip_weights: str | None = None,
+        cache_dir: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> PartSegmenter:
+        """Run a file written by ``vlpart export`` (:func:`vlpart.export.export_onnx`) with
+        onnxruntime; :meth:`predict` returns the same :class:`Prediction` records.
+
+        A fixed-vocabulary export answers only its own vocabulary (its prompts and embeddings
+        are in the file); a ``--dynamic-vocab`` export encodes any vocabulary with the text
+        encoder it records (or ``text_encoder``; the other arguments as in
+        :meth:`from_pretrained`).
+
+        Args:
+            path: the ``.onnx`` file.
+            providers: onnxruntime execution providers (default: CPU).
+            num_threads: onnxruntime intra-op threads (default ``torch.get_num_threads()``).
+        """
+        from vlpart.export import OnnxDetector
+        from vlpart.text.precomputed import PrecomputedTextEncoder
+
+        detector = OnnxDetector(path, providers=providers, num_threads=num_threads)
+        if detector.baked_embeddings is not None:
+            if text_encoder is not None:
+                raise ValueError(
+                    f"{path}: exported for a fixed vocabulary, so it takes no text encoder"
+                )
+            encoder: TextEncoder = PrecomputedTextEncoder(
+                detector.baked_embeddings,
+                detector.prompts,
+                identity=f"{detector.text_encoder}+onnx:{Path(path).name}",
+            )
+        else:
+            encoder = _resolve_encoder(
+                text_encoder,
+                detector.text_encoder,
+                vocabulary=vocabulary,
+                template=detector.template,
                 embeddings=embeddings,
                 clip_weights=clip_weights,
                 cache_dir=cache_dir,
-                device=str(device),
+                device="cpu",
             )
-        return cls(model, text_encoder, info=info, template=template, device=device)
+        return cls(detector, encoder, template=detector.template, device=device)
 
     def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
@@ -217,6 +287,32 @@ class PartSegmenter:
         )
 
 
+def _resolve_encoder(
+    text_encoder: TextEncoder | str | None,
+    identity: str | None,
+    *,
+    vocabulary: str | Vocabulary | None,
+    template: str,
+    embeddings: str | Path | None,
+    clip_weights: str | None,
+    cache_dir: str | Path | None,
+    device: str | torch.device,
+) -> TextEncoder:
+    """``text_encoder`` itself, the encoder it names, or the one ``identity`` (the model's
+    recorded encoder) was trained with."""
+    if isinstance(text_encoder, TextEncoder):
+        return text_encoder
+    return build_text_encoder(
+        text_encoder or _encoder_name(identity),
+        vocabulary=parse_vocabulary(vocabulary) if vocabulary is not None else None,
+        template=template,
+        embeddings=embeddings,
+        clip_weights=clip_weights,
+        cache_dir=cache_dir,
+        device=str(device),
+    )
+
+
 def make_prediction(
     output: dict[str, Tensor], vocabulary: Vocabulary, score_threshold: float
 ) -> Prediction:
@@ -236,4 +332,5 @@ def make_prediction(
         category_ids=ids[label_ids],
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
+        is_part=np.array([c.is_part for c in cats], dtype=bool),
     )

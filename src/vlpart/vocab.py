@@ -15,15 +15,19 @@ Specs accepted by :func:`parse_vocabulary` (and ``--vocab`` on the command line)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
 import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+
+from vlpart._io import read_text_file
 
 __all__ = [
     "BUILTIN_VOCABULARIES",
@@ -35,6 +39,7 @@ __all__ = [
     "name_key",
     "parse_vocabulary",
     "pascal_part_mat_tokens",
+    "prompt_template",
     "split_category_name",
 ]
 
@@ -87,7 +92,7 @@ class Category:
         obj = self.object_text or self.object.lower()
         if self.part is None:
             return OBJECT_TEMPLATE.format(object=obj)
-        return _template(template).format(object=obj, part=self.part.lower())
+        return prompt_template(template).format(object=obj, part=self.part.lower())
 
 
 @dataclass(frozen=True)
@@ -209,15 +214,43 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
 
 
-def _template(name: str) -> str:
+def prompt_template(name: str) -> str:
+    """The format string of a template: a name of :data:`PROMPT_TEMPLATES` or a string whose
+    only fields are ``{object}`` and ``{part}`` (each at least once).
+
+    Raises:
+        ValueError: an unknown name, or a string with other fields (``{0}``, ``{obj}``), a
+            format spec or unbalanced braces.
+    """
     if name in PROMPT_TEMPLATES:
         return PROMPT_TEMPLATES[name]
-    if "{object}" in name and "{part}" in name:  # a literal template string
-        return name
-    raise ValueError(
-        f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
-        f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
-    )
+    if "{" not in name and "}" not in name:
+        raise ValueError(
+            f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
+            f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
+        )
+    try:
+        fields = [
+            (key, spec, conversion)
+            for _, key, spec, conversion in string.Formatter().parse(name)
+            if key is not None
+        ]
+    except ValueError as err:
+        raise ValueError(f"prompt template {name!r}: {err} (write a literal brace twice)") from None
+    for key, spec, conversion in fields:
+        if key not in ("object", "part") or spec or conversion:
+            conv = f"!{conversion}" if conversion else ""
+            shown = "{" + key + conv + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"prompt template {name!r}: {shown} is not allowed; the only fields are "
+                "{object} and {part}"
+            )
+    missing = {"object", "part"} - {f for f, _, _ in fields}
+    if missing:
+        raise ValueError(
+            f"prompt template {name!r} lacks {' and '.join('{' + m + '}' for m in sorted(missing))}"
+        )
+    return name
 
 
 @cache
@@ -333,8 +366,9 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                     f"{source}: no built-in taxonomy has parts of {obj!r}"
                     f"{_suggest(obj, sorted(known))}; list its parts, e.g. {obj}:head,body"
                 )
+            # The taxonomy's base/novel split travels with its parts.
             cats.extend(
-                Category(name=f"{obj}:{c.part}", object=obj, part=c.part)
+                Category(name=f"{obj}:{c.part}", object=obj, part=c.part, split=c.split)
                 for c in known[obj.lower()]
             )
             continue
@@ -344,10 +378,10 @@ def _parse_entries(spec: str, source: str) -> list[Category]:
                 raise ValueError(f"{source}: '*' must be the only part in {entry!r}")
             _warn_if_typo(part, source)
             cats.append(Category(name=f"{obj}:{part}", object=obj, part=part))
-    return [
-        Category(name=c.name, object=c.object, part=c.part, id=i + 1)
-        for i, c in enumerate(dict((name_key(c.name), c) for c in cats).values())
-    ]
+    unique: dict[str, Category] = {}
+    for c in cats:  # the first occurrence of a name wins
+        unique.setdefault(name_key(c.name), c)
+    return [dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())]
 
 
 def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
@@ -367,9 +401,7 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
         return load_builtin(text)
     path = Path(text)
     if isinstance(spec, Path) or text.endswith((".txt", ".vocab")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: vocabulary file not found")
-        cats = _parse_entries(path.read_text(), str(path))
+        cats = _parse_entries(read_text_file(path, "vocabulary"), str(path))
         if not cats:
             raise ValueError(f"{path}: vocabulary file has no entries")
         return Vocabulary(tuple(cats), name=path.stem)

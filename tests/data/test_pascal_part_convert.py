@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -107,10 +109,12 @@ def test_masks_decode_to_image_size_and_lie_inside_objects(converted):
 
 def test_dropped_labels_reported(shared_data, tmp_path, caplog):
     examples = shared_data / "pascal_part_examples"
-    with caplog.at_level(logging.INFO, logger="vlpart.data.pascal_part"):
+    with caplog.at_level(logging.DEBUG, logger="vlpart.data.pascal_part"):
         summary = convert_pascal_part(examples, examples, tmp_path / "out.json")
     assert summary.dropped == EXPECTED_DROPPED
     assert "dropped 32 raw part labels" in caplog.text
+    # Only at debug level: the summary is the caller's to report (the CLI prints it once).
+    assert all(r.levelno == logging.DEBUG for r in caplog.records)
     assert "horse:lfho (1)" in caplog.text
     # atomic writes leave no temporary files behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out_objects.json"]
@@ -143,8 +147,38 @@ def test_cli_convert(shared_data, tmp_path, capsys):
     assert main([*argv, "--split", str(split)]) == 0
     text = capsys.readouterr().out
     assert "on 2 images" in text and "car:backside (3)" in text
+    # As a console command, the summary appears once across stdout and stderr (the library
+    # does not echo it through the log).
+    run = subprocess.run(
+        [sys.executable, "-m", "vlpart.cli", *argv, "--split", str(split)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout == text and run.stderr == ""
     assert len(_load(out)["images"]) == 2
     assert (
         main(["data", "convert-pascal-part", str(tmp_path / "nope"), str(examples), str(out)]) == 2
     )
     assert "nope: folder not found" in capsys.readouterr().err
+
+
+def test_broken_photo_is_one_error_naming_it(shared_data, tmp_path):
+    import shutil
+
+    examples = shared_data / "pascal_part_examples"
+    images = tmp_path / "JPEGImages"
+    images.mkdir()
+    (images / "2008_003497.jpg").write_bytes(
+        (examples / "2008_003497.jpg").read_bytes()[:10] + b"garbage"
+    )
+    with pytest.raises(ValueError, match=r"2008_003497.jpg: not a readable image"):
+        convert_pascal_part(examples, images, tmp_path / "c.json", image_names=["2008_003497"])
+    assert not (tmp_path / "c.json").exists()
+    shutil.copy(examples / "2008_003497.jpg", images)
+    assert (
+        convert_pascal_part(
+            examples, images, tmp_path / "c.json", image_names=["2008_003497"]
+        ).num_images
+        == 1
+    )

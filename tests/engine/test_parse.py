@@ -1,7 +1,10 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 
 from vlpart.cli import main
@@ -152,3 +155,58 @@ def test_ranks_split_the_instances_before_any_model_work(
         return images, coco["annotations"], coco["categories"]
 
     assert content(merged) == content(single)
+
+
+@pytest.mark.slow
+def test_torchrun_parse_equals_one_process(synthetic_world, tiny_checkpoint, tmp_path):
+    """``torchrun --nproc-per-node 2 vlpart parse``: rank 0 builds the bank once, each rank
+    parses its share, rank 0 merges; the result equals a one-process run."""
+    cfg = tmp_path / "parse.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "parse": {
+                    "backend": "efficientnet_lite0",
+                    "image_size": 96,
+                    "base_objects": str(synthetic_world / "objects_train.json"),
+                    "base_parts": str(synthetic_world / "parts_base_train.json"),
+                    "base_image_root": str(synthetic_world),
+                    "base_categories": BASE,
+                    "novel_objects": str(synthetic_world / "objects_train.json"),
+                    "novel_image_root": str(synthetic_world),
+                    "detector": str(tiny_checkpoint),
+                }
+            }
+        )
+    )
+    assert main(["parse", str(cfg), "--out", str(tmp_path / "one")]) == 0
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [
+            *launcher,
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            "29519",
+            "-m",
+            "vlpart.cli",
+            "parse",
+            str(cfg),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("parsed parts:") == 1
+    assert (tmp_path / "two" / "bank.safetensors").is_file()
+
+    def content(path):
+        coco = json.loads(path.read_text())
+        images = [{k: v for k, v in i.items() if k != "file_name"} for i in coco["images"]]
+        return images, coco["annotations"], coco["categories"]
+
+    one = content(tmp_path / "one" / "parsed_parts.json")
+    assert one[0] and content(tmp_path / "two" / "parsed_parts.json") == one

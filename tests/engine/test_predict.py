@@ -57,6 +57,38 @@ def test_predict_inputs_and_thresholds(segmenter, shared_data):
         segmenter.predict(np.zeros((4, 4)), vocabulary="dog")
 
 
+def test_exif_rotated_photo_is_segmented_upright(segmenter, tiny_checkpoint, shared_data, tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6: predictions, COCO sizes and the
+    overlay are in the upright frame that viewers show, and equal those of the upright pixels."""
+    upright = read_image(shared_data / PHOTO)
+    stored = np.rot90(upright, k=1)  # what the camera wrote; orientation 6 turns it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.png", exif=exif)
+    rotated = segmenter.predict(tmp_path / "phone.png", vocabulary="dog", score_threshold=0.0)
+    reference = segmenter.predict(upright, vocabulary="dog", score_threshold=0.0)
+    assert rotated.image_size == upright.shape[:2]
+    np.testing.assert_array_equal(rotated.boxes, reference.boxes)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "phone.png"),
+                "--weights",
+                str(tiny_checkpoint),
+                "--vocab",
+                "dog",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    image = json.loads((out / "dataset.json").read_text())["images"][0]
+    assert (image["height"], image["width"]) == upright.shape[:2]
+
+
 def test_vocabulary_embeddings_are_cached(segmenter):
     calls = []
     encode = segmenter.text_encoder.encode
@@ -97,6 +129,32 @@ def test_expand_inputs(tmp_path):
     assert [m[1] for m in missing] == ["pattern matched no files", "no such file or folder"]
 
 
+def test_expand_inputs_recursive(tmp_path):
+    (tmp_path / "top.png").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "one.jpg").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper" / "two.png").write_bytes(b"x")
+    (tmp_path / "sub" / "deeper" / "notes.txt").write_text("x")
+    (tmp_path / "only_sub").mkdir()
+    (tmp_path / "only_sub" / "inner").mkdir()
+    (tmp_path / "only_sub" / "inner" / "x.png").write_bytes(b"x")
+    flat, _ = expand_inputs([str(tmp_path)])
+    assert [p.name for p in flat] == ["top.png"]
+    deep, missing = expand_inputs([str(tmp_path)], recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in deep] == [
+        "only_sub/inner/x.png",
+        "sub/deeper/two.png",
+        "sub/one.jpg",
+        "top.png",
+    ]
+    assert missing == []
+    assert expand_inputs([str(tmp_path / "only_sub")])[1] == [
+        (str(tmp_path / "only_sub"), "folder holds no images")
+    ]
+    pattern = str(tmp_path / "**" / "*.png")
+    assert len(expand_inputs([pattern], recursive=True)[0]) == 3
+
+
 def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data, tmp_path, capsys):
     images = tmp_path / "in"
     images.mkdir()
@@ -135,6 +193,22 @@ def test_cli_writes_coco_results_overlays_and_masks(tiny_checkpoint, shared_data
     masks = sorted((out / "masks" / "dog").iterdir())
     assert len(masks) == len(results)
     assert Image.open(masks[0]).size == (w, h)
+
+
+def test_cli_predict_recursive(tiny_checkpoint, shared_data, tmp_path, capsys):
+    images = tmp_path / "in"
+    (images / "a" / "b").mkdir(parents=True)
+    shutil.copy(shared_data / PHOTO, images / "a" / "dog.jpg")
+    shutil.copy(shared_data / PHOTO, images / "a" / "b" / "dog.jpg")
+    argv = ["predict", str(images), "--weights", str(tiny_checkpoint), "--vocab", "dog"]
+    argv += ["--out", str(tmp_path / "out"), "--threads", "1"]
+    assert main(argv) == 2  # the top folder itself holds no images
+    assert "no input images found" in capsys.readouterr().err
+    assert main([*argv, "--recursive"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    files = [im["file_name"] for im in COCO(str(tmp_path / "out" / "dataset.json")).imgs.values()]
+    assert sorted(files) == sorted(str(p) for p in images.rglob("*.jpg"))
+    assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2
 
 
 def test_cli_exit_status_when_nothing_is_readable(tiny_checkpoint, tmp_path, capsys, caplog):

@@ -53,8 +53,11 @@ def test_strict_loading_lists_missing_and_unexpected_keys(tiny_models):
 
 
 def test_missing_checkpoint_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="sidecar"):
+    with pytest.raises(FileNotFoundError, match="none.safetensors: checkpoint not found"):
         load_checkpoint(tmp_path / "none.safetensors")
+    (tmp_path / "alone.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="alone.json: checkpoint sidecar"):
+        load_checkpoint(tmp_path / "alone.safetensors")
 
 
 def test_resolve_weights_order_and_errors(tmp_path, monkeypatch):
@@ -174,7 +177,7 @@ def test_cli_convert(tmp_path, capsys, official_state):
     assert info.text_encoder == "clip:RN50:openai" and info.config.backbone == "resnet50"
     assert info.vocabulary is None
     assert main(["convert", str(tmp_path / "none.pth"), str(out)]) == 2
-    assert "none.pth: checkpoint not found" in capsys.readouterr().err
+    assert "none.pth: PyTorch checkpoint (.pth) not found" in capsys.readouterr().err
 
 
 def test_backbone_weights_are_checked_against_the_hash_in_their_name(tmp_path, monkeypatch):

@@ -121,12 +121,19 @@ def test_models_command_lists_every_model_and_what_is_cached(cache_dir, capsys):
 
 
 def test_a_download_that_is_not_a_checkpoint_is_removed(file_server, monkeypatch, cache_dir):
-    file_server.files["/checkpoints/r50_coco.pth"] = b"<html>captive portal</html>"
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(1000)}}, buffer)
+    bodies = {
+        "r50_coco": b"<html>captive portal</html>",  # a page instead of the file
+        "r50_voc": buffer.getvalue()[:2000],  # a cut-off checkpoint the server calls complete
+    }
     monkeypatch.setenv("VLPART_MIRROR", file_server.url)
-    with pytest.raises(ValueError, match="cannot be read as a PyTorch checkpoint.*removed"):
-        zoo.prepare("r50_coco", progress=False)
-    assert list((cache_dir / "checkpoints").glob("r50_coco*")) == []
-    assert not zoo.is_cached("r50_coco")
+    for name, body in bodies.items():
+        file_server.files[f"/checkpoints/{name}.pth"] = body
+        with pytest.raises(ValueError, match=rf"{name}\.pth: .*removed the download"):
+            zoo.prepare(name, progress=False)
+        assert list((cache_dir / "checkpoints").glob(f"{name}*")) == []
+        assert not zoo.is_cached(name)
 
 
 def _serve(file_server, name: str, state: dict) -> None:

@@ -9,7 +9,10 @@ Outputs in ``out_dir``:
 * ``overlays/<name>.png``: masks, boxes and ``label score`` tags drawn on each image;
 * ``masks/<name>/<k>_<label>.png``: one binary PNG per instance, with ``save_masks``.
 
-Unreadable images are logged and skipped; the rest are still processed.
+Unreadable images are logged and skipped; the rest are still processed. The outputs are one
+set (:class:`vlpart._io.OutputSet`): written under temporary names, flushed, and moved into place
+only once every image is done, replacing the previous run's ``overlays/`` (and ``masks/``) as a
+whole. A run that processed no image, a full disk or a crash leaves ``out_dir`` as it was.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart._io import read_image, write_json_atomic
+from vlpart._io import OutputSet, read_image, remove_orphans
 from vlpart.coco import category_records, write_coco
 from vlpart.predictor import PartSegmenter
 from vlpart.vocab import Vocabulary
@@ -46,8 +49,11 @@ class PredictSummary:
     num_instances: int = 0
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their images, sorted, not recursive) and glob patterns → image paths.
+def expand_inputs(
+    inputs: Sequence[str], *, recursive: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (their images, sorted; with ``recursive`` also those of every subfolder)
+    and glob patterns (``**`` matches subfolders with ``recursive``) → image paths.
 
     Returns:
         The paths in order without duplicates, and ``(input, reason)`` for inputs that matched
@@ -58,14 +64,17 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not found:
                 missing.append((item, "folder holds no images"))
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         elif glob.has_magic(item):
-            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+            found = sorted(
+                Path(f) for f in glob.glob(item, recursive=recursive) if Path(f).is_file()
+            )
             if not found:
                 missing.append((item, "pattern matched no files"))
             paths.extend(found)
@@ -95,7 +104,38 @@ def predict_files(
     share a stem.
     """
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out)
+    with OutputSet() as outputs:
+        summary = _predict_into(
+            outputs,
+            segmenter,
+            paths,
+            vocabulary=vocabulary,
+            out=out,
+            score_threshold=score_threshold,
+            batch_size=batch_size,
+            save_masks=save_masks,
+        )
+        if summary.processed:
+            outputs.commit()
+    return summary
+
+
+def _predict_into(
+    outputs: OutputSet,
+    segmenter: PartSegmenter,
+    paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    out: Path,
+    score_threshold: float,
+    batch_size: int,
+    save_masks: bool,
+) -> PredictSummary:
+    outputs.folder(out / "overlays")
+    if save_masks:
+        outputs.folder(out / "masks")
     summary = PredictSummary()
     results: list[dict] = []
     images_info: list[dict] = []
@@ -130,13 +170,16 @@ def predict_files(
                 }
             )
             results.extend(pred.to_coco(image_id))
-            pred.render(array).save(out / "overlays" / f"{name}.png")
+            overlay = pred.render(array)
+            outputs.write(
+                out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
+            )
             if save_masks:
-                mask_dir = out / "masks" / name
-                mask_dir.mkdir(parents=True, exist_ok=True)
                 for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                    Image.fromarray(mask.astype(np.uint8) * 255).save(
-                        mask_dir / f"{k:03d}_{_safe_name(label)}.png"
+                    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+                    outputs.write(
+                        out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+                        lambda tmp, im=picture: im.save(tmp, "PNG"),
                     )
             summary.processed.append(path)
             summary.num_instances += len(pred)
@@ -147,6 +190,7 @@ def predict_files(
         images=images_info,
         categories=category_records(vocabulary),
         annotations=[],
+        outputs=outputs,
     )
-    write_json_atomic(results, out / "results.json")
+    outputs.write_json(out / "results.json", results)
     return summary

@@ -13,11 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from vlpart.config import ModelConfig
-from vlpart.model.checkpoint import CheckpointInfo, load_state_dict_strict, save_checkpoint
+from vlpart.model.checkpoint import (
+    CheckpointInfo,
+    check_finite,
+    load_state_dict_strict,
+    load_torch_file,
+    save_checkpoint,
+)
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
@@ -130,22 +135,16 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a tensor state dict.
+        ValueError: not a tensor state dict, a pickle that would run code, a truncated file
+            or non-finite weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
-        raise ValueError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"({type(err).__name__}: {str(err).strip().splitlines()[0]})"
-        ) from None
+    obj = load_torch_file(path, what="PyTorch checkpoint (.pth)")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'model')")
+    check_finite(obj, source=str(path))
     return dict(obj)
 
 

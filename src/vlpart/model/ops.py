@@ -7,12 +7,14 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 __all__ = [
     "MultiLevelRoIAlign",
     "assign_fpn_levels",
+    "batched_nms",
     "mask_targets",
     "paste_masks",
     "scale_gradient",
@@ -79,15 +81,13 @@ class MultiLevelRoIAlign(nn.Module):
         """
         first = features[0]
         rois = torch.cat(
-            [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
+            [torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1) for i, b in enumerate(boxes)]
         )
         max_level = self.min_level + len(features) - 1
         levels = assign_fpn_levels(rois[:, 1:], min_level=self.min_level, max_level=max_level)
-        out = first.new_zeros((len(rois), first.shape[1], self.output_size, self.output_size))
+        out = first.new_zeros((rois.shape[0], first.shape[1], self.output_size, self.output_size))
         for offset, feat in enumerate(features):
             idx = torch.nonzero(levels == self.min_level + offset).squeeze(1)
-            if idx.numel() == 0:
-                continue
             pooled = roi_align(
                 feat,
                 rois[idx],
@@ -97,10 +97,33 @@ class MultiLevelRoIAlign(nn.Module):
                 aligned=self.aligned,
             )
             out = out.index_put((idx,), pooled)
-        if len(rois) == 0:
+        if self.training and len(rois) == 0:
             # No boxes: keep the features in the graph so an empty batch still back-propagates.
             out = out + sum(f.sum() * 0 for f in features)
         return out
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresh: float) -> Tensor:
+    """NMS within each group of ``idxs``: torchvision's ``batched_nms``, in a form
+    ``torch.export`` can trace (no branch on the number of boxes) while exporting.
+
+    Args:
+        boxes (Tensor[N, 4]): XYXY, non-negative coordinates.
+        scores (Tensor[N]): higher is kept first.
+        idxs (Tensor[N], int64): group of each box; boxes of different groups never suppress
+            each other.
+        iou_thresh: boxes overlapping a better one of their group by more than this are dropped.
+
+    Returns:
+        Tensor[K], int64: indices of the kept boxes by decreasing score.
+    """
+    if not torch.compiler.is_exporting():
+        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_thresh)
+    # Shift each group by more than the largest coordinate so groups cannot overlap; the zero
+    # appended keeps ``max`` defined when there are no boxes.
+    max_coordinate = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+    offsets = idxs.to(boxes) * (max_coordinate + 1)
+    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_thresh)
 
 
 def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:

@@ -44,7 +44,8 @@ def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> t
     if max(new_h, new_w) > max_size:
         scale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    # An extreme aspect ratio (a 1 x 3000 strip) keeps at least one pixel per side.
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
 def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -132,17 +133,20 @@ class DetectorTransform(nn.Module):
             resized.append((pixels - self.pixel_mean) / self.pixel_std)
             if targets is not None:
                 out_targets.append(_resize_target(targets[i], (height, width), size))
-        batch = self._pad(resized)
+        batch = self.pad(resized)
         return ImageList(batch, [tuple(r.shape[-2:]) for r in resized]), out_targets
 
-    def _pad(self, images: list[Tensor]) -> Tensor:
+    def pad(self, images: Sequence[Tensor]) -> Tensor:
+        """Zero-pad normalised ``Tensor[3, h_i, w_i]`` images into one ``Tensor[B, 3, H, W]``
+        whose sides are the largest ``h_i``, ``w_i`` rounded up to ``size_divisible``."""
         div = self.size_divisible
-        height = -(-max(im.shape[1] for im in images) // div) * div
-        width = -(-max(im.shape[2] for im in images) // div) * div
-        batch = images[0].new_zeros((len(images), 3, height, width))
-        for slot, im in zip(batch, images, strict=True):
-            slot[:, : im.shape[1], : im.shape[2]].copy_(im)
-        return batch
+        # Round up with non-negative operands only: ONNX integer division truncates, so the
+        # ``-(-x // d)`` idiom would round down in an exported graph.
+        height = (max(im.shape[1] for im in images) + div - 1) // div * div
+        width = (max(im.shape[2] for im in images) + div - 1) // div * div
+        return torch.stack(
+            [F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1])) for im in images]
+        )
 
     def postprocess(
         self,
