@@ -220,9 +220,10 @@ class PartSegmenter:
             )
         return cls(detector, encoder, template=detector.template, device=device)
 
-    def text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
-        """``Tensor[C, D]`` of ``vocabulary`` under this segmenter's template, cached."""
-        prompts = tuple(vocabulary.prompts(self.template))
+    def text_embeddings(self, vocabulary: Vocabulary, *, template: str | None = None) -> Tensor:
+        """``Tensor[C, D]`` of ``vocabulary`` under ``template`` (default: this segmenter's),
+        cached per prompt tuple."""
+        prompts = tuple(vocabulary.prompts(template or self.template))
         with self._lock:
             cached = self._embeddings.get(prompts)
         if cached is None:
@@ -255,6 +256,7 @@ class PartSegmenter:
         *,
         vocabulary: str | Vocabulary,
         score_threshold: float | None = None,
+        template: str | None = None,
     ) -> Prediction | list[Prediction]:
         """Segment the categories of ``vocabulary`` in one image or a list of images.
 
@@ -265,6 +267,7 @@ class PartSegmenter:
             score_threshold: keep instances scoring at least this; ``None`` means
                 :data:`SCORE_THRESH` (the model itself already drops scores below its
                 configured ``score_thresh``).
+            template: part prompt template for this call (default: the segmenter's).
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
@@ -275,7 +278,7 @@ class PartSegmenter:
         thresh = SCORE_THRESH if score_threshold is None else score_threshold
         arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
-        outputs = self.predict_tensors(tensors, self.text_embeddings(vocab))
+        outputs = self.predict_tensors(tensors, self.text_embeddings(vocab, template=template))
         preds = [make_prediction(out, vocab, thresh) for out in outputs]
         return preds[0] if single else preds
 

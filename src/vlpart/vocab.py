@@ -33,8 +33,10 @@ __all__ = [
     "BUILTIN_VOCABULARIES",
     "PROMPT_TEMPLATES",
     "DEFAULT_TEMPLATE",
+    "GRANULARITIES",
     "Category",
     "Vocabulary",
+    "at_granularity",
     "load_builtin",
     "name_key",
     "parse_vocabulary",
@@ -59,6 +61,9 @@ DEFAULT_TEMPLATE = "a_object_part"
 OBJECT_TEMPLATE = "a {object}"
 
 SPLITS = ("base", "novel")
+
+# Levels of :func:`at_granularity`, coarse to fine.
+GRANULARITIES = ("objects", "parts", "every_part")
 
 
 @dataclass(frozen=True)
@@ -417,3 +422,61 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
     if is_plain_word and close_builtin and text.lower() not in _known_words():
         raise ValueError(f"unknown vocabulary {text!r}; did you mean {close_builtin[0]!r}?")
     return Vocabulary(tuple(_parse_entries(text, repr(text))), name=text)
+
+
+def at_granularity(vocabulary: Vocabulary, granularity: str) -> Vocabulary:
+    """The objects of ``vocabulary`` at one level of :data:`GRANULARITIES`.
+
+    * ``objects`` (coarse): its objects only (``dog:head,leg`` -> ``dog``);
+    * ``parts`` (medium): each object, followed by the parts the vocabulary names
+      (``dog:head,leg`` -> ``dog; dog:head; dog:leg``);
+    * ``every_part`` (fine): each object, followed by the parts it names and every part a
+      built-in taxonomy knows of it, as ``dog:*`` gives them.
+
+    The objects stay in the finer levels so that parts are linked to the object instance they
+    lie in (:attr:`vlpart.Prediction.parent`). Ids are the 1-based positions; parts keep their
+    base/novel split (the taxonomy's for added parts), objects have none.
+
+    Raises:
+        ValueError: an unknown level, or ``every_part`` for objects no built-in taxonomy knows.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}{_suggest(granularity, GRANULARITIES)} "
+            f"(choices: {', '.join(GRANULARITIES)})"
+        )
+    groups: dict[str, list[Category]] = {}
+    for cat in vocabulary:
+        group = groups.setdefault(cat.object.lower(), [])
+        if not group:
+            group.append(Category(name=cat.object, object=cat.object, object_text=cat.object_text))
+        if cat.is_part and granularity != "objects":
+            group.append(cat)
+    if granularity == "every_part":
+        known = _known_parts()
+        unknown = [g[0].name for key, g in groups.items() if key not in known]
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            raise ValueError(
+                f"no built-in taxonomy has parts of {names}; name them, e.g. {unknown[0]}:head,body"
+            )
+        for key, group in groups.items():
+            obj = group[0]
+            group.extend(
+                Category(
+                    name=f"{obj.name}:{c.part}",
+                    object=obj.name,
+                    part=c.part,
+                    split=c.split,
+                    object_text=obj.object_text,
+                )
+                for c in known[key]
+            )
+    unique: dict[str, Category] = {}  # the first of equal names wins (a typed part)
+    for group in groups.values():
+        for cat in group:
+            unique.setdefault(name_key(cat.name), cat)
+    return Vocabulary(
+        tuple(dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())),
+        name=f"{vocabulary.name}@{granularity}",
+    )
