@@ -262,6 +262,38 @@ def _run_convert(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {sidecar_path(out)}")
 
 
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "models",
+        help="list the released VLPart models",
+        description="The released VLPart checkpoints that `predict --model NAME` and "
+        "PartSegmenter.from_pretrained(NAME) load, with the AP their authors report on the "
+        "vocabulary they were evaluated on, and whether they are in $VLPART_CACHE.",
+    )
+
+
+def _run_models(args: argparse.Namespace) -> None:
+    from vlpart.model.zoo import BENCHMARK_NAMES, MODELS, is_cached
+
+    rows = [("name", "backbone", "training data", "reported AP", "cached")]
+    for spec in MODELS.values():
+        ap = spec.reported_ap
+        rows.append(
+            (
+                spec.name,
+                "Swin-B cascade" if spec.cascade else "R50",
+                " + ".join(spec.training_data),
+                f"{ap:.1f} {BENCHMARK_NAMES[spec.vocabulary]}" if ap is not None else "-",
+                "yes" if is_cached(spec.name) else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser(
         "export",
@@ -451,16 +483,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="segment a camera until Ctrl-C into OUT/webcam.mp4 and OUT/webcam.json "
         "(default device: /dev/video0 on Linux, 0 on macOS)",
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--weights",
-        required=True,
         help="our .safetensors checkpoint, an official VLPart .pth or a 'vlpart export' .onnx",
+    )
+    which.add_argument(
+        "--model",
+        help="a released VLPart model by name (`vlpart models` lists them), downloaded and "
+        "converted on first use",
     )
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        required=True,
-        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ...",
+        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (required with "
+        "--weights; with --model default: the vocabulary the model was evaluated on)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument(
@@ -567,10 +604,16 @@ def _run_predict(args: argparse.Namespace) -> None:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
     if not paths and not args.webcam:
         raise CliError("no input images found")
+    if args.vocabulary is None:
+        if args.model is None:
+            raise CliError("--vocab is required with --weights")
+        from vlpart.model.zoo import get_model
+
+        args.vocabulary = get_model(args.model).vocabulary
     vocabulary = parse_vocabulary(args.vocabulary)
     refiner = _refiner_from_args(args)
     segmenter = PartSegmenter.from_pretrained(
-        args.weights,
+        args.weights or args.model,
         text_encoder=args.encoder,
         embeddings=args.embeddings,
         vocabulary=vocabulary,
@@ -804,6 +847,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_vocab(sub)
     _add_eval(sub)
     _add_convert(sub)
+    _add_models(sub)
     _add_export(sub)
     _add_data(sub)
     _add_train(sub)
@@ -819,6 +863,7 @@ _RUNNERS = {
     "vocab": _run_vocab,
     "eval": _run_eval,
     "convert": _run_convert,
+    "models": _run_models,
     "export": _run_export,
     "train": _run_train,
     "predict": _run_predict,

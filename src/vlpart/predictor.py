@@ -54,6 +54,18 @@ OFFICIAL_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIX = ".onnx"
 
 
+def _checkpoint_file(weights: str | Path) -> Path:
+    """A checkpoint file, or a zoo name (``r50_pascalpart``) turned into its converted file."""
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if isinstance(weights, str) and path.suffix == "" and len(path.parts) == 1:
+        from vlpart.model.zoo import prepare
+
+        return prepare(weights)
+    raise FileNotFoundError(f"{path}: weights file not found")
+
+
 def _encoder_name(identity: str | None) -> str:
     """Which encoder rebuilds embeddings in the space a checkpoint was trained in."""
     if identity is None:
@@ -141,11 +153,14 @@ class PartSegmenter:
         precision: str = "fp32",
         refiner: Refiner | str | None = None,
     ) -> PartSegmenter:
-        """Load our ``.safetensors`` checkpoint, or an official VLPart ``.pth`` (converted on the
-        fly, in memory); an ``.onnx`` export goes to :meth:`from_onnx`.
+        """Load a released VLPart model by name, our ``.safetensors`` checkpoint, or an official
+        VLPart ``.pth`` (converted on the fly, in memory); an ``.onnx`` export goes to
+        :meth:`from_onnx`.
 
         Args:
-            weights: the checkpoint file.
+            weights: a name of :data:`vlpart.model.zoo.MODELS` (``"r50_pascalpart"``:
+                downloaded and converted once into ``$VLPART_CACHE/checkpoints``, see
+                :func:`vlpart.model.zoo.prepare`) or a checkpoint file.
             text_encoder: an encoder, its name, or None for the one the checkpoint was trained
                 with (``clip`` for official checkpoints and precomputed CLIP embeddings).
             embeddings, vocabulary: for ``text_encoder="precomputed"``: the ``.npy`` file and the
@@ -169,22 +184,11 @@ class PartSegmenter:
             )
             segmenter.refiner = _build_refiner(refiner, device)
             return segmenter
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: weights file not found")
+        path = _checkpoint_file(weights)
         if path.suffix in OFFICIAL_SUFFIXES:
-            from vlpart.model.convert import (
-                OFFICIAL_TEXT_ENCODER,
-                config_from_official,
-                load_official_state_dict,
-                official_model,
-            )
+            from vlpart.model.convert import load_official_checkpoint
 
-            state = load_official_state_dict(path)
-            config = config_from_official(state)
-            model = official_model(state, config, source=str(path))
-            info = CheckpointInfo(
-                config=config, text_encoder=OFFICIAL_TEXT_ENCODER, text_dim=config.text_dim
-            )
+            model, info = load_official_checkpoint(path)
         else:
             model, info = load_checkpoint(path)
         encoder = _resolve_encoder(

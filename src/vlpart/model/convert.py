@@ -17,6 +17,7 @@ from torch import Tensor
 
 from vlpart.config import ModelConfig
 from vlpart.model.checkpoint import (
+    CheckpointInfo,
     check_finite,
     load_state_dict_strict,
     load_torch_file,
@@ -31,7 +32,9 @@ __all__ = [
     "config_from_official",
     "convert_official_checkpoint",
     "convert_official_state_dict",
+    "load_official_checkpoint",
     "load_official_state_dict",
+    "official_checkpoint",
     "official_model",
 ]
 
@@ -216,6 +219,39 @@ def config_from_official(state: Mapping[str, Tensor]) -> ModelConfig:
     )
 
 
+def official_checkpoint(
+    state: Mapping[str, Tensor], *, source: str = "checkpoint"
+) -> tuple[VLPartDetector, CheckpointInfo]:
+    """Build and strictly load the detector of an official state dict.
+
+    Returns:
+        The model (eval mode, no vocabulary set) and the sidecar information it would be saved
+        with (inferred config, the CLIP RN50 text encoder).
+
+    Raises:
+        ValueError: unmapped keys, or weights that do not load strictly into the inferred model.
+    """
+    config = config_from_official(state)
+    model = official_model(state, config, source=source)
+    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
+    if zs:
+        logger.info(
+            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
+            source,
+            zs[0].shape[1] - 1,
+        )
+    info = CheckpointInfo(
+        config=config, text_encoder=OFFICIAL_TEXT_ENCODER, text_dim=config.text_dim
+    )
+    return model, info
+
+
+def load_official_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
+    """:func:`load_official_state_dict` then :func:`official_checkpoint`: an official ``.pth``
+    as a ready model, converted in memory."""
+    return official_checkpoint(load_official_state_dict(path), source=str(path))
+
+
 def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Convert official checkpoint ``src`` into ``dst`` (safetensors) plus its JSON sidecar.
 
@@ -226,17 +262,8 @@ def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
         FileNotFoundError / ValueError: unreadable input, unmapped keys, or weights that do not
             load strictly into the inferred model.
     """
-    state = load_official_state_dict(src)
-    config = config_from_official(state)
-    model = official_model(state, config, source=str(src))
-    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
-    if zs:
-        logger.info(
-            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
-            src,
-            zs[0].shape[1] - 1,
-        )
-    return save_checkpoint(model, dst, config=config, text_encoder=OFFICIAL_TEXT_ENCODER)
+    model, info = load_official_checkpoint(src)
+    return save_checkpoint(model, dst, config=info.config, text_encoder=info.text_encoder)
 
 
 def official_model(

@@ -1,19 +1,31 @@
 """Model-side preprocessing (resize, normalise, pad) and the mapping of outputs back to the
-original image."""
+original image.
+
+Which resize runs (:func:`resize_image`):
+
+* ``uint8`` images — every model at inference (``PartSegmenter`` feeds uint8): PIL's bilinear
+  resize of the uint8 HWC array, byte for byte what detectron2's ``ResizeTransform`` gives the
+  released VLPart models (tested against PIL directly). Tensors on an accelerator make a round
+  trip through host memory for it.
+* float images — tensors from a training pipeline or a caller's own preprocessing: torchvision's
+  antialiased bilinear resize, on the tensor's device (differentiable; not bit-exact with PIL).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.transforms.v2 import functional as TF
 
 from vlpart.model.ops import paste_masks
 
-__all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resized_shape"]
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resize_image", "resized_shape"]
 
 # ImageNet statistics in 0–255 units (RGB), as the released models use.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -36,14 +48,34 @@ def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> t
     return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of ``image`` (Tensor[3, H, W]) to ``size`` = (h, w).
+
+    Returns:
+        uint8 input: Tensor[3, h, w] uint8, exactly
+        ``Image.fromarray(hwc).resize((w, h), Image.BILINEAR)``, on the input's device.
+        float input: Tensor[3, h, w] of the same dtype, torchvision's antialiased bilinear.
+        The input itself when it already has that size.
+    """
+    height, width = size
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    if image.dtype != torch.uint8:
+        return TF.resize(image, [height, width], antialias=True)
+    hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+    resized = np.array(Image.fromarray(hwc).resize((width, height), Image.BILINEAR))
+    return torch.from_numpy(resized).permute(2, 0, 1).to(image.device)
+
+
 class DetectorTransform(nn.Module):
     """Resize → normalise → zero-pad (after normalising) to a multiple of 32.
 
     Inference resizes to ``min_size`` / ``max_size``. Training batches (with targets) keep the
     size their data pipeline gave them, so that every source can train at its own scales.
 
-    Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized as uint8 with
-    antialiasing, like PIL bilinear) or float in 0–1.
+    Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized bit-exactly as PIL's
+    bilinear, the released models' preprocessing) or float in 0–1 (torchvision's bilinear); see
+    :func:`resize_image`.
 
     Args:
         min_size: target short side.
@@ -95,9 +127,9 @@ class DetectorTransform(nn.Module):
             else:  # training: the data pipeline chose the size (per-source, multi-scale)
                 size = (int(height), int(width))
             if image.dtype == torch.uint8:
-                pixels = TF.resize(image, list(size), antialias=True).to(self.pixel_mean.dtype)
+                pixels = resize_image(image, size).to(self.pixel_mean.dtype)
             else:
-                pixels = TF.resize(image * 255.0, list(size), antialias=True)
+                pixels = resize_image(image * 255.0, size)
             resized.append((pixels - self.pixel_mean) / self.pixel_std)
             if targets is not None:
                 out_targets.append(_resize_target(targets[i], (height, width), size))
