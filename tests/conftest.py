@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +77,88 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     """A private embedding cache, also exported as ``$VLPART_CACHE``."""
     monkeypatch.setenv("VLPART_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+class LocalFileServer:
+    """An HTTP/1.1 file server on 127.0.0.1 for download tests (runs in a thread).
+
+    Attributes:
+        url: base URL (``http://127.0.0.1:PORT``).
+        files: URL path (``/sub/name``) → bytes served; other paths get 404.
+        requests: ``(path, Range header or None)`` of every request, in order.
+        cuts: path → byte counts; each request pops one and sends only that many body bytes
+            before closing the connection (an interrupted transfer).
+        ignore_range: paths answered in full (200) even to a Range request.
+        hanging: paths whose requests get no answer until the server stops.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.cuts: dict[str, list[int]] = {}
+        self.ignore_range: set[str] = set()
+        self.hanging: set[str] = set()
+        self._release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                owner.requests.append((self.path, self.headers.get("Range")))
+                if self.path in owner.hanging:
+                    owner._release.wait(timeout=60)
+                    return
+                data = owner.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
+                if match and self.path not in owner.ignore_range:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                cuts = owner.cuts.get(self.path)
+                if cuts:
+                    body = body[: cuts.pop(0)]
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def file_server():
+    """A :class:`LocalFileServer` on 127.0.0.1, stopped after the test."""
+    server = LocalFileServer()
+    yield server
+    server.close()
 
 
 def pytest_collection_modifyitems(config, items):

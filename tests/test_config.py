@@ -57,7 +57,7 @@ def test_wrong_types(data, message):
 def test_invalid_yaml_and_missing_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("text: [unclosed\n")
-    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"broken.yaml:2:1: not valid YAML: expected .,. or .\]."):
         Config.from_yaml(path)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         Config.from_yaml(tmp_path / "nope.yaml")

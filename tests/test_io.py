@@ -187,3 +187,21 @@ def test_arrays_are_validated():
         read_image(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(TypeError, match="unsupported image type int"):
         read_image(3)
+
+
+def test_huge_jpegs_are_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    import vlpart._io as io
+
+    pixels = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    monkeypatch.setattr(io, "DRAFT_MIN_PIXELS", 1000)
+    # 1/2 keeps the short side >= 100 (1/4 would give 75); the full size is in the header.
+    assert io.read_image(tmp_path / "big.jpg", min_side=100).shape == (150, 200, 3)
+    assert io.read_image(tmp_path / "big.jpg", min_side=40).shape == (75, 100, 3)
+    assert io.read_image(tmp_path / "big.jpg", min_side=37).shape == (38, 50, 3)
+    assert io.read_image_size(tmp_path / "big.jpg") == (300, 400)
+    assert io.read_image(tmp_path / "big.jpg").shape == (300, 400, 3)
+    assert io.read_image(tmp_path / "big.png", min_side=100).shape == (300, 400, 3)
+    monkeypatch.setattr(io, "DRAFT_MIN_PIXELS", 10**9)
+    assert io.read_image(tmp_path / "big.jpg", min_side=100).shape == (300, 400, 3)

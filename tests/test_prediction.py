@@ -195,3 +195,14 @@ def test_tags_on_a_crowded_image_never_overlap():
     out = np.asarray(pred.render(image))
     assert np.array_equal(out, np.asarray(shown.render(image, **no_limits)))
     assert not np.array_equal(out, np.asarray(pred.render(image, **no_limits)))
+
+
+def test_render_on_a_reduced_decode():
+    pred = _prediction(h=60, w=100)  # masks cover x 5..25, y 5..25 of the full frame
+    small = np.full((30, 50, 3), 128, np.uint8)  # the same picture decoded at 1/2
+    out = np.asarray(pred.render(small))
+    assert out.shape == (30, 50, 3)
+    assert (out != 128).any(axis=2)[4:11, 4:11].all()  # the mask, halved, is tinted
+    assert (out[20:, 20:] == 128).all()
+    with pytest.raises(ValueError, match="prediction is for"):
+        pred.render(np.zeros((30, 80, 3), np.uint8))  # not a common reduction

@@ -7,6 +7,7 @@ from vlpart.vocab import (
     BUILTIN_VOCABULARIES,
     PROMPT_TEMPLATES,
     Vocabulary,
+    at_granularity,
     load_builtin,
     parse_vocabulary,
     pascal_part_mat_tokens,
@@ -186,3 +187,41 @@ def test_star_expansion_keeps_the_taxonomy_split():
     assert {splits[n] for n in splits if n.startswith("cat:")} == {"base"}
     assert splits["bird:beak"] is None  # named by the user, not expanded: no split claimed
     assert sum(vocab.split_mask("novel")) == 10
+
+
+def test_granularity_levels():
+    vocab = parse_vocabulary("dog:head,leg; cat; Dog:tail")
+    assert at_granularity(vocab, "objects").names == ["dog", "cat"]
+    # Names stay as typed; objects are grouped case-insensitively.
+    assert at_granularity(vocab, "parts").names == ["dog", "dog:head", "dog:leg", "Dog:tail", "cat"]
+    fine = at_granularity(vocab, "every_part")
+    dog_parts = [c.name for c in load_builtin("pascal_part") if c.object == "dog"]
+    cat_parts = [c.name for c in load_builtin("pascal_part") if c.object == "cat"]
+    # Named parts first, then the taxonomy's others (no duplicates: dog:head, dog:leg, dog:tail).
+    assert fine.names == [
+        "dog",
+        "dog:head",
+        "dog:leg",
+        "Dog:tail",
+        *[n for n in dog_parts if n not in ("dog:head", "dog:leg", "dog:tail")],
+        "cat",
+        *cat_parts,
+    ]
+    assert [c.id for c in fine] == list(range(1, len(fine) + 1))
+    assert fine.name == f"{vocab.name}@every_part"
+    assert fine.prompts()[:2] == ["a dog", "a dog head"]
+    # Added parts carry the taxonomy's split (dog is novel, cat base); typed ones keep theirs.
+    splits = {c.name: c.split for c in fine}
+    assert splits["dog:ear"] == "novel" and splits["cat:ear"] == "base"
+    assert splits["dog:head"] is None and splits["dog"] is None
+
+
+def test_granularity_of_builtins_and_errors():
+    objects = at_granularity(load_builtin("pascal_part"), "objects")
+    assert len(objects) == 14 and not any(c.is_part for c in objects)
+    assert "a potted plant" in objects.prompts()  # the taxonomy's phrase is kept
+    assert at_granularity(load_builtin("voc"), "parts").names == load_builtin("voc").names
+    with pytest.raises(ValueError, match="no built-in taxonomy has parts of 'giraffe', 'kite'"):
+        at_granularity(parse_vocabulary("giraffe, dog, kite"), "every_part")
+    with pytest.raises(ValueError, match="unknown granularity 'part'; did you mean 'parts'"):
+        at_granularity(parse_vocabulary("dog"), "part")

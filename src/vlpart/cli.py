@@ -12,6 +12,8 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+# Where ``vlpart quickstart`` writes by default; ``vlpart demo`` loads its model from there.
+QUICKSTART_OUT = "quickstart"
 
 
 class CliError(Exception):
@@ -260,6 +262,89 @@ def _run_convert(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {sidecar_path(out)}")
 
 
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "models",
+        help="list the released VLPart models",
+        description="The released VLPart checkpoints that `predict --model NAME` and "
+        "PartSegmenter.from_pretrained(NAME) load, with the AP their authors report on the "
+        "vocabulary they were evaluated on, and whether they are in $VLPART_CACHE.",
+    )
+
+
+def _run_models(args: argparse.Namespace) -> None:
+    from vlpart.model.zoo import BENCHMARK_NAMES, MODELS, is_cached
+
+    rows = [("name", "backbone", "training data", "reported AP", "cached")]
+    for spec in MODELS.values():
+        ap = spec.reported_ap
+        rows.append(
+            (
+                spec.name,
+                "Swin-B cascade" if spec.cascade else "R50",
+                " + ".join(spec.training_data),
+                f"{ap:.1f} {BENCHMARK_NAMES[spec.vocabulary]}" if ap is not None else "-",
+                "yes" if is_cached(spec.name) else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export the detector to an ONNX file that onnxruntime runs "
+        "(PartSegmenter.from_onnx, or 'vlpart predict --weights OUT.onnx'). The graph takes "
+        "one resized, normalised image of any size and returns boxes, scores, labels and "
+        "28x28 mask probabilities; the vocabulary's text embeddings are baked in, or with "
+        "--dynamic-vocab a second input.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="our .safetensors checkpoint or an official .pth")
+    source.add_argument("--model", help="a model name from the model zoo")
+    export.add_argument(
+        "--vocab",
+        dest="vocabulary",
+        required=True,
+        help="vocabulary baked into the graph (with --dynamic-vocab: the capture example)",
+    )
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx")
+    export.add_argument(
+        "--dynamic-vocab",
+        action="store_true",
+        help="take the text embeddings [C, D] as a graph input instead of baking them in",
+    )
+    export.add_argument("output", help="the .onnx file to write")
+    _add_text_options(export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vlpart.export import export_onnx
+    from vlpart.predictor import PartSegmenter
+    from vlpart.vocab import parse_vocabulary
+
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"{args.output}: the output must be a .onnx file")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = PartSegmenter.from_pretrained(
+        args.weights or args.model,
+        text_encoder=args.encoder,
+        embeddings=args.embeddings,
+        vocabulary=vocabulary,
+        clip_weights=args.clip_weights,
+        cache_dir=args.cache_dir,
+        template=args.template,
+    )
+    out = export_onnx(segmenter, vocabulary, args.output, dynamic_vocab=args.dynamic_vocab)
+    kind = "dynamic vocabulary" if args.dynamic_vocab else f"{len(vocabulary)} categories"
+    print(f"wrote {out} ({kind})")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="convert datasets and draw the synthetic parts world")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -375,9 +460,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Segment the objects and parts a vocabulary names. Writes OUT/results.json "
         "(COCO results, RLE masks), OUT/dataset.json (images and categories) and "
         "OUT/overlays/*.png. Unreadable images are reported and skipped; the exit "
-        "status is non-zero only when no image could be processed.",
+        "status is non-zero only when no image could be processed. A video file CLIP.mp4 "
+        "(.mov, .mkv, .avi, .webm, ...) gives OUT/CLIP.mp4 (annotated, same frame rate and "
+        "size) and OUT/CLIP.json (per-frame COCO results); a truncated video keeps the frames "
+        "decoded and exits non-zero.",
     )
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="*", help="image or video files, folders or glob patterns")
     p.add_argument(
         "-r",
         "--recursive",
@@ -385,13 +473,31 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="also take the images in the folders' subfolders (and let ** in patterns match them)",
     )
     p.add_argument(
-        "--weights", required=True, help="our .safetensors checkpoint or an official VLPart .pth"
+        "--every", type=int, default=1, metavar="N", help="videos: segment every N-th frame"
+    )
+    p.add_argument(
+        "--webcam",
+        nargs="?",
+        const="default",
+        metavar="DEVICE",
+        help="segment a camera until Ctrl-C into OUT/webcam.mp4 and OUT/webcam.json "
+        "(default device: /dev/video0 on Linux, 0 on macOS)",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--weights",
+        help="our .safetensors checkpoint, an official VLPart .pth or a 'vlpart export' .onnx",
+    )
+    which.add_argument(
+        "--model",
+        help="a released VLPart model by name (`vlpart models` lists them), downloaded and "
+        "converted on first use",
     )
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        required=True,
-        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ...",
+        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (required with "
+        "--weights; with --model default: the vocabulary the model was evaluated on)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument(
@@ -404,15 +510,84 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (exact, default) or bf16 (bfloat16 autocast: faster, slightly different)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="image-decoding worker processes overlapping inference (default 1; 0 decodes "
+        "in the main process)",
+    )
+    p.add_argument(
         "--save-masks", action="store_true", help="also write one PNG per instance under OUT/masks/"
     )
+    _add_refine_options(p)
     _add_text_options(p)
+
+
+def _add_refine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SAM refinement (needs the 'sam' extra)")
+    g.add_argument(
+        "--refine",
+        metavar="SPEC",
+        help="re-segment every detection with Segment Anything from its box: sam (= sam:vit_b), "
+        "sam:vit_l, sam:vit_h, sam2 (SAM 2.1, = sam2:tiny), sam2:small|base_plus|large "
+        "(weights fetched into $VLPART_CACHE/sam), or sam:FILE.pth / sam2:FILE.pt",
+    )
+    g.add_argument(
+        "--mask-prompt",
+        action="store_true",
+        help="with --refine: also prompt SAM with the detector's mask",
+    )
+    g.add_argument(
+        "--no-clip-to-parent",
+        dest="clip_to_parent",
+        action="store_false",
+        help="with --refine: let part masks extend outside their object's mask",
+    )
+    g.add_argument(
+        "--min-region-area",
+        type=int,
+        metavar="PX",
+        help="with --refine: fill holes and drop specks under PX pixels (default 100; 0: off)",
+    )
+
+
+def _refiner_from_args(args: argparse.Namespace):
+    """The refiner ``--refine`` asks for, or None; refinement options without it are errors."""
+    if args.refine is None:
+        used = [
+            flag
+            for flag, value in (
+                ("--mask-prompt", args.mask_prompt),
+                ("--no-clip-to-parent", not args.clip_to_parent),
+                ("--min-region-area", args.min_region_area is not None),
+            )
+            if value
+        ]
+        if used:
+            raise CliError(f"{', '.join(used)} only work with --refine")
+        return None
+    from vlpart.refine import MIN_REGION_AREA, build_refiner
+
+    return build_refiner(
+        args.refine,
+        device=args.device,
+        mask_prompt=args.mask_prompt,
+        clip_to_parent=args.clip_to_parent,
+        min_region_area=MIN_REGION_AREA if args.min_region_area is None else args.min_region_area,
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> None:
     import torch
 
     from vlpart.engine.predict import expand_inputs, predict_files
+    from vlpart.engine.video import is_video
     from vlpart.predictor import PartSegmenter
     from vlpart.vocab import parse_vocabulary
 
@@ -420,14 +595,25 @@ def _run_predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise CliError(f"--workers must be at least 0, got {args.workers}")
+    if args.every < 1:
+        raise CliError(f"--every must be at least 1, got {args.every}")
     paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
     for item, reason in missing:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
-    if not paths:
+    if not paths and not args.webcam:
         raise CliError("no input images found")
+    if args.vocabulary is None:
+        if args.model is None:
+            raise CliError("--vocab is required with --weights")
+        from vlpart.model.zoo import get_model
+
+        args.vocabulary = get_model(args.model).vocabulary
     vocabulary = parse_vocabulary(args.vocabulary)
+    refiner = _refiner_from_args(args)
     segmenter = PartSegmenter.from_pretrained(
-        args.weights,
+        args.weights or args.model,
         text_encoder=args.encoder,
         embeddings=args.embeddings,
         vocabulary=vocabulary,
@@ -435,7 +621,15 @@ def _run_predict(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         template=args.template,
         device=args.device,
+        precision=args.precision,
+        refiner=refiner,
     )
+    video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
+    paths = [p for p in paths if not is_video(p)]
+    if not paths:
+        if video_errors:
+            raise CliError(video_errors[0])
+        return
     summary = predict_files(
         segmenter,
         paths,
@@ -444,6 +638,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         score_threshold=args.score_threshold,
         batch_size=args.batch_size,
         save_masks=args.save_masks,
+        num_workers=args.workers,
     )
     print(
         f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"
@@ -451,6 +646,38 @@ def _run_predict(args: argparse.Namespace) -> None:
     )
     if not summary.processed:
         raise CliError(f"none of the {len(paths)} images could be read")
+    if video_errors:
+        raise CliError(video_errors[0])
+
+
+def _run_videos(args: argparse.Namespace, segmenter, vocabulary, videos: list) -> list[str]:
+    """``vlpart predict`` on video files and the --webcam camera (engine/video.py); returns
+    the errors of videos that ended early (their outputs keep the frames decoded)."""
+    from vlpart.engine.video import default_webcam, predict_video
+
+    sources = [(str(v), None) for v in videos]
+    if args.webcam:
+        fmt, device = default_webcam()
+        sources.append((device if args.webcam == "default" else args.webcam, fmt))
+    errors = []
+    for source, fmt in sources:
+        summary = predict_video(
+            segmenter,
+            source,
+            vocabulary=vocabulary,
+            out_dir=args.out,
+            score_threshold=args.score_threshold,
+            every=args.every,
+            input_format=fmt,
+        )
+        print(
+            f"{source}: {summary.frames_processed} of {summary.frames_decoded} frames segmented, "
+            f"{summary.num_instances} instances, {summary.frames_per_second:.2f} frames/s "
+            f"-> {args.out}"
+        )
+        if summary.error:
+            errors.append(f"{summary.error}; the outputs keep the frames decoded before it")
+    return errors
 
 
 def _add_parse(sub: argparse._SubParsersAction) -> None:
@@ -492,7 +719,9 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
         "evaluate all/base/novel part AP, and write OUT/report.md, OUT/metrics.json and "
         "OUT/model.safetensors. The schedule is fixed: the table depends on the seed only.",
     )
-    p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
+    p.add_argument(
+        "--out", default=QUICKSTART_OUT, help=f"output folder (default ./{QUICKSTART_OUT})"
+    )
     p.add_argument(
         "--budget-minutes",
         type=float,
@@ -530,6 +759,82 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     print(f"\nreport: {Path(args.out) / 'report.md'}; model: {result['model']}")
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="a local web page to segment objects and parts",
+        description="Serve a web page (Gradio) where you upload or paste an image, type a "
+        "vocabulary and see the objects and parts found: an overlay, a table of instances and "
+        "downloads of the COCO results and the overlay. It binds 127.0.0.1 (this machine "
+        "only) unless --host says otherwise, limits upload size and image pixels, runs one "
+        "request at a time and sends nothing anywhere.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--weights",
+        help="our .safetensors checkpoint or an official VLPart .pth "
+        f"(default: ./{QUICKSTART_OUT}/model.safetensors, written by 'vlpart quickstart')",
+    )
+    source.add_argument("--model", help="a model name, loaded with PartSegmenter.from_pretrained")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)",
+    )
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--examples",
+        default="../shared/data/pascal_part_examples",
+        help="folder whose first images are offered as examples, when it exists "
+        "(default ../shared/data/pascal_part_examples)",
+    )
+    # Defaults of the three limits: vlpart.app.DemoLimits (the help texts name them).
+    p.add_argument("--max-upload-mb", type=float, help="largest upload in MB (default 25)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest image (width x height), refused from its header (default 24000000)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="model runs at a time; further requests wait in a queue (default 1)",
+    )
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlpart.app import DemoHandler, DemoLimits, find_examples, serve
+    from vlpart.predictor import PartSegmenter
+
+    given = {
+        "max_upload_mb": args.max_upload_mb,
+        "max_pixels": args.max_pixels,
+        "concurrency": args.concurrency,
+    }
+    limits = DemoLimits(**{k: v for k, v in given.items() if v is not None})
+    weights = args.model or args.weights
+    if weights is None:
+        default = Path(QUICKSTART_OUT) / "model.safetensors"
+        if not default.is_file():
+            raise CliError(
+                f"no model: pass --weights FILE or --model NAME, or run 'vlpart quickstart' "
+                f"(it writes {default})"
+            )
+        weights = str(default)
+    segmenter = PartSegmenter.from_pretrained(weights)
+    try:
+        serve(
+            DemoHandler(segmenter, limits=limits),
+            host=args.host,
+            port=args.port,
+            examples=find_examples(args.examples),
+        )
+    except OSError as err:
+        raise CliError(f"cannot serve on {args.host}:{args.port} ({err})") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from vlpart import __version__
 
@@ -542,11 +847,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_vocab(sub)
     _add_eval(sub)
     _add_convert(sub)
+    _add_models(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
     _add_parse(sub)
     _add_quickstart(sub)
+    _add_demo(sub)
     return parser
 
 
@@ -555,10 +863,13 @@ _RUNNERS = {
     "vocab": _run_vocab,
     "eval": _run_eval,
     "convert": _run_convert,
+    "models": _run_models,
+    "export": _run_export,
     "train": _run_train,
     "predict": _run_predict,
     "parse": _run_parse,
     "quickstart": _run_quickstart,
+    "demo": _run_demo,
 }
 
 
@@ -570,15 +881,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="vlpart: %(levelname)s: %(message)s",
     )
     try:
+        _check_common_options(args)
         _RUNNERS[args.command](args)
-    except (CliError, ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"vlpart: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("vlpart: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = _user_message(err)
+        if message is None:
+            raise  # a bug: keep its traceback
+        print(f"vlpart: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _check_common_options(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any work starts."""
+    template = getattr(args, "template", None)
+    if template is not None:
+        from vlpart.vocab import prompt_template
+
+        try:
+            prompt_template(template)
+        except ValueError as err:
+            raise CliError(f"--template: {err}") from None
+    device = getattr(args, "device", None)
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine")
+
+
+# Errors that user input, files or the machine cause. ValueError & co. count only when vlpart
+# raised them itself (after checking an input); raised deep inside a library they are bugs.
+_ENVIRONMENT_ERRORS = (CliError, OSError, ImportError)
+_CHECKED_ERRORS = (ValueError, KeyError, RuntimeError, TypeError, ArithmeticError)
+
+
+def _user_message(err: Exception) -> str | None:
+    """The one-line message of a user-caused error, or None for an internal bug."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        reason = (err.strerror or "").rstrip(".") or type(err).__name__
+        reason = reason[:1].lower() + reason[1:]
+        message = f"{err.filename}: {reason}"
+    elif isinstance(err, _ENVIRONMENT_ERRORS):
+        message = str(err)
+    elif isinstance(err, _CHECKED_ERRORS) and _raised_by_vlpart(err):
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    else:
+        return None
+    return " ".join(str(message).split()) or type(err).__name__
+
+
+def _raised_by_vlpart(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is vlpart's own code."""
+    from pathlib import Path
+
+    import vlpart
+
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(Path(vlpart.__file__).parent)
 
 
 if __name__ == "__main__":

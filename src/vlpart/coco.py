@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vlpart._io import write_json_atomic
+from vlpart._io import OutputSet, write_json_atomic
 from vlpart.vocab import Category, Vocabulary, name_key, split_category_name
 
 T = TypeVar("T")
@@ -262,13 +262,14 @@ def encode_mask(mask: np.ndarray) -> dict:
 
 def encode_masks(masks: np.ndarray) -> list[dict]:
     """Compressed RLE (``counts`` as str, JSON-ready) of binary masks ``np.ndarray[N, H, W]``."""
-    if len(masks) == 0:
-        return []
-    fortran = np.asfortranarray(np.asarray(masks).transpose(1, 2, 0).astype(np.uint8, copy=False))
-    return [
-        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        for rle in mask_utils.encode(fortran)
-    ]
+    # One mask at a time: a column-major copy of the whole stack would double its memory
+    # (and touch every page of masks that are zero outside their boxes).
+    out = []
+    for mask in masks:
+        fortran = np.asfortranarray(np.asarray(mask).astype(np.uint8, copy=False)[:, :, None])
+        rle = mask_utils.encode(fortran)[0]
+        out.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
+    return out
 
 
 def segmentation_box(segmentation: Mapping[str, Any]) -> list[float]:
@@ -337,9 +338,11 @@ def write_coco(
     categories: Sequence[Mapping[str, Any]],
     annotations: Sequence[Mapping[str, Any]] | None = None,
     info: Mapping[str, Any] | None = None,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write a COCO file atomically (temporary file, then rename); ``annotations=None`` leaves
-    the list out (image-level files)."""
+    the list out (image-level files). With ``outputs`` the file is only staged there, to be
+    committed with the rest of that set."""
     data: dict[str, Any] = {}
     if info is not None:
         data["info"] = dict(info)
@@ -347,6 +350,9 @@ def write_coco(
     data["categories"] = list(categories)
     if annotations is not None:
         data["annotations"] = list(annotations)
+    if outputs is not None:
+        outputs.write_json(path, data)
+        return Path(path)
     return write_json_atomic(data, path)
 
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from vlpart._io import read_text_file
+from vlpart.vocab import prompt_template
 
 __all__ = [
     "Config",
@@ -27,11 +32,43 @@ __all__ = [
     "TextConfig",
     "TrainConfig",
     "config_from_dict",
+    "read_yaml",
 ]
 
 
 class ConfigError(ValueError):
     """A config file or dict does not match the :class:`Config` schema."""
+
+
+def _at_least(minimum: float, default: Any = None, *, factory: Any = None) -> Any:
+    """A field whose value (each item, for a list) must be >= ``minimum``."""
+    return _ranged(default, factory, {"ge": minimum})
+
+
+def _above(minimum: float, default: Any = None, *, factory: Any = None) -> Any:
+    """A field whose value (each item, for a list or tuple) must be > ``minimum``."""
+    return _ranged(default, factory, {"gt": minimum})
+
+
+def _ranged(default: Any, factory: Any, bound: dict[str, float]) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata=bound)
+    return field(default=default, metadata=bound)
+
+
+def _check_range(value: Any, bound: Mapping[str, float], *, key: str, source: str) -> None:
+    items = value if isinstance(value, list | tuple) else [value]
+    if isinstance(value, list | tuple) and not value:
+        raise ConfigError(f"{source}: {key}: must not be empty")
+    for item in items:
+        if item is None:
+            continue
+        if not math.isfinite(item):
+            raise ConfigError(f"{source}: {key}: must be a finite number, got {item!r}")
+        if "ge" in bound and item < bound["ge"]:
+            raise ConfigError(f"{source}: {key}: must be at least {bound['ge']}, got {item!r}")
+        if "gt" in bound and item <= bound["gt"]:
+            raise ConfigError(f"{source}: {key}: must be greater than {bound['gt']}, got {item!r}")
 
 
 @dataclass
@@ -57,29 +94,29 @@ class ModelConfig:
     # "imagenet" (bundled file or download, see vlpart.model.resolve_weights), a local weights
     # file, or null for random initialisation.
     backbone_weights: str | None = "imagenet"
-    fpn_channels: int = 256
+    fpn_channels: int = _at_least(1, 256)
     # Cascade R-CNN box heads (3 stages), as the paper uses with Swin-B.
     cascade: bool = False
-    min_size: int = 800
-    max_size: int = 1333
+    min_size: int = _at_least(1, 800)
+    max_size: int = _at_least(1, 1333)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pixel_std: tuple[float, float, float] = _above(0, (58.395, 57.12, 57.375))
     # Width of the text embeddings (CLIP RN50: 1024).
-    text_dim: int = 1024
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_train: int = 1000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_nms_thresh: float = 0.7
-    roi_batch_size_per_image: int = 512
-    roi_positive_fraction: float = 0.25
+    text_dim: int = _at_least(1, 1024)
+    rpn_pre_nms_top_n_train: int = _at_least(1, 2000)
+    rpn_pre_nms_top_n_test: int = _at_least(1, 1000)
+    rpn_post_nms_top_n_train: int = _at_least(1, 1000)
+    rpn_post_nms_top_n_test: int = _at_least(1, 1000)
+    rpn_nms_thresh: float = _above(0, 0.7)
+    roi_batch_size_per_image: int = _at_least(1, 512)
+    roi_positive_fraction: float = _above(0, 0.25)
     # Cap on positive RoIs per image that train the mask head; null = no cap.
-    mask_rois_per_image: int | None = None
+    mask_rois_per_image: int | None = _at_least(1, None)
     # Channels of the mask head's convs (256 in the paper and the released checkpoints).
-    mask_head_dim: int = 256
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_image: int = 100
+    mask_head_dim: int = _at_least(1, 256)
+    score_thresh: float = _at_least(0, 0.05)
+    nms_thresh: float = _above(0, 0.5)
+    detections_per_image: int = _at_least(1, 100)
     # Federated sigmoid loss (LVIS/PACO-size vocabularies); needs per-class image counts.
     federated_loss: bool = False
     image_label_mode: Literal["max_size", "max_score"] = "max_size"
@@ -101,14 +138,14 @@ class SourceConfig:
     # Keep only the categories of this split (their ``split`` field in the file), e.g. train on
     # the base parts of a file that holds all of them.
     split: Literal["base", "novel"] | None = None
-    ratio: float = 1.0
-    batch_size: int = 2
+    ratio: float = _above(0, 1.0)
+    batch_size: int = _at_least(1, 2)
     # Training short sides, one drawn per image, and the long-side cap.
-    min_size: list[int] = field(default_factory=lambda: [800])
-    max_size: int = 1333
+    min_size: list[int] = _at_least(1, factory=lambda: [800])
+    max_size: int = _at_least(1, 1333)
     flip: bool = True
     # LVIS repeat-factor threshold t; null = uniform sampling.
-    repeat_thresh: float | None = None
+    repeat_thresh: float | None = _above(0, None)
     # Precomputed [C, D] text embeddings of this source's categories (rows in id order);
     # null = encode them with the ``text`` encoder.
     embeddings: str | None = None
@@ -118,23 +155,25 @@ class SourceConfig:
 class TrainConfig:
     """Optimisation schedule and bookkeeping of :func:`vlpart.engine.train.train`."""
 
-    max_iter: int = 90000
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
+    max_iter: int = _at_least(1, 90000)
+    lr: float = _above(0, 2e-4)
+    weight_decay: float = _at_least(0, 1e-4)
     # Linear warm-up from ``warmup_factor * lr`` over ``warmup_iters`` iterations.
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
+    warmup_iters: int = _at_least(0, 1000)
+    warmup_factor: float = _above(0, 0.001)
     # Iterations at which the learning rate is multiplied by ``lr_gamma``.
-    lr_steps: list[int] = field(default_factory=lambda: [60000, 80000])
-    lr_gamma: float = 0.1
+    lr_steps: list[int] = _at_least(0, factory=lambda: [60000, 80000])
+    lr_gamma: float = _above(0, 0.1)
     # Gradient clipping by total L2 norm; null = off.
-    clip_grad_norm: float | None = 1.0
+    clip_grad_norm: float | None = _above(0, 1.0)
     # Mixed precision: bfloat16 autocast on CPU, float16 with loss scaling on CUDA.
     amp: bool = False
-    checkpoint_period: int = 5000
-    log_period: int = 20
+    checkpoint_period: int = _at_least(1, 5000)
+    # Complete checkpoints kept in ``ckpt-<iteration>/`` folders (older ones are deleted).
+    keep_checkpoints: int = _at_least(1, 2)
+    log_period: int = _at_least(1, 20)
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int = _at_least(0, 2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -148,9 +187,9 @@ class ParsingConfig:
     # "pretrained" (hub or packaged weights) or a local weights file.
     weights: str = "pretrained"
     # DINO patch stride: 8, or 4 for denser features (null: the backbone's own).
-    stride: int | None = None
-    image_size: int = 224
-    batch_size: int = 8
+    stride: int | None = _at_least(1, None)
+    image_size: int = _at_least(1, 224)
+    batch_size: int = _at_least(1, 8)
     # Base objects: COCO object file, part file (parts carry ``object_id``) and image folder.
     base_objects: str = ""
     base_parts: str = ""
@@ -180,14 +219,8 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        return config_from_dict(data, source=str(path))
+        data = read_yaml(path)
+        return config_from_dict({} if data is None else data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,8 +230,36 @@ class Config:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
-    """Build a :class:`Config` from nested dicts, validating every key and type."""
-    return _build(Config, data, prefix="", source=source)
+    """Build a :class:`Config` from nested dicts, validating every key, type and range."""
+    cfg = _build(Config, data, prefix="", source=source)
+    try:
+        prompt_template(cfg.text.template)
+    except ValueError as err:
+        raise ConfigError(f"{source}: text.template: {err}") from None
+    return cfg
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path`` (``yaml.safe_load``: no tags run code).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not UTF-8 text, or a YAML error as one ``file:line:column:`` line.
+    """
+    path = Path(path)
+    text = read_text_file(path, "config (YAML)")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_error(path, err)) from None
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """One line: ``file:line:column: not valid YAML: <problem>``."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{where}: not valid YAML: {problem}"
 
 
 def _build(cls: type, data: Any, *, prefix: str, source: str) -> Any:
@@ -206,7 +267,8 @@ def _build(cls: type, data: Any, *, prefix: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -214,6 +276,9 @@ def _build(cls: type, data: Any, *, prefix: str, source: str) -> Any:
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], key=f"{prefix}{key}", source=source)
+        bound = fields[key].metadata
+        if bound:
+            _check_range(kwargs[key], bound, key=f"{prefix}{key}", source=source)
     return cls(**kwargs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,28 +143,53 @@ class Prediction:
         parts_within_parent: bool = False,
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
-        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size).
+        ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size, or of that
+        size reduced by a common factor, as a reduced decode of a huge JPEG is: masks are then
+        sampled at its pixel centres and boxes scaled). Masks are blended inside their
+        bounding rectangles, so memory stays about that of the image.
 
         Only :meth:`for_display`'s instances are drawn (the keyword arguments are its own);
         tags are placed so that no two overlap (a tag that finds no free place is left out).
         """
         base = read_image(image)
-        if base.shape[:2] != self.image_size and len(self):
+        height, width = base.shape[:2]
+        full_h, full_w = self.image_size if len(self) else (height, width)
+        reduced = height < full_h and width < full_w
+        if (height, width) != (full_h, full_w) and not (
+            reduced and abs(height * full_w - width * full_h) <= max(full_h, full_w)
+        ):
             raise ValueError(f"image is {base.shape[:2]}, prediction is for {self.image_size}")
-        shown = self.for_display(
+        pred = self
+        if (height, width) != (full_h, full_w) and len(self):
+            # Sample the masks at the image's pixel centres first: the selection below copies.
+            rows = ((np.arange(height) + 0.5) * full_h / height).astype(np.int64)
+            cols = ((np.arange(width) + 0.5) * full_w / width).astype(np.int64)
+            scale = np.array([width / full_w, height / full_h] * 2, dtype=np.float32)
+            pred = replace(
+                self,
+                boxes=self.boxes * scale,
+                masks=self.masks[:, rows[:, None], cols[None, :]],
+            )
+        shown = pred.for_display(
             top_k_per_label=top_k_per_label,
             overlap_thresh=overlap_thresh,
             max_instances=max_instances,
             parts_within_parent=parts_within_parent,
         )
-        canvas = base.astype(np.float32)
+        canvas = base.copy()
         colors = _palette(len(shown))
-        for i in np.argsort(-shown.masks.reshape(len(shown), -1).sum(1)) if len(shown) else []:
-            m = shown.masks[i]
-            canvas[m] = (1 - alpha) * canvas[m] + alpha * np.asarray(colors[i], np.float32)
-        out = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+        areas = np.array([np.count_nonzero(m) for m in shown.masks], dtype=np.int64)
+        for i in np.argsort(-areas, kind="stable"):
+            window = _mask_window(shown.masks[i])
+            if window is None:
+                continue
+            top, bottom, left, right = window
+            m = shown.masks[i, top:bottom, left:right]
+            region = canvas[top:bottom, left:right]
+            tint = (1 - alpha) * region[m] + alpha * np.asarray(colors[i], np.float32)
+            region[m] = tint.clip(0, 255).astype(np.uint8)
+        out = Image.fromarray(canvas)
         draw = ImageDraw.Draw(out)
-        height, width = base.shape[:2]
         font = ImageFont.load_default(size=max(11, min(height, width) // 40))
         line = max(1, min(height, width) // 300)
         for i in range(len(shown)):
@@ -256,20 +281,32 @@ def assign_parents(masks: np.ndarray, objects: list[str], parts: list[str | None
     object_idx = [j for j in range(n) if parts[j] is None]
     if not object_idx:
         return parent
-    flat = masks.reshape(n, -1).astype(np.float32)
-    overlap = flat @ flat[object_idx].T  # [N, num_objects] intersection areas
-    area = flat.sum(1)
     for i in range(n):
-        if parts[i] is None or area[i] == 0:
+        window = _mask_window(masks[i]) if parts[i] is not None else None
+        if window is None:
             continue
-        same = [k for k, j in enumerate(object_idx) if objects[j].lower() == objects[i].lower()]
+        same = [j for j in object_idx if objects[j].lower() == objects[i].lower()]
         if not same:
             continue
-        frac = overlap[i, same] / area[i]
+        # Intersections within the part's bounding rectangle (none of the part lies outside),
+        # so no full-image copy of the masks is made.
+        top, bottom, left, right = window
+        part = masks[i, top:bottom, left:right]
+        area = np.count_nonzero(part)
+        frac = [np.count_nonzero(part & masks[j, top:bottom, left:right]) / area for j in same]
         best = int(np.argmax(frac))
         if frac[best] >= PARENT_CONTAINMENT_THRESH:
-            parent[i] = object_idx[same[best]]
+            parent[i] = same[best]
     return parent
+
+
+def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` bounding rectangle of a mask, None if it is empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) == 0:
+        return None
+    xs = np.flatnonzero(mask[ys[0] : ys[-1] + 1].any(axis=0))
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
 def _palette(n: int) -> list[tuple[int, int, int]]:

@@ -20,22 +20,28 @@ import difflib
 import json
 import logging
 import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from vlpart._io import read_text_file
+
 __all__ = [
     "BUILTIN_VOCABULARIES",
     "PROMPT_TEMPLATES",
     "DEFAULT_TEMPLATE",
+    "GRANULARITIES",
     "Category",
     "Vocabulary",
+    "at_granularity",
     "load_builtin",
     "name_key",
     "parse_vocabulary",
     "pascal_part_mat_tokens",
+    "prompt_template",
     "split_category_name",
 ]
 
@@ -55,6 +61,9 @@ DEFAULT_TEMPLATE = "a_object_part"
 OBJECT_TEMPLATE = "a {object}"
 
 SPLITS = ("base", "novel")
+
+# Levels of :func:`at_granularity`, coarse to fine.
+GRANULARITIES = ("objects", "parts", "every_part")
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class Category:
         obj = self.object_text or self.object.lower()
         if self.part is None:
             return OBJECT_TEMPLATE.format(object=obj)
-        return _template(template).format(object=obj, part=self.part.lower())
+        return prompt_template(template).format(object=obj, part=self.part.lower())
 
 
 @dataclass(frozen=True)
@@ -210,15 +219,43 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
 
 
-def _template(name: str) -> str:
+def prompt_template(name: str) -> str:
+    """The format string of a template: a name of :data:`PROMPT_TEMPLATES` or a string whose
+    only fields are ``{object}`` and ``{part}`` (each at least once).
+
+    Raises:
+        ValueError: an unknown name, or a string with other fields (``{0}``, ``{obj}``), a
+            format spec or unbalanced braces.
+    """
     if name in PROMPT_TEMPLATES:
         return PROMPT_TEMPLATES[name]
-    if "{object}" in name and "{part}" in name:  # a literal template string
-        return name
-    raise ValueError(
-        f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
-        f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
-    )
+    if "{" not in name and "}" not in name:
+        raise ValueError(
+            f"unknown prompt template {name!r}{_suggest(name, list(PROMPT_TEMPLATES))} "
+            f"(choices: {', '.join(PROMPT_TEMPLATES)}, or a string with {{object}} and {{part}})"
+        )
+    try:
+        fields = [
+            (key, spec, conversion)
+            for _, key, spec, conversion in string.Formatter().parse(name)
+            if key is not None
+        ]
+    except ValueError as err:
+        raise ValueError(f"prompt template {name!r}: {err} (write a literal brace twice)") from None
+    for key, spec, conversion in fields:
+        if key not in ("object", "part") or spec or conversion:
+            conv = f"!{conversion}" if conversion else ""
+            shown = "{" + key + conv + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"prompt template {name!r}: {shown} is not allowed; the only fields are "
+                "{object} and {part}"
+            )
+    missing = {"object", "part"} - {f for f, _, _ in fields}
+    if missing:
+        raise ValueError(
+            f"prompt template {name!r} lacks {' and '.join('{' + m + '}' for m in sorted(missing))}"
+        )
+    return name
 
 
 @cache
@@ -369,9 +406,7 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
         return load_builtin(text)
     path = Path(text)
     if isinstance(spec, Path) or text.endswith((".txt", ".vocab")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: vocabulary file not found")
-        cats = _parse_entries(path.read_text(), str(path))
+        cats = _parse_entries(read_text_file(path, "vocabulary"), str(path))
         if not cats:
             raise ValueError(f"{path}: vocabulary file has no entries")
         return Vocabulary(tuple(cats), name=path.stem)
@@ -387,3 +422,61 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
     if is_plain_word and close_builtin and text.lower() not in _known_words():
         raise ValueError(f"unknown vocabulary {text!r}; did you mean {close_builtin[0]!r}?")
     return Vocabulary(tuple(_parse_entries(text, repr(text))), name=text)
+
+
+def at_granularity(vocabulary: Vocabulary, granularity: str) -> Vocabulary:
+    """The objects of ``vocabulary`` at one level of :data:`GRANULARITIES`.
+
+    * ``objects`` (coarse): its objects only (``dog:head,leg`` -> ``dog``);
+    * ``parts`` (medium): each object, followed by the parts the vocabulary names
+      (``dog:head,leg`` -> ``dog; dog:head; dog:leg``);
+    * ``every_part`` (fine): each object, followed by the parts it names and every part a
+      built-in taxonomy knows of it, as ``dog:*`` gives them.
+
+    The objects stay in the finer levels so that parts are linked to the object instance they
+    lie in (:attr:`vlpart.Prediction.parent`). Ids are the 1-based positions; parts keep their
+    base/novel split (the taxonomy's for added parts), objects have none.
+
+    Raises:
+        ValueError: an unknown level, or ``every_part`` for objects no built-in taxonomy knows.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}{_suggest(granularity, GRANULARITIES)} "
+            f"(choices: {', '.join(GRANULARITIES)})"
+        )
+    groups: dict[str, list[Category]] = {}
+    for cat in vocabulary:
+        group = groups.setdefault(cat.object.lower(), [])
+        if not group:
+            group.append(Category(name=cat.object, object=cat.object, object_text=cat.object_text))
+        if cat.is_part and granularity != "objects":
+            group.append(cat)
+    if granularity == "every_part":
+        known = _known_parts()
+        unknown = [g[0].name for key, g in groups.items() if key not in known]
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            raise ValueError(
+                f"no built-in taxonomy has parts of {names}; name them, e.g. {unknown[0]}:head,body"
+            )
+        for key, group in groups.items():
+            obj = group[0]
+            group.extend(
+                Category(
+                    name=f"{obj.name}:{c.part}",
+                    object=obj.name,
+                    part=c.part,
+                    split=c.split,
+                    object_text=obj.object_text,
+                )
+                for c in known[key]
+            )
+    unique: dict[str, Category] = {}  # the first of equal names wins (a typed part)
+    for group in groups.values():
+        for cat in group:
+            unique.setdefault(name_key(cat.name), cat)
+    return Vocabulary(
+        tuple(dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())),
+        name=f"{vocabulary.name}@{granularity}",
+    )

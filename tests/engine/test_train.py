@@ -65,8 +65,14 @@ def test_train_writes_checkpoint_metrics_and_losses_by_kind(tiny_train_config, t
                 "loss_mask",
             }
     assert {r["source"] for r in records} >= {"parts", "objects"}
-    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    state = torch.load(tmp_path / "ckpt-000006" / "train_state.pt", weights_only=True)
     assert state["iteration"] == 6
+    # keep_checkpoints: 2 -> the checkpoints of iterations 3 and 6; the pointer names the newest
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-000003", "ckpt-000006"]
+    assert (tmp_path / "latest").read_text().strip() == "ckpt-000006"
+    exported = load_file(tmp_path / "model.safetensors")
+    final = load_file(tmp_path / "ckpt-000006" / "model.safetensors")
+    assert all(torch.equal(exported[k], final[k]) for k in final)
 
 
 def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path):
@@ -80,7 +86,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_train_config, part, on_step=interrupt)
-    assert torch.load(part / "train_state.pt", weights_only=True)["iteration"] == 4
+    assert torch.load(part / "ckpt-000004" / "train_state.pt", weights_only=True)["iteration"] == 4
     train(tiny_train_config, part, resume=True)
     a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
     assert a.keys() == b.keys()
@@ -93,7 +99,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tiny_train_config, tmp_path)
 
 
 def test_resume_without_state_is_a_clear_error(tiny_train_config, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no training state to resume from"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train(tiny_train_config, tmp_path, resume=True)
 
 
@@ -154,12 +160,13 @@ def test_torchrun_two_ranks_equal_one_process_on_the_concatenated_batch(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
+        "ckpt-000003",
+        "latest",
         "metrics.jsonl",
         "model.json",
         "model.safetensors",
-        "train_state.pt",
     ]
-    state = torch.load(out / "train_state.pt", weights_only=True)
+    state = torch.load(out / "ckpt-000003" / "train_state.pt", weights_only=True)
     assert state["iteration"] == 3 and len(state["rng"]) == 2
 
     cfg.data[0].batch_size = 4  # the global batch of the two ranks, in the same order

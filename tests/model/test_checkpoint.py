@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -18,8 +17,6 @@ from vlpart.model.convert import (
     convert_official_state_dict,
     official_model,
 )
-
-NUM_TRAIN_CLASSES = 7
 
 
 def test_safetensors_round_trip_is_exact(tiny_models, tiny_config, tmp_path):
@@ -56,8 +53,11 @@ def test_strict_loading_lists_missing_and_unexpected_keys(tiny_models):
 
 
 def test_missing_checkpoint_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="sidecar"):
+    with pytest.raises(FileNotFoundError, match="none.safetensors: checkpoint not found"):
         load_checkpoint(tmp_path / "none.safetensors")
+    (tmp_path / "alone.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="alone.json: checkpoint sidecar"):
+        load_checkpoint(tmp_path / "alone.safetensors")
 
 
 def test_resolve_weights_order_and_errors(tmp_path, monkeypatch):
@@ -65,8 +65,13 @@ def test_resolve_weights_order_and_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"nope\.pth.*offline"):
         resolve_weights("resnet50", tmp_path / "nope.pth")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match=r"torch hub cache.*downloading.*offline"):
-        resolve_weights("swin_b")  # downloads are blocked in tests
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"swin_b ImageNet weights: not in the cache and vlpart is offline .*download "
+        r"https://download\.pytorch\.org/models/swin_b-68c6b09e\.pth and put it at "
+        r".*backbones/swin_b-68c6b09e\.pth; to work offline",
+    ):
+        resolve_weights("swin_b")  # the suite runs offline
     cached = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"")
@@ -107,66 +112,11 @@ def test_resnet_weights_from_a_local_file(tmp_path):
 
 
 # ---------------------------------------------------------------- official checkpoints
-def _official_state(*, cascade: bool) -> dict[str, torch.Tensor]:
-    """A synthetic VLPart checkpoint in detectron2's key layout (R50-FPN Mask R-CNN)."""
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen) / math.sqrt(max(1, math.prod(shape[1:])))
-
-    trunk = resnet50().state_dict()
-    state = {f"backbone.bottom_up.base.{k}": v for k, v in trunk.items() if not k.startswith("fc.")}
-    for lvl, cin in zip(range(2, 6), (256, 512, 1024, 2048), strict=True):
-        state[f"backbone.fpn_lateral{lvl}.weight"] = rand(256, cin, 1, 1)
-        state[f"backbone.fpn_lateral{lvl}.bias"] = rand(256)
-        state[f"backbone.fpn_output{lvl}.weight"] = rand(256, 256, 3, 3)
-        state[f"backbone.fpn_output{lvl}.bias"] = rand(256)
-    rpn = "proposal_generator.rpn_head."
-    state |= {
-        rpn + "conv.weight": rand(256, 256, 3, 3),
-        rpn + "conv.bias": rand(256),
-        rpn + "objectness_logits.weight": rand(3, 256, 1, 1),
-        rpn + "objectness_logits.bias": rand(3),
-        rpn + "anchor_deltas.weight": rand(12, 256, 1, 1),
-        rpn + "anchor_deltas.bias": rand(12),
-    }
-    for stage in ("0.", "1.", "2.") if cascade else ("",):
-        head, pred = f"roi_heads.box_head.{stage}", f"roi_heads.box_predictor.{stage}"
-        state |= {
-            head + "fc1.weight": rand(1024, 256 * 49),
-            head + "fc1.bias": rand(1024),
-            head + "fc2.weight": rand(1024, 1024),
-            head + "fc2.bias": rand(1024),
-            pred + "cls_score.linear.weight": rand(1024, 1024),
-            pred + "cls_score.linear.bias": rand(1024),
-            pred + "cls_score.zs_weight": rand(1024, NUM_TRAIN_CLASSES + 1),
-            pred + "bbox_pred.0.weight": rand(1024, 1024),
-            pred + "bbox_pred.0.bias": rand(1024),
-            pred + "bbox_pred.2.weight": rand(4, 1024),
-            pred + "bbox_pred.2.bias": rand(4),
-        }
-    mask = "roi_heads.mask_head."
-    for i in range(1, 5):
-        state |= {
-            f"{mask}mask_fcn{i}.weight": rand(256, 256, 3, 3),
-            f"{mask}mask_fcn{i}.bias": rand(256),
-        }
-    state |= {
-        mask + "deconv.weight": rand(256, 256, 2, 2),
-        mask + "deconv.bias": rand(256),
-        mask + "predictor.weight": rand(1, 256, 1, 1),
-        mask + "predictor.bias": rand(1),
-        "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
-        "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1),
-    }
-    return state
-
-
 @pytest.mark.parametrize("cascade", [False, True])
-def test_converter_maps_every_key_and_runs(cascade):
+def test_converter_maps_every_key_and_runs(cascade, official_state):
     import re
 
-    state = _official_state(cascade=cascade)
+    state = official_state(cascade=cascade)
     converted = convert_official_state_dict(state)
     dropped = [k for k in state if any(re.search(p, k) for p, _ in DROPPED_KEYS)]
     assert len(converted) + len(dropped) == len(state)  # zero unmapped keys
@@ -198,49 +148,17 @@ def test_converter_maps_every_key_and_runs(cascade):
     assert out[0]["masks"].shape[1:] == (1, 64, 80) and out[0]["boxes"].shape[1] == 4
 
 
-def test_converter_rejects_unknown_keys():
-    state = _official_state(cascade=False)
+def test_converter_rejects_unknown_keys(official_state):
+    state = official_state(cascade=False)
     state["roi_heads.box_predictor.freq_weight"] = torch.ones(3)
     with pytest.raises(ValueError, match=r"1 checkpoint keys .*freq_weight"):
         convert_official_state_dict(state)
 
 
-def test_swin_trunk_keys_convert_strictly():
+def test_swin_trunk_keys_convert_strictly(official_state):
     from vlpart.model.backbones import build_backbone
 
-    state = {}
-    dims, depths, heads = (128, 256, 512, 1024), (2, 2, 18, 2), (4, 8, 16, 32)
-    bb = "backbone.bottom_up."
-    state[bb + "patch_embed.proj.weight"] = torch.zeros(128, 3, 4, 4)
-    state[bb + "patch_embed.proj.bias"] = torch.zeros(128)
-    state[bb + "patch_embed.norm.weight"] = torch.ones(128)
-    state[bb + "patch_embed.norm.bias"] = torch.zeros(128)
-    for i, (c, depth, nh) in enumerate(zip(dims, depths, heads, strict=True)):
-        for j in range(depth):
-            p = f"{bb}layers.{i}.blocks.{j}."
-            state |= {
-                p + "norm1.weight": torch.ones(c),
-                p + "norm1.bias": torch.zeros(c),
-                p + "attn.relative_position_bias_table": torch.zeros(169, nh),
-                p + "attn.relative_position_index": torch.zeros(49, 49, dtype=torch.int64),
-                p + "attn.qkv.weight": torch.zeros(3 * c, c),
-                p + "attn.qkv.bias": torch.zeros(3 * c),
-                p + "attn.proj.weight": torch.zeros(c, c),
-                p + "attn.proj.bias": torch.zeros(c),
-                p + "norm2.weight": torch.ones(c),
-                p + "norm2.bias": torch.zeros(c),
-                p + "mlp.fc1.weight": torch.zeros(4 * c, c),
-                p + "mlp.fc1.bias": torch.zeros(4 * c),
-                p + "mlp.fc2.weight": torch.zeros(c, 4 * c),
-                p + "mlp.fc2.bias": torch.zeros(c),
-            }
-        if i < 3:
-            state |= {
-                f"{bb}layers.{i}.downsample.reduction.weight": torch.zeros(2 * c, 4 * c),
-                f"{bb}layers.{i}.downsample.norm.weight": torch.ones(4 * c),
-                f"{bb}layers.{i}.downsample.norm.bias": torch.zeros(4 * c),
-            }
-        state |= {f"{bb}norm{i}.weight": torch.ones(c), f"{bb}norm{i}.bias": torch.zeros(c)}
+    state = official_state(backbone="swin_b", cascade=True, trunk_only=True)
     converted = convert_official_state_dict(state)
     assert len(converted) == len(state)
     trunk = build_backbone("swin_b", weights=None).body
@@ -249,9 +167,9 @@ def test_swin_trunk_keys_convert_strictly():
     )
 
 
-def test_cli_convert(tmp_path, capsys):
+def test_cli_convert(tmp_path, capsys, official_state):
     src = tmp_path / "vlpart_r50.pth"
-    torch.save({"model": _official_state(cascade=False), "iteration": 5}, src)
+    torch.save({"model": official_state(cascade=False), "iteration": 5}, src)
     out = tmp_path / "r50.safetensors"
     assert main(["convert", str(src), str(out)]) == 0
     assert out.is_file() and (tmp_path / "r50.json").is_file()
@@ -259,4 +177,16 @@ def test_cli_convert(tmp_path, capsys):
     assert info.text_encoder == "clip:RN50:openai" and info.config.backbone == "resnet50"
     assert info.vocabulary is None
     assert main(["convert", str(tmp_path / "none.pth"), str(out)]) == 2
-    assert "none.pth: checkpoint not found" in capsys.readouterr().err
+    assert "none.pth: PyTorch checkpoint (.pth) not found" in capsys.readouterr().err
+
+
+def test_backbone_weights_are_checked_against_the_hash_in_their_name(tmp_path, monkeypatch):
+    from vlpart.weights import DownloadError
+
+    mirror = tmp_path / "mirror" / "backbones"
+    mirror.mkdir(parents=True)
+    (mirror / "resnet50-0676ba61.pth").write_bytes(b"not the torchvision file")
+    monkeypatch.setenv("VLPART_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(DownloadError, match="SHA-256 .* does not match the expected 0676ba61"):
+        resolve_weights("resnet50")

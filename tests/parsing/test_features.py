@@ -80,13 +80,35 @@ def test_dino_weights_from_a_local_file(tmp_path):
         assert torch.equal(loaded.model.state_dict()[name], tensor), name
 
 
+def test_pretrained_dino_comes_from_the_mirror_then_the_cache(tmp_path, monkeypatch):
+    reference = timm.create_model(DINO_MODEL_NAME, pretrained=False, num_classes=0)
+    mirror = tmp_path / "mirror" / "dino"
+    mirror.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, str(mirror / f"{DINO_MODEL_NAME}.safetensors"))
+    monkeypatch.setenv("VLPART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLPART_MIRROR", str(tmp_path / "mirror"))
+    loaded = build_feature_extractor("dino_vits8", weights="pretrained")
+    assert loaded.identity.endswith("/hub")
+    assert (tmp_path / "cache" / "dino" / f"{DINO_MODEL_NAME}.safetensors").is_file()
+    assert torch.equal(loaded.model.blocks[3].attn.qkv.weight, state["blocks.3.attn.qkv.weight"])
+    monkeypatch.delenv("VLPART_MIRROR")  # now from the cache
+    again = build_feature_extractor("dino_vits8", weights="pretrained")
+    assert torch.equal(again.model.pos_embed, state["pos_embed"])
+
+
 def test_missing_weights_raise_instead_of_random_init(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth.*weights=None"):
         build_feature_extractor("dino_vits8", weights=missing)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_feature_extractor("efficientnet_lite0", weights=missing)
-    with pytest.raises(RuntimeError, match="weights=PATH"):  # offline: the hub is unreachable
+    with pytest.raises(  # the suite is offline: not cached, so the message says what to fetch
+        FileNotFoundError,
+        match=r"offline .*download https://huggingface\.co/timm/vit_small_patch8_224\.dino/"
+        r"resolve/main/model\.safetensors and put it at .*dino/vit_small_patch8_224\.dino"
+        r"\.safetensors; pass weights=PATH",
+    ):
         build_feature_extractor("dino_vits8", weights="pretrained")
 
 

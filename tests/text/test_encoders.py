@@ -153,7 +153,42 @@ def test_clip_missing_weights_file_is_a_clear_error(tmp_path, monkeypatch):
         ClipTextEncoder("RN50")
 
 
-def test_clip_offline_download_failure_says_how_to_fix(monkeypatch):
+def test_clip_offline_says_what_to_download_and_where(monkeypatch, cache_dir):
+    pytest.importorskip("open_clip")
+    from vlpart.text.clip import ClipTextEncoder
+
+    monkeypatch.delenv("VLPART_CLIP_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError) as info:  # the suite is offline
+        ClipTextEncoder("RN50")
+    message = str(info.value)
+    assert "\n" not in message and "--clip-weights PATH" in message
+    url = (
+        "https://huggingface.co/timm/resnet50_clip.openai/resolve/main/open_clip_model.safetensors"
+    )
+    assert (
+        f"download {url} and put it at {cache_dir / 'clip' / 'RN50-openai.safetensors'}" in message
+    )
+
+
+def test_clip_rn50_weights_come_through_the_resolver(monkeypatch, tmp_path, cache_dir):
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    from vlpart.text.clip import ClipTextEncoder
+
+    reference = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=True)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    (tmp_path / "mirror" / "clip").mkdir(parents=True)
+    save_file(state, str(tmp_path / "mirror" / "clip" / "RN50-openai.safetensors"))
+    monkeypatch.delenv("VLPART_CLIP_WEIGHTS", raising=False)
+    monkeypatch.setenv("VLPART_MIRROR", str(tmp_path / "mirror"))
+    enc = ClipTextEncoder("RN50", cache_dir=tmp_path / "emb")
+    assert enc.identity == "clip:RN50:openai"  # the released weights, wherever they came from
+    assert (cache_dir / "clip" / "RN50-openai.safetensors").is_file()
+    assert torch.equal(enc._model.text_projection, state["text_projection"])
+
+
+def test_clip_download_failure_of_other_architectures_says_how_to_fix(monkeypatch):
     open_clip = pytest.importorskip("open_clip")
     from vlpart.text.clip import ClipTextEncoder
 
@@ -163,7 +198,7 @@ def test_clip_offline_download_failure_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("VLPART_CLIP_WEIGHTS", raising=False)
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(RuntimeError, match="--clip-weights PATH"):
-        ClipTextEncoder("RN50")
+        ClipTextEncoder("RN101")
 
 
 @pytest.mark.skipif(

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+from scipy.io.matlab import MatReadError
 from tqdm import tqdm
 
-from vlpart._io import read_image_size
+from vlpart._io import OutputSet, read_image_size, remove_orphans
 from vlpart.coco import category_records, mask_annotation, write_coco
 from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
@@ -162,12 +163,25 @@ def convert_pascal_part(
         if len(parts) > num_parts_before:
             part_images.append(image)
 
-    write_coco(
-        out_json, images=part_images, categories=category_records(part_vocab), annotations=parts
-    )
-    write_coco(
-        objects_json, images=images, categories=category_records(voc_vocab), annotations=objects
-    )
+    # The two files share image and object ids: they are replaced together or not at all.
+    for folder in {out_json.parent, objects_json.parent}:
+        remove_orphans(folder)
+    with OutputSet() as outputs:
+        write_coco(
+            out_json,
+            images=part_images,
+            categories=category_records(part_vocab),
+            annotations=parts,
+            outputs=outputs,
+        )
+        write_coco(
+            objects_json,
+            images=images,
+            categories=category_records(voc_vocab),
+            annotations=objects,
+            outputs=outputs,
+        )
+        outputs.commit()
     # Debug level: the returned summary is what callers (the CLI) report.
     if dropped:
         logger.debug(
@@ -231,7 +245,7 @@ def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndar
             records.append(
                 (str(obj["class"].item()), np.asarray(obj["mask"], dtype=np.uint8), raw_parts)
             )
-    except (KeyError, IndexError, ValueError, TypeError, OSError) as err:
+    except (KeyError, IndexError, ValueError, TypeError, OSError, MatReadError) as err:
         raise ValueError(f"{path}: not a Pascal-Part annotation ({err})") from None
     return records
 

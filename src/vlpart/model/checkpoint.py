@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from vlpart._io import atomic_write, write_text_atomic
+from vlpart._io import read_text_file, write_bytes_atomic, write_text_atomic
 from vlpart.config import ConfigError, ModelConfig, config_from_dict
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CheckpointInfo",
+    "check_finite",
+    "checkpoint_files",
+    "file_kind",
     "load_checkpoint",
     "load_state_dict_strict",
+    "load_torch_file",
+    "load_weights",
     "read_sidecar",
     "save_checkpoint",
     "sidecar_path",
@@ -54,6 +63,30 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def checkpoint_files(
+    model: nn.Module,
+    *,
+    config: ModelConfig,
+    vocabulary: Sequence[dict] | None = None,
+    text_encoder: str | None = None,
+) -> tuple[bytes, str]:
+    """The bytes of ``model``'s safetensors weights and the text of their JSON sidecar.
+
+    The sidecar holds no iteration or other per-save value: every checkpoint of one training
+    run has the same sidecar.
+    """
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    info = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "config": dataclasses.asdict(config),
+        "vocabulary": list(vocabulary) if vocabulary is not None else None,
+        "text_encoder": text_encoder,
+        "text_dim": config.text_dim,
+    }
+    weights = safetensors_bytes(state, metadata={"format": "pt"})
+    return weights, json.dumps(info, indent=2) + "\n"
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | Path,
@@ -64,8 +97,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s weights to ``path`` (safetensors) and the sidecar next to it.
 
-    Both files are written to temporary names first and renamed, so a crash never leaves a
-    half-written checkpoint.
+    Both files are written to temporary names, flushed to disk and renamed, so a crash or a
+    full disk never leaves a half-written file; the sidecar is written first (it is the same
+    for every checkpoint of a run, see :func:`checkpoint_files`).
 
     Args:
         model: the detector (or any module with ``state_dict``).
@@ -78,18 +112,120 @@ def save_checkpoint(
         The weights path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    info = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "config": dataclasses.asdict(config),
-        "vocabulary": list(vocabulary) if vocabulary is not None else None,
-        "text_encoder": text_encoder,
-        "text_dim": config.text_dim,
-    }
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    write_text_atomic(sidecar_path(path), json.dumps(info, indent=2) + "\n")
+    weights, sidecar = checkpoint_files(
+        model, config=config, vocabulary=vocabulary, text_encoder=text_encoder
+    )
+    write_text_atomic(sidecar_path(path), sidecar)
+    write_bytes_atomic(path, weights)
     return path
+
+
+def file_kind(path: str | Path) -> str:
+    """What a weights file is, from its first bytes: ``"safetensors"``, ``"torch-zip"`` (a
+    ``torch.save`` file), ``"pickle"`` (a legacy ``torch.save`` file or any pickle) or
+    ``"unknown"`` (also an empty file)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+_KIND_TEXT = {
+    "torch-zip": "a PyTorch torch.save file (.pth)",
+    "pickle": "a pickle (legacy PyTorch .pth)",
+    "unknown": "not a checkpoint format vlpart knows",
+}
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """Read a safetensors weights file, refusing anything else and non-finite values.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a ``.pth``/pickle or other foreign file, a truncated or corrupt file, or
+            tensors holding NaN/inf (a diverged run); the message starts with the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    kind = file_kind(path)
+    if kind != "safetensors":
+        hint = (
+            "; official VLPart checkpoints load under a .pth name or convert with 'vlpart convert'"
+            if kind in ("torch-zip", "pickle")
+            else ""
+        )
+        raise ValueError(
+            f"{path}: not a safetensors weights file: it is {_KIND_TEXT[kind]}"
+            f"{' (empty)' if path.stat().st_size == 0 else ''}{hint}"
+        )
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{path}: truncated or corrupt safetensors file ({_one_line(err)})"
+        ) from None
+    check_finite(state, source=str(path))
+    return state
+
+
+def check_finite(state: Mapping[str, Tensor], *, source: str) -> None:
+    """Raise ``ValueError`` naming the tensors of ``state`` that hold NaN or infinity."""
+    bad = [
+        k
+        for k, v in state.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{source}: {len(bad)} tensors hold NaN or infinite values{_first(bad)}; the "
+            "checkpoint is corrupt or its training diverged"
+        )
+
+
+def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a pickle that would run code (refused), a truncated or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    kind = file_kind(path)
+    if kind == "safetensors":
+        raise ValueError(
+            f"{path}: is a safetensors file, not a {what}; load it under a .safetensors name"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
+        message = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        if found or "Weights only load failed" in message:
+            name = f" '{found.group(1)}'" if found else ""
+            raise ValueError(
+                f"{path}: refused: unpickling it would call{name or ' code'}, and a {what} is "
+                "loaded with torch.load(weights_only=True), which allows only tensors and plain "
+                "containers"
+            ) from None
+        if kind == "unknown":
+            raise ValueError(f"{path}: not a {what} ({_KIND_TEXT[kind]})") from None
+        raise ValueError(
+            f"{path}: truncated or corrupt {what} ({type(err).__name__}: {_one_line(err)})"
+        ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
@@ -103,42 +239,73 @@ def load_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
         ValueError: unreadable files, a newer format, or weights that do not fit the config.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
     info = read_sidecar(path)
+    state = load_weights(path)
     model = build_model(dataclasses.replace(info.config, backbone_weights=None))
-    try:
-        state = load_file(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: checkpoint not found") from None
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a safetensors file ({err})") from None
     load_state_dict_strict(model, state, source=str(path))
     return model.eval(), info
 
 
 def read_sidecar(path: str | Path) -> CheckpointInfo:
-    """Read the JSON sidecar of weights file ``path``."""
+    """Read and check the JSON sidecar of weights file ``path``.
+
+    Raises:
+        FileNotFoundError: no sidecar.
+        ValueError: not UTF-8 JSON, or fields of the wrong shape (the message names the field).
+    """
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(f"{side}: checkpoint sidecar (config and vocabulary) not found")
     try:
-        data = json.loads(side.read_text())
+        data = json.loads(read_text_file(side, "checkpoint sidecar (JSON)"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{side}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{side}: expected a JSON object with format_version, config, vocabulary, "
+            f"text_encoder and text_dim, got a {type(data).__name__}"
+        )
     version = data.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{side}: format_version: expected a positive integer, got {version!r}")
+    if version > CHECKPOINT_FORMAT_VERSION:
         raise ValueError(
             f"{side}: checkpoint format {version!r} is not supported (this vlpart reads up to "
             f"{CHECKPOINT_FORMAT_VERSION}); upgrade vlpart"
         )
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{side}: config: expected an object, got {type(config).__name__}")
+    vocabulary = data.get("vocabulary")
+    if vocabulary is not None:
+        if not isinstance(vocabulary, list):
+            raise ValueError(
+                f"{side}: vocabulary: expected a list of categories, got "
+                f"{type(vocabulary).__name__}"
+            )
+        for i, record in enumerate(vocabulary):
+            if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+                raise ValueError(
+                    f"{side}: vocabulary[{i}]: expected an object with a 'name' string, got "
+                    f"{record!r:.60}"
+                )
+    text_encoder = data.get("text_encoder")
+    if text_encoder is not None and not isinstance(text_encoder, str):
+        raise ValueError(f"{side}: text_encoder: expected a string, got {text_encoder!r:.60}")
+    text_dim = data.get("text_dim")
+    if text_dim is not None and (not isinstance(text_dim, int) or isinstance(text_dim, bool)):
+        raise ValueError(f"{side}: text_dim: expected an integer, got {text_dim!r:.60}")
     try:
-        config = config_from_dict({"model": data.get("config") or {}}, source=str(side)).model
+        model_config = config_from_dict({"model": config}, source=str(side)).model
     except ConfigError as err:
         raise ValueError(str(err)) from None
     return CheckpointInfo(
-        config=config,
-        vocabulary=data.get("vocabulary"),
-        text_encoder=data.get("text_encoder"),
-        text_dim=data.get("text_dim"),
+        config=model_config,
+        vocabulary=vocabulary,
+        text_encoder=text_encoder,
+        text_dim=text_dim,
         format_version=version,
     )
 

@@ -13,11 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from vlpart.config import ModelConfig
-from vlpart.model.checkpoint import load_state_dict_strict, save_checkpoint
+from vlpart.model.checkpoint import (
+    CheckpointInfo,
+    check_finite,
+    load_state_dict_strict,
+    load_torch_file,
+    save_checkpoint,
+)
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
@@ -27,7 +32,9 @@ __all__ = [
     "config_from_official",
     "convert_official_checkpoint",
     "convert_official_state_dict",
+    "load_official_checkpoint",
     "load_official_state_dict",
+    "official_checkpoint",
     "official_model",
 ]
 
@@ -128,22 +135,16 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a tensor state dict.
+        ValueError: not a tensor state dict, a pickle that would run code, a truncated file
+            or non-finite weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
-        raise ValueError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-            f"({type(err).__name__}: {err})"
-        ) from None
+    obj = load_torch_file(path, what="PyTorch checkpoint (.pth)")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'model')")
+    check_finite(obj, source=str(path))
     return dict(obj)
 
 
@@ -218,6 +219,39 @@ def config_from_official(state: Mapping[str, Tensor]) -> ModelConfig:
     )
 
 
+def official_checkpoint(
+    state: Mapping[str, Tensor], *, source: str = "checkpoint"
+) -> tuple[VLPartDetector, CheckpointInfo]:
+    """Build and strictly load the detector of an official state dict.
+
+    Returns:
+        The model (eval mode, no vocabulary set) and the sidecar information it would be saved
+        with (inferred config, the CLIP RN50 text encoder).
+
+    Raises:
+        ValueError: unmapped keys, or weights that do not load strictly into the inferred model.
+    """
+    config = config_from_official(state)
+    model = official_model(state, config, source=source)
+    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
+    if zs:
+        logger.info(
+            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
+            source,
+            zs[0].shape[1] - 1,
+        )
+    info = CheckpointInfo(
+        config=config, text_encoder=OFFICIAL_TEXT_ENCODER, text_dim=config.text_dim
+    )
+    return model, info
+
+
+def load_official_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
+    """:func:`load_official_state_dict` then :func:`official_checkpoint`: an official ``.pth``
+    as a ready model, converted in memory."""
+    return official_checkpoint(load_official_state_dict(path), source=str(path))
+
+
 def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Convert official checkpoint ``src`` into ``dst`` (safetensors) plus its JSON sidecar.
 
@@ -228,17 +262,8 @@ def convert_official_checkpoint(src: str | Path, dst: str | Path) -> Path:
         FileNotFoundError / ValueError: unreadable input, unmapped keys, or weights that do not
             load strictly into the inferred model.
     """
-    state = load_official_state_dict(src)
-    config = config_from_official(state)
-    model = official_model(state, config, source=str(src))
-    zs = [v for k, v in state.items() if k.endswith("cls_score.zs_weight")]
-    if zs:
-        logger.info(
-            "%s: trained with %d classes (vocabulary not stored; set it at run time)",
-            src,
-            zs[0].shape[1] - 1,
-        )
-    return save_checkpoint(model, dst, config=config, text_encoder=OFFICIAL_TEXT_ENCODER)
+    model, info = load_official_checkpoint(src)
+    return save_checkpoint(model, dst, config=info.config, text_encoder=info.text_encoder)
 
 
 def official_model(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
 
 from vlpart.config import Config, ModelConfig
 from vlpart.model.backbones import build_backbone
@@ -89,13 +90,16 @@ class VLPartDetector(nn.Module):
         if self.training:
             _check_targets(targets, kind, len(images))
         batch, targets = self.transform(images, targets)
+        if not self.training:
+            detections = self.detect(batch, text_embeddings=text_embeddings)
+            return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
         features = self.backbone(batch.tensors)
-        weights = LOSS_WEIGHTS[kind] if self.training else {}
+        weights = LOSS_WEIGHTS[kind]
         rpn_wanted = "loss_objectness" in weights
         proposals, scores, losses = self.rpn(
             batch, features, targets if rpn_wanted else None, compute_losses=rpn_wanted
         )
-        detections, roi_losses = self.roi_heads(
+        _, roi_losses = self.roi_heads(
             features,
             proposals,
             batch.image_sizes,
@@ -105,10 +109,33 @@ class VLPartDetector(nn.Module):
             text_embeddings=text_embeddings,
             class_image_counts=class_image_counts,
         )
-        if self.training:
-            losses.update(roi_losses)
-            return {name: losses[name] * weight for name, weight in weights.items()}
-        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        losses.update(roi_losses)
+        return {name: losses[name] * weight for name, weight in weights.items()}
+
+    def detect(self, batch: ImageList, *, text_embeddings: Tensor | None = None) -> list[dict]:
+        """Detect in a prepared batch (what :attr:`transform` returns); the part of inference
+        that an exported ONNX graph holds.
+
+        Args:
+            batch: normalised images ``Tensor[B, 3, H, W]`` padded to a multiple of 32 and their
+                resized ``(h_i, w_i)``.
+            text_embeddings: vocabulary ``Tensor[C, D]`` (default: the one set).
+
+        Returns:
+            Per image ``boxes`` (Tensor[N, 4], XYXY resized pixels), ``scores`` (Tensor[N]),
+            ``labels`` (Tensor[N] int64) and ``masks`` (Tensor[N, 1, M, M] probabilities in box
+            coordinates).
+        """
+        features = self.backbone(batch.tensors)
+        proposals, scores, _ = self.rpn(batch, features, None, compute_losses=False)
+        detections, _ = self.roi_heads(
+            features,
+            proposals,
+            batch.image_sizes,
+            proposal_scores=scores,
+            text_embeddings=text_embeddings,
+        )
+        return detections
 
     @torch.inference_mode()
     def propose(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 __all__ = [
     "MultiLevelRoIAlign",
     "assign_fpn_levels",
+    "batched_nms",
     "mask_targets",
     "paste_masks",
+    "paste_masks_binary",
     "scale_gradient",
 ]
 
@@ -79,15 +83,13 @@ class MultiLevelRoIAlign(nn.Module):
         """
         first = features[0]
         rois = torch.cat(
-            [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
+            [torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1) for i, b in enumerate(boxes)]
         )
         max_level = self.min_level + len(features) - 1
         levels = assign_fpn_levels(rois[:, 1:], min_level=self.min_level, max_level=max_level)
-        out = first.new_zeros((len(rois), first.shape[1], self.output_size, self.output_size))
+        out = first.new_zeros((rois.shape[0], first.shape[1], self.output_size, self.output_size))
         for offset, feat in enumerate(features):
             idx = torch.nonzero(levels == self.min_level + offset).squeeze(1)
-            if idx.numel() == 0:
-                continue
             pooled = roi_align(
                 feat,
                 rois[idx],
@@ -97,10 +99,33 @@ class MultiLevelRoIAlign(nn.Module):
                 aligned=self.aligned,
             )
             out = out.index_put((idx,), pooled)
-        if len(rois) == 0:
+        if self.training and len(rois) == 0:
             # No boxes: keep the features in the graph so an empty batch still back-propagates.
             out = out + sum(f.sum() * 0 for f in features)
         return out
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresh: float) -> Tensor:
+    """NMS within each group of ``idxs``: torchvision's ``batched_nms``, in a form
+    ``torch.export`` can trace (no branch on the number of boxes) while exporting.
+
+    Args:
+        boxes (Tensor[N, 4]): XYXY, non-negative coordinates.
+        scores (Tensor[N]): higher is kept first.
+        idxs (Tensor[N], int64): group of each box; boxes of different groups never suppress
+            each other.
+        iou_thresh: boxes overlapping a better one of their group by more than this are dropped.
+
+    Returns:
+        Tensor[K], int64: indices of the kept boxes by decreasing score.
+    """
+    if not torch.compiler.is_exporting():
+        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_thresh)
+    # Shift each group by more than the largest coordinate so groups cannot overlap; the zero
+    # appended keeps ``max`` defined when there are no boxes.
+    max_coordinate = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+    offsets = idxs.to(boxes) * (max_coordinate + 1)
+    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_thresh)
 
 
 def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
@@ -129,6 +154,35 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: in
     return (crops[:, 0] >= 0.5).to(boxes.dtype)
 
 
+def _paste_window(box: Tensor, image_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The pixel window ``(top, bottom, left, right)`` a box's mask is pasted into (the box
+    plus :data:`PASTE_MARGIN`, clipped), or None for an empty box or window."""
+    height, width = image_size
+    x0, y0, x1, y1 = box.tolist()
+    if not (x1 > x0 and y1 > y0):
+        return None
+    left = max(math.floor(x0) - PASTE_MARGIN, 0)
+    top = max(math.floor(y0) - PASTE_MARGIN, 0)
+    right = min(math.ceil(x1) + PASTE_MARGIN, width)
+    bottom = min(math.ceil(y1) + PASTE_MARGIN, height)
+    if right <= left or bottom <= top:
+        return None
+    return top, bottom, left, right
+
+
+def _paste_one(mask: Tensor, box: Tensor, window: tuple[int, int, int, int]) -> Tensor:
+    """Grid-sample ``mask`` (Tensor[1, M, M]) at the pixel centres of ``window``:
+    Tensor[bottom - top, right - left]."""
+    top, bottom, left, right = window
+    x0, y0, x1, y1 = box.tolist()
+    xs = torch.arange(left, right, dtype=mask.dtype, device=mask.device) + 0.5 - x0
+    ys = torch.arange(top, bottom, dtype=mask.dtype, device=mask.device) + 0.5 - y0
+    xs = xs / (x1 - x0) * 2 - 1
+    ys = ys / (y1 - y0) * 2 - 1
+    grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1)
+    return F.grid_sample(mask[None], grid[None], mode="bilinear", align_corners=False)[0, 0]
+
+
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     """Paste box-relative mask probabilities into the image by grid sampling.
 
@@ -144,27 +198,43 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Te
     Returns:
         Tensor[N, 1, H, W], float: probabilities in image pixels.
     """
-    height, width = image_size
-    out = masks.new_zeros((len(masks), 1, height, width))
+    out = masks.new_zeros((len(masks), 1, *image_size))
     for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
-        x0, y0, x1, y1 = box.tolist()
-        if not (x1 > x0 and y1 > y0):
-            continue
-        left = max(math.floor(x0) - PASTE_MARGIN, 0)
-        top = max(math.floor(y0) - PASTE_MARGIN, 0)
-        right = min(math.ceil(x1) + PASTE_MARGIN, width)
-        bottom = min(math.ceil(y1) + PASTE_MARGIN, height)
-        if right <= left or bottom <= top:
-            continue
-        xs = torch.arange(left, right, dtype=masks.dtype, device=masks.device) + 0.5 - x0
-        ys = torch.arange(top, bottom, dtype=masks.dtype, device=masks.device) + 0.5 - y0
-        xs = xs / (x1 - x0) * 2 - 1
-        ys = ys / (y1 - y0) * 2 - 1
-        grid = torch.stack(
-            [xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1
-        )
-        pasted = F.grid_sample(mask[None], grid[None], mode="bilinear", align_corners=False)
-        out[i, :, top:bottom, left:right] = pasted[0]
+        window = _paste_window(box, image_size)
+        if window is not None:
+            top, bottom, left, right = window
+            out[i, 0, top:bottom, left:right] = _paste_one(mask, box, window)
+    return out
+
+
+def paste_masks_binary(
+    masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, thresh: float
+) -> Tensor:
+    """:func:`paste_masks` followed by ``>= thresh``, without full-size float maps: each mask is
+    sampled only inside its box (plus a pixel of margin) and written as bool.
+
+    The output is allocated with ``numpy.zeros`` on the CPU, whose untouched pages the kernel
+    maps lazily: the resident memory of N full-size masks is about that of their boxes.
+
+    Args:
+        masks (Tensor[N, 1, M, M], float): probabilities in box coordinates.
+        boxes (Tensor[N, 4], float): XYXY, pixels of the target image.
+        image_size: ``(H, W)`` of the target image.
+        thresh: probability at which a pixel is inside.
+
+    Returns:
+        Tensor[N, H, W], bool, on the device of ``masks``.
+    """
+    shape = (len(masks), *image_size)
+    if masks.device.type == "cpu":
+        out = torch.from_numpy(np.zeros(shape, dtype=np.bool_))
+    else:
+        out = torch.zeros(shape, dtype=torch.bool, device=masks.device)
+    for i, (mask, box) in enumerate(zip(masks.float(), boxes.float(), strict=True)):
+        window = _paste_window(box, image_size)
+        if window is not None:
+            top, bottom, left, right = window
+            out[i, top:bottom, left:right] = _paste_one(mask, box, window) >= thresh
     return out
 
 

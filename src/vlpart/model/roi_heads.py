@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from vlpart.model.losses import (
     IMAGE_LABEL_TOPK,
@@ -28,7 +28,7 @@ from vlpart.model.losses import (
     mask_loss,
     sigmoid_classification_loss,
 )
-from vlpart.model.ops import MultiLevelRoIAlign, mask_targets, scale_gradient
+from vlpart.model.ops import MultiLevelRoIAlign, batched_nms, mask_targets, scale_gradient
 from vlpart.model.text_classifier import TextBoxPredictor
 
 __all__ = [
@@ -288,7 +288,7 @@ class TextRoIHeads(RoIHeads):
         det_boxes = [d["boxes"] for d in detections]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, det_boxes)))
         for det, masks in zip(
-            detections, mask_logits.sigmoid().split([len(b) for b in det_boxes]), strict=True
+            detections, mask_logits.sigmoid().split([b.shape[0] for b in det_boxes]), strict=True
         ):
             det["masks"] = masks
         return detections, {}
@@ -353,8 +353,8 @@ class TextRoIHeads(RoIHeads):
         feats = self.box_head(self.box_roi_pool(maps, proposals))
         class_logits, deltas = self.box_predictor(feats, text_embeddings)
         num_classes = class_logits.shape[1] - 1
-        sizes = [len(p) for p in proposals]
-        decoded = self.box_coder.decode(deltas, proposals).view(-1, 4).split(sizes)
+        sizes = [p.shape[0] for p in proposals]
+        decoded = self.box_coder.decode_single(deltas, torch.cat(proposals)).split(sizes)
         boxes = [clip_boxes_to_image(b, s) for b, s in zip(decoded, image_sizes, strict=True)]
         probs = class_logits[:, :num_classes].sigmoid().split(sizes)
         scores = [(p * o[:, None]).sqrt() for p, o in zip(probs, proposal_scores, strict=True)]
@@ -419,7 +419,7 @@ class CascadeRoIHeads(TextRoIHeads):
         decoded = self.stage_coders[stage].decode(deltas.detach(), boxes).view(-1, 4)
         return [
             clip_boxes_to_image(b, s)
-            for b, s in zip(decoded.split([len(b) for b in boxes]), image_sizes, strict=True)
+            for b, s in zip(decoded.split([b.shape[0] for b in boxes]), image_sizes, strict=True)
         ]
 
     def _match(
@@ -501,7 +501,7 @@ class CascadeRoIHeads(TextRoIHeads):
         text_embeddings: Tensor | None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         boxes, probs = proposals, []
-        sizes = [len(p) for p in proposals]
+        sizes = [p.shape[0] for p in proposals]
         for k in range(len(CASCADE_IOUS)):
             class_logits, deltas = self._run_stage(k, maps, boxes, text_embeddings)
             probs.append(class_logits[:, :-1].sigmoid())

