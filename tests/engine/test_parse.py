@@ -155,6 +155,9 @@ def test_ranks_split_the_instances_before_any_model_work(
         return images, coco["annotations"], coco["categories"]
 
     assert content(merged) == content(single)
+    calls.clear()
+    again = json.loads(run(tmp_path / "one", 0, 1).read_text())
+    assert calls == [] and again == single  # resumed: no proposals for finished images
 
 
 @pytest.mark.slow

@@ -204,8 +204,21 @@ def parse_novel_objects(
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     remove_orphans(out / "images")
+    parser = Parser(
+        extractor,
+        bank,
+        vocabulary,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        include_masks=config.include_masks,
+    )
+    target = out / PARSED_PARTS
+    if world_size > 1:
+        target = shard_path(target, rank, world_size)
+    finished = parser.finished(target)  # a resumed run computes no proposals for these
     if detector is not None:
         detector.eval()
+        device = next(detector.parameters()).device
     items = []
     for crop in object_crops(
         objects_json, image_root, categories=categories, rank=rank, world_size=world_size
@@ -214,8 +227,8 @@ def parse_novel_objects(
         if not path.is_file():  # a resumed run keeps the crops it wrote
             atomic_write(path, lambda tmp, c=crop: Image.fromarray(c.image).save(tmp, "PNG"))
         proposals = None
-        if detector is not None:
-            tensor = torch.from_numpy(crop.image).permute(2, 0, 1).contiguous()
+        if detector is not None and crop.index + 1 not in finished:
+            tensor = torch.from_numpy(crop.image).permute(2, 0, 1).to(device)
             with torch.inference_mode():
                 found = detector.propose([tensor])[0]
             proposals = Proposals(found["boxes"].cpu(), found["scores"].cpu())
@@ -231,17 +244,6 @@ def parse_novel_objects(
     if not items and world_size == 1:
         raise ValueError(f"{objects_json}: no instance of {list(categories)} to parse")
     logger.info("parsing %d instances of %s", len(items), sorted(set(categories)))
-    parser = Parser(
-        extractor,
-        bank,
-        vocabulary,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        include_masks=config.include_masks,
-    )
-    target = out / PARSED_PARTS
-    if world_size > 1:
-        target = shard_path(target, rank, world_size)
     return parser.run(items, target)
 
 

@@ -296,6 +296,16 @@ class Parser:
             anns.append(ann)
         return anns
 
+    def finished(self, out_path: str | Path) -> set[int]:
+        """Image ids a run of these settings into ``out_path`` (the file :meth:`run` writes) has
+        already parsed; what a resumed run skips.
+
+        Raises:
+            ValueError: the progress file was left by a run with different settings.
+        """
+        progress_file = Path(out_path).with_name(Path(out_path).name + PROGRESS_SUFFIX)
+        return set(_read_progress(progress_file, self.fingerprint()))
+
     def run(
         self,
         items: Iterable[ParseItem],
