@@ -93,3 +93,10 @@ def test_max_score_ablation_has_a_config():
     base = Config.from_yaml(path.with_name("pascal_part_r50_base_voc_in.yaml"))
     assert base.model.image_label_mode == "max_size"
     assert config.data == base.data and config.train == base.train
+
+
+def test_empty_lr_steps_means_a_constant_rate_but_empty_sizes_are_refused():
+    cfg = config_from_dict({"train": {"lr_steps": []}})
+    assert cfg.train.lr_steps == []
+    with pytest.raises(ConfigError, match="min_size: must not be empty"):
+        config_from_dict({"data": [{"name": "p", "kind": "part", "min_size": []}]})

@@ -40,9 +40,12 @@ class ConfigError(ValueError):
     """A config file or dict does not match the :class:`Config` schema."""
 
 
-def _at_least(minimum: float, default: Any = None, *, factory: Any = None) -> Any:
-    """A field whose value (each item, for a list) must be >= ``minimum``."""
-    return _ranged(default, factory, {"ge": minimum})
+def _at_least(
+    minimum: float, default: Any = None, *, factory: Any = None, allow_empty: bool = False
+) -> Any:
+    """A field whose value (each item, for a list) must be >= ``minimum``; a list field may be
+    empty only with ``allow_empty``."""
+    return _ranged(default, factory, {"ge": minimum, "allow_empty": allow_empty})
 
 
 def _above(minimum: float, default: Any = None, *, factory: Any = None) -> Any:
@@ -58,7 +61,7 @@ def _ranged(default: Any, factory: Any, bound: dict[str, float]) -> Any:
 
 def _check_range(value: Any, bound: Mapping[str, float], *, key: str, source: str) -> None:
     items = value if isinstance(value, list | tuple) else [value]
-    if isinstance(value, list | tuple) and not value:
+    if isinstance(value, list | tuple) and not value and not bound.get("allow_empty"):
         raise ConfigError(f"{source}: {key}: must not be empty")
     for item in items:
         if item is None:
@@ -161,8 +164,8 @@ class TrainConfig:
     # Linear warm-up from ``warmup_factor * lr`` over ``warmup_iters`` iterations.
     warmup_iters: int = _at_least(0, 1000)
     warmup_factor: float = _above(0, 0.001)
-    # Iterations at which the learning rate is multiplied by ``lr_gamma``.
-    lr_steps: list[int] = _at_least(0, factory=lambda: [60000, 80000])
+    # Iterations at which the learning rate is multiplied by ``lr_gamma``; [] = constant.
+    lr_steps: list[int] = _at_least(0, factory=lambda: [60000, 80000], allow_empty=True)
     lr_gamma: float = _above(0, 0.1)
     # Gradient clipping by total L2 norm; null = off.
     clip_grad_norm: float | None = _above(0, 1.0)
