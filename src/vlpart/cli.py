@@ -323,15 +323,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_text_options(export)
 
 
-def _run_export(args: argparse.Namespace) -> None:
-    from vlpart.export import export_onnx
+def _segmenter_from_args(args: argparse.Namespace, vocabulary, **options):
+    """The segmenter ``--weights``/``--model`` and the text options of ``args`` describe."""
     from vlpart.predictor import PartSegmenter
-    from vlpart.vocab import parse_vocabulary
 
-    if not args.output.endswith(".onnx"):
-        raise CliError(f"{args.output}: the output must be a .onnx file")
-    vocabulary = parse_vocabulary(args.vocabulary)
-    segmenter = PartSegmenter.from_pretrained(
+    return PartSegmenter.from_pretrained(
         args.weights or args.model,
         text_encoder=args.encoder,
         embeddings=args.embeddings,
@@ -339,7 +335,18 @@ def _run_export(args: argparse.Namespace) -> None:
         clip_weights=args.clip_weights,
         cache_dir=args.cache_dir,
         template=args.template,
+        **options,
     )
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from vlpart.export import export_onnx
+    from vlpart.vocab import parse_vocabulary
+
+    if not args.output.endswith(".onnx"):
+        raise CliError(f"{args.output}: the output must be a .onnx file")
+    vocabulary = parse_vocabulary(args.vocabulary)
+    segmenter = _segmenter_from_args(args, vocabulary)
     out = export_onnx(segmenter, vocabulary, args.output, dynamic_vocab=args.dynamic_vocab)
     kind = "dynamic vocabulary" if args.dynamic_vocab else f"{len(vocabulary)} categories"
     print(f"wrote {out} ({kind})")
@@ -588,7 +595,6 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     from vlpart.engine.predict import expand_inputs, predict_files
     from vlpart.engine.video import is_video
-    from vlpart.predictor import PartSegmenter
     from vlpart.vocab import parse_vocabulary
 
     if args.threads:
@@ -612,17 +618,8 @@ def _run_predict(args: argparse.Namespace) -> None:
         args.vocabulary = get_model(args.model).vocabulary
     vocabulary = parse_vocabulary(args.vocabulary)
     refiner = _refiner_from_args(args)
-    segmenter = PartSegmenter.from_pretrained(
-        args.weights or args.model,
-        text_encoder=args.encoder,
-        embeddings=args.embeddings,
-        vocabulary=vocabulary,
-        clip_weights=args.clip_weights,
-        cache_dir=args.cache_dir,
-        template=args.template,
-        device=args.device,
-        precision=args.precision,
-        refiner=refiner,
+    segmenter = _segmenter_from_args(
+        args, vocabulary, device=args.device, precision=args.precision, refiner=refiner
     )
     video_errors = _run_videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
     paths = [p for p in paths if not is_video(p)]
