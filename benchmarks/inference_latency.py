@@ -4,8 +4,9 @@ stock Mask R-CNN, each in its own process, in one run. Prints JSON with the rati
 The image is a Pascal-Part photo resized to 1258×800 (the DESIGN.md measurement), the models are
 random-init R50-FPN (vlpart with the released checkpoints' settings; torchvision's
 ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, box_score_thresh=0)`` so that it
-too returns 100 detections). Stages are timed by wrapping the pipeline's modules; ``rest`` is
-everything else (mask pasting, box rescaling, bookkeeping).
+too returns 100 detections). Stages are timed by wrapping the pipeline's modules and functions
+(``layout``: the pyramid's copy for RoIAlign; ``paste``: masks to image pixels); ``rest`` is
+everything else (box rescaling, bookkeeping, freeing the previous outputs).
 
     flock /tmp/cpu.lock python benchmarks/inference_latency.py --threads 2 --repeats 5 \\
         [--before-src /path/to/old/vlpart/src] [--compile]
@@ -91,7 +92,7 @@ def _vlpart_worker(args, timer: _Timer):
     if hasattr(seg, "_inference_model"):  # the optimised path runs on a copy
         net = seg._inference_model()
         if args.compile:
-            net.backbone = torch.compile(net.backbone)
+            net.backbone = torch.compile(net.backbone, options={"freezing": True})
     else:
         net = seg.model
     timer.wrap(net.transform, "forward", "transform")
@@ -102,6 +103,13 @@ def _vlpart_worker(args, timer: _Timer):
     timer.wrap(net.roi_heads.mask_roi_pool, "forward", "mask")
     timer.wrap(net.roi_heads.mask_head, "forward", "mask")
     timer.wrap(net.roi_heads.mask_predictor, "forward", "mask")
+    import vlpart.model.detector
+    import vlpart.predictor
+
+    if hasattr(vlpart.model.detector, "contiguous_maps"):
+        timer.wrap(vlpart.model.detector, "contiguous_maps", "layout")
+    if hasattr(vlpart.predictor, "paste_masks_binary"):
+        timer.wrap(vlpart.predictor, "paste_masks_binary", "paste")
     return lambda: len(seg.predict_tensors([image], embeddings)[0]["scores"])
 
 

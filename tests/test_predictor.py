@@ -106,11 +106,18 @@ def test_score_threshold_pastes_only_kept_detections(shared_data):
     seg = PartSegmenter(model, _FixedEncoder(32))
     embeddings = seg.text_encoder.encode(["a", "b", "c"])
     image = _photo(shared_data)
+    mask_batches = []
+    seg._inference_model().roi_heads.mask_head.register_forward_hook(
+        lambda module, args, out: mask_batches.append(len(args[0]))
+    )
     everything = seg.predict_tensors([image], embeddings)[0]
     thresh = float(everything["scores"].median())
     kept = seg.predict_tensors([image], embeddings, score_threshold=thresh)[0]
     expected = everything["scores"] >= thresh
     assert 0 < len(kept["scores"]) < len(everything["scores"])
+    # Masks are computed only for the kept detections, and are the same masks.
+    assert mask_batches == [len(everything["scores"]), len(kept["scores"])]
+    torch.testing.assert_close(kept["boxes"], everything["boxes"][expected])
     assert torch.equal(kept["scores"], everything["scores"][expected])
     assert torch.equal(kept["masks"], everything["masks"][expected])
     assert (kept["scores"].diff() <= 0).all()

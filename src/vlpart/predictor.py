@@ -288,10 +288,15 @@ class PartSegmenter:
             return self._fast[1]
 
     def _detect(
-        self, images: list[Tensor], text_embeddings: Tensor, sizes: list[tuple[int, int]]
+        self,
+        images: list[Tensor],
+        text_embeddings: Tensor,
+        sizes: list[tuple[int, int]],
+        score_threshold: float | None,
     ) -> list[dict[str, Tensor]]:
         """Detections in the ``sizes`` frames, masks ``Tensor[N, 1, M, M]`` in box coordinates
-        (``Tensor[N, 1, H, W]`` already pasted for an ONNX model)."""
+        (``Tensor[N, 1, H, W]`` already pasted for an ONNX model). A PyTorch model computes
+        masks only for detections scoring at least ``score_threshold``."""
         if not isinstance(self.model, VLPartDetector):
             if any(tuple(im.shape[-2:]) != size for im, size in zip(images, sizes, strict=True)):
                 raise ValueError("an ONNX model needs images decoded at their full size")
@@ -299,7 +304,9 @@ class PartSegmenter:
         model = self._inference_model()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             batch, _ = model.transform(images)
-            detections = model.detect(batch, text_embeddings=text_embeddings)
+            detections = model.detect(
+                batch, text_embeddings=text_embeddings, score_threshold=score_threshold
+            )
         outputs = model.transform.rescale(detections, batch.image_sizes, sizes)
         for out in outputs:
             out["boxes"], out["scores"] = out["boxes"].float(), out["scores"].float()
@@ -320,7 +327,8 @@ class PartSegmenter:
             images: the images.
             text_embeddings: the vocabulary's rows.
             score_threshold: keep only detections scoring at least this (only their masks are
-                pasted); None keeps all the model returns (scores above its ``score_thresh``).
+                computed and pasted); None keeps all the model returns (scores above its
+                ``score_thresh``).
             output_sizes: full ``(H, W)`` of each image when it is a reduced decode of a bigger
                 original (outputs are then in the original's pixels); default: its own size.
 
@@ -331,7 +339,7 @@ class PartSegmenter:
         """
         images = [im.to(self.device) for im in images]
         sizes = list(output_sizes or [tuple(im.shape[-2:]) for im in images])
-        outputs = self._detect(images, text_embeddings.to(self.device), sizes)
+        outputs = self._detect(images, text_embeddings.to(self.device), sizes, score_threshold)
         pasted = not isinstance(self.model, VLPartDetector)  # an ONNX graph pastes its masks
         for out, size in zip(outputs, sizes, strict=True):
             if score_threshold is not None:

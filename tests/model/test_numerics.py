@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from torchvision.ops import roi_align
 
-from vlpart.model.ops import MultiLevelRoIAlign, assign_fpn_levels, paste_masks
+from vlpart.model.ops import MultiLevelRoIAlign, assign_fpn_levels, contiguous_maps, paste_masks
 from vlpart.model.roi_heads import TextRoIHeads
 from vlpart.model.rpn import AnchorGenerator, cell_anchors
 from vlpart.model.transform import DetectorTransform, resized_shape
@@ -72,3 +74,75 @@ def test_resize_rounding_and_pad_after_normalise():
     assert batch.tensors.shape == (1, 3, 64, 96) and batch.image_sizes == [(64, 90)]
     torch.testing.assert_close(batch.tensors[0, 0, 0, 0], torch.tensor((255 - 123.675) / 58.395))
     assert torch.count_nonzero(batch.tensors[..., 90:]) == 0
+
+
+def _pyramid_and_boxes():
+    gen = torch.Generator().manual_seed(3)
+    features = [torch.randn(2, 8, 64 >> i, 96 >> i, generator=gen) for i in range(4)]
+    # Boxes of every level (sides 8–400 px on a 256×384 input), some degenerate or outside.
+    xy = torch.rand(300, 2, generator=gen) * torch.tensor([384.0, 256.0])
+    wh = torch.rand(300, 1, generator=gen) ** 3 * 400 * (torch.rand(300, 2, generator=gen) + 0.5)
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    boxes[:3] = torch.tensor([[10.0, 10.0, 10.0, 10.0], [-50, -50, -10, -10], [0, 0, 900, 900]])
+    return features, [boxes[:180], boxes[180:]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_roi_align_equals_one_call_per_level(threads):
+    features, boxes = _pyramid_and_boxes()
+    pool = MultiLevelRoIAlign(7).eval()
+    rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], 1) for i, b in enumerate(boxes)])
+    levels = assign_fpn_levels(rois[:, 1:])
+    expected = torch.zeros(len(rois), 8, 7, 7)
+    for level, feat in zip(range(2, 6), features, strict=True):
+        idx = levels == level
+        expected[idx] = roi_align(feat, rois[idx], 7, 1 / 2**level, 0, True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            inference = pool(features, boxes)
+        with torch.no_grad():
+            no_grad = pool(features, boxes)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(inference, expected) and torch.equal(no_grad, expected)
+
+
+def test_threaded_roi_align_keeps_autocast_and_autograd():
+    features, boxes = _pyramid_and_boxes()
+    pool = MultiLevelRoIAlign(7)
+    with torch.inference_mode():
+        expected = pool.eval()(features, boxes)
+    # The threads run under the caller's autocast: RoIAlign gets float32 maps, as torchvision's
+    # autocast rule casts them (its CPU kernel has no bfloat16).
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        low = pool([f.bfloat16() for f in features], boxes)
+    torch.testing.assert_close(low.float(), expected, rtol=0.02, atol=0.05)
+    # With autograd the levels run in turn and gradients reach every map.
+    features = [f.requires_grad_() for f in features]
+    out = pool.train()(features, boxes)
+    assert torch.equal(out.detach(), expected)
+    out.sum().backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in features)
+
+
+def test_balanced_chunks_split_the_sampling_cost():
+    pool = MultiLevelRoIAlign(7)
+    # One big box costs as much as the many small ones after it.
+    rois = torch.tensor([[0, 0, 0, 56, 56]] + [[0, 0, 0, 7, 7]] * 16, dtype=torch.float32)
+    assert pool._balanced_chunks(rois, 0.5, 2) == [1, 16]
+    assert sum(pool._balanced_chunks(rois, 0.5, 5)) == len(rois)
+    assert MultiLevelRoIAlign(7, sampling_ratio=2)._balanced_chunks(rois, 0.5, 2) == [8, 9]
+
+
+def test_contiguous_maps_equals_contiguous():
+    gen = torch.Generator().manual_seed(0)
+    plain = torch.randn(2, 16, 12, 20, generator=gen)
+    maps = {"p2": plain.contiguous(memory_format=torch.channels_last), "p3": plain[:, :, ::2, ::2]}
+    maps["p4"] = plain
+    out = contiguous_maps(maps)
+    assert list(out) == ["p2", "p3", "p4"]
+    for name, x in maps.items():
+        assert out[name].is_contiguous() and torch.equal(out[name], x)
+    assert out["p4"] is plain  # already contiguous: no copy

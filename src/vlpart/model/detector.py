@@ -11,6 +11,7 @@ from torchvision.models.detection.image_list import ImageList
 from vlpart.config import Config, ModelConfig
 from vlpart.model.backbones import build_backbone
 from vlpart.model.losses import LOSS_WEIGHTS, DataKind
+from vlpart.model.ops import contiguous_maps
 from vlpart.model.roi_heads import CascadeRoIHeads, TextRoIHeads
 from vlpart.model.rpn import ProposalNetwork, build_rpn
 from vlpart.model.transform import DetectorTransform
@@ -112,7 +113,13 @@ class VLPartDetector(nn.Module):
         losses.update(roi_losses)
         return {name: losses[name] * weight for name, weight in weights.items()}
 
-    def detect(self, batch: ImageList, *, text_embeddings: Tensor | None = None) -> list[dict]:
+    def detect(
+        self,
+        batch: ImageList,
+        *,
+        text_embeddings: Tensor | None = None,
+        score_threshold: float | None = None,
+    ) -> list[dict]:
         """Detect in a prepared batch (what :attr:`transform` returns); the part of inference
         that an exported ONNX graph holds.
 
@@ -120,6 +127,8 @@ class VLPartDetector(nn.Module):
             batch: normalised images ``Tensor[B, 3, H, W]`` padded to a multiple of 32 and their
                 resized ``(h_i, w_i)``.
             text_embeddings: vocabulary ``Tensor[C, D]`` (default: the one set).
+            score_threshold: drop detections scoring below this before their masks are
+                computed (None keeps all the model returns).
 
         Returns:
             Per image ``boxes`` (Tensor[N, 4], XYXY resized pixels), ``scores`` (Tensor[N]),
@@ -129,11 +138,12 @@ class VLPartDetector(nn.Module):
         features = self.backbone(batch.tensors)
         proposals, scores, _ = self.rpn(batch, features, None, compute_losses=False)
         detections, _ = self.roi_heads(
-            features,
+            contiguous_maps(features),  # a channels-last backbone's maps, for RoIAlign
             proposals,
             batch.image_sizes,
             proposal_scores=scores,
             text_embeddings=text_embeddings,
+            score_threshold=score_threshold,
         )
         return detections
 

@@ -4,6 +4,9 @@ RoIAlign over pyramid levels, mask targets, grid-sample mask pasting."""
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ __all__ = [
     "MultiLevelRoIAlign",
     "assign_fpn_levels",
     "batched_nms",
+    "contiguous_maps",
     "mask_targets",
     "paste_masks",
     "paste_masks_binary",
@@ -74,6 +78,10 @@ class MultiLevelRoIAlign(nn.Module):
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """Pool ``boxes`` from ``features``.
 
+        Without autograd the boxes are pooled in chunks of about equal cost on
+        ``torch.get_num_threads()`` threads (torchvision's CPU RoIAlign is single-threaded);
+        every box is pooled by the same kernel either way, so the result is the same.
+
         Args:
             features: maps ``Tensor[B, C, H_l, W_l]`` of levels ``min_level, min_level + 1, ...``.
             boxes: per image ``Tensor[R_i, 4]``, XYXY in network-input pixels.
@@ -88,21 +96,96 @@ class MultiLevelRoIAlign(nn.Module):
         max_level = self.min_level + len(features) - 1
         levels = assign_fpn_levels(rois[:, 1:], min_level=self.min_level, max_level=max_level)
         out = first.new_zeros((rois.shape[0], first.shape[1], self.output_size, self.output_size))
+        threads = torch.get_num_threads()
+        parallel = (
+            threads > 1
+            and first.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
+        jobs = []
         for offset, feat in enumerate(features):
+            scale = 1.0 / 2 ** (self.min_level + offset)
             idx = torch.nonzero(levels == self.min_level + offset).squeeze(1)
+            if parallel:
+                chunks = idx.split(self._balanced_chunks(rois[idx], scale, threads))
+                jobs += [(feat, part, scale) for part in chunks if len(part)]
+            else:
+                jobs.append((feat, idx, scale))
+
+        def pool(job: tuple[Tensor, Tensor, float]) -> None:
+            feat, idx, scale = job
             pooled = roi_align(
                 feat,
                 rois[idx],
                 self.output_size,
-                spatial_scale=1.0 / 2 ** (self.min_level + offset),
+                spatial_scale=scale,
                 sampling_ratio=self.sampling_ratio,
                 aligned=self.aligned,
             )
-            out = out.index_put((idx,), pooled)
+            out.index_put_((idx,), pooled)
+
+        if parallel and len(jobs) > 1:
+            # Grad, inference and autocast modes are per thread: carry the caller's over.
+            inference = torch.is_inference_mode_enabled()
+            autocast = torch.is_autocast_enabled("cpu")
+            autocast_dtype = torch.get_autocast_dtype("cpu")
+
+            def pool_in_thread(job: tuple[Tensor, Tensor, float]) -> None:
+                with (
+                    torch.inference_mode(inference),
+                    torch.no_grad(),
+                    torch.autocast("cpu", autocast_dtype, enabled=autocast),
+                ):
+                    pool(job)
+
+            with ThreadPoolExecutor(min(threads, len(jobs))) as executor:
+                list(executor.map(pool_in_thread, jobs))
+        else:
+            for job in jobs:
+                pool(job)
         if self.training and len(rois) == 0:
             # No boxes: keep the features in the graph so an empty batch still back-propagates.
             out = out + sum(f.sum() * 0 for f in features)
         return out
+
+    def _balanced_chunks(self, rois: Tensor, scale: float, parts: int) -> list[int]:
+        """Sizes of ``parts`` consecutive chunks of ``rois`` (Tensor[R, 5]) whose RoIAlign costs
+        (sampling points, which grow with the box area when ``sampling_ratio`` is adaptive) are
+        about equal."""
+        if self.sampling_ratio > 0:
+            cost = rois.new_ones(len(rois))
+        else:
+            sides = ((rois[:, 3:5] - rois[:, 1:3]) * scale / self.output_size).ceil().clamp(min=1)
+            cost = sides.prod(dim=1)
+        bounds = torch.searchsorted(
+            cost.cumsum(0),
+            cost.sum() * torch.arange(1, parts, dtype=cost.dtype) / parts,
+            right=True,
+        )
+        edges = [0, *bounds.tolist(), len(rois)]
+        return [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def contiguous_maps(features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
+    """``features`` in the standard contiguous layout, which RoIAlign reads; maps already in it
+    are returned as they are.
+
+    A channels-last map ``Tensor[B, C, H, W]`` is rewritten one image at a time as the transpose
+    of its ``[H * W, C]`` matrix, for which PyTorch has a blocked copy about twice as fast as
+    ``Tensor.contiguous()``.
+    """
+    out = OrderedDict()
+    for name, x in features.items():
+        if x.is_contiguous():
+            out[name] = x
+            continue
+        n, c, h, w = x.shape
+        dense = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device)
+        for src, dst in zip(x, dense, strict=True):
+            dst.view(c, h * w).copy_(src.permute(1, 2, 0).reshape(h * w, c).t())
+        out[name] = dense
+    return out
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresh: float) -> Tensor:

@@ -1,5 +1,6 @@
 """Inference-only rewrites of a trained detector that keep its numerics to float rounding:
-frozen BatchNorm folded into the preceding convolutions, a channels-last backbone.
+frozen BatchNorm folded into the preceding convolutions, channels-last layout for the
+convolutions.
 
 They act on a copy (:func:`inference_copy`); saved weights and training never see them.
 """
@@ -64,22 +65,34 @@ def fold_frozen_batchnorm(module: nn.Module) -> int:
 
 class _ChannelsLastBackbone(nn.Module):
     """Runs a backbone in channels-last layout (oneDNN's fast convolution layout; weights in
-    that layout make every convolution output follow it) and hands the pyramid back in the
-    standard layout, which the RPN, RoIAlign and heads are fastest in."""
+    that layout make every convolution output follow it). The pyramid stays channels-last: the
+    RPN's convolutions follow their input's layout, and
+    :meth:`~vlpart.model.VLPartDetector.detect` hands RoIAlign a contiguous copy."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.body = backbone.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        pyramid = self.body(images.contiguous(memory_format=torch.channels_last))
-        return OrderedDict((name, feat.contiguous()) for name, feat in pyramid.items())
+        return self.body(images.contiguous(memory_format=torch.channels_last))
+
+
+class _ChannelsLastInput(nn.Module):
+    """Runs ``module`` on a channels-last copy of its input: the mask head's convolutions, and
+    the deconvolution and 1×1 predictor after them, are 1.2–7× faster in that layout."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last))
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for inference whose backbone has frozen BatchNorm folded into the
-    convolutions and runs in channels-last layout; every other parameter and buffer is shared
-    with ``model``, not copied.
+    convolutions, and whose backbone, RPN and mask head run in channels-last layout; every
+    parameter and buffer outside the backbone is shared with ``model``, not copied.
 
     The copy computes what ``model`` computes up to float rounding (checked in
     ``tests/model/test_optimize.py`` and ``tests/test_predictor.py``); ``model`` is left
@@ -92,4 +105,5 @@ def inference_copy(model: nn.Module) -> nn.Module:
     fast = copy.deepcopy(model, memo=shared)
     fold_frozen_batchnorm(fast.backbone)
     fast.backbone = _ChannelsLastBackbone(fast.backbone)
+    fast.roi_heads.mask_head = _ChannelsLastInput(fast.roi_heads.mask_head)
     return fast.eval()

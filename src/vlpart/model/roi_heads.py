@@ -245,6 +245,7 @@ class TextRoIHeads(RoIHeads):
         losses: Sequence[str] = (),
         text_embeddings: Tensor | None = None,
         class_image_counts: Tensor | None = None,
+        score_threshold: float | None = None,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         """Train or detect.
 
@@ -258,6 +259,8 @@ class TextRoIHeads(RoIHeads):
             losses: names of the losses to compute in training (see ``LOSS_WEIGHTS``).
             text_embeddings: vocabulary ``Tensor[C, D]`` for this call (default: the one set).
             class_image_counts: ``Tensor[C]`` image counts for the federated loss.
+            score_threshold: inference only: drop detections scoring below this after NMS and
+                top-k, before their masks are computed (None keeps all).
 
         Returns:
             In training ``([], losses)``; otherwise per image ``boxes`` (Tensor[N, 4], input
@@ -285,6 +288,10 @@ class TextRoIHeads(RoIHeads):
         detections = [
             self._select(b, s, size) for b, s, size in zip(boxes, scores, image_sizes, strict=True)
         ]
+        if score_threshold is not None:
+            for det in detections:
+                keep = det["scores"] >= score_threshold
+                det.update((key, value[keep]) for key, value in det.items())
         det_boxes = [d["boxes"] for d in detections]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, det_boxes)))
         for det, masks in zip(
