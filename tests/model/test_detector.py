@@ -201,3 +201,26 @@ def test_swin_b_forward_and_backward(tiny_config, part_batch):
     with torch.inference_mode():
         out = model.eval()([torch.rand(3, 64, 64)])
     _check_detections(out, [(64, 64)])
+
+
+def test_repeated_boxes_go_through_the_mask_head_once(tiny_models):
+    heads = tiny_models().roi_heads
+    gen = torch.Generator().manual_seed(0)
+    channels = heads.mask_head[0][0].in_channels
+    maps = [torch.randn(2, channels, 32 >> i, 48 >> i, generator=gen) for i in range(4)]
+    distinct = torch.tensor([[4.0, 4.0, 60.0, 50.0], [10, 20, 90, 100], [0, 0, 30, 30]])
+    # Image 0 repeats its first box three times (one proposal kept for three classes); image 1
+    # shares a box with image 0, which must not be merged across images.
+    boxes = [distinct[[0, 1, 0, 2, 0]], distinct[[0, 2]]]
+    batches = []
+    hook = heads.mask_head.register_forward_hook(lambda m, a, o: batches.append(len(a[0])))
+    try:
+        with torch.inference_mode():
+            probs = heads._mask_probabilities(maps, boxes)
+            every = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(maps, boxes)))
+    finally:
+        hook.remove()
+    assert batches == [3 + 2, 7]
+    assert probs.shape == (7, 1, 28, 28)
+    torch.testing.assert_close(probs, every.sigmoid(), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(probs[0], probs[5])  # the same box in the other image

@@ -146,3 +146,12 @@ def test_contiguous_maps_equals_contiguous():
     for name, x in maps.items():
         assert out[name].is_contiguous() and torch.equal(out[name], x)
     assert out["p4"] is plain  # already contiguous: no copy
+
+
+def test_contiguous_maps_are_float32_under_autocast():
+    low = torch.randn(1, 8, 6, 10).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = contiguous_maps({"p2": low})["p2"]
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, low.float())
+    assert contiguous_maps({"p2": low})["p2"].dtype == torch.bfloat16  # no autocast: kept

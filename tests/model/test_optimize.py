@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
-from vlpart.model.optimize import fold_frozen_batchnorm, inference_copy
+from vlpart.model.optimize import fold_frozen_batchnorm, fuse_relus, inference_copy
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -46,7 +47,7 @@ def test_folded_copy_gives_the_same_pyramid(tiny_config, backbone):
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) and after[k].is_contiguous() for k in before)
     assert fast.roi_heads.box_head.fc6.weight is model.roi_heads.box_head.fc6.weight
-    assert fast.rpn.head.conv[0][0].weight is model.rpn.head.conv[0][0].weight
+    assert fast.rpn.head.conv[0][0].conv.weight is model.rpn.head.conv[0][0].weight  # fused ReLU
     conv = fast.backbone.body.fpn.inner_blocks[0][0].weight
     assert conv is not model.backbone.fpn.inner_blocks[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -66,3 +67,35 @@ def test_fold_handles_sequential_and_bias():
     assert isinstance(seq[1], nn.Identity)
     torch.testing.assert_close(seq(x), ref, rtol=1e-5, atol=1e-6)
     assert fold_frozen_batchnorm(seq) == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_relus_give_the_same_bits(channels_last):
+    torch.manual_seed(0)
+    downsample = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), FrozenBatchNorm2d(32))
+    block = Bottleneck(16, 8, stride=2, downsample=downsample, norm_layer=FrozenBatchNorm2d)
+    head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 4, 1))
+    model = nn.Sequential(block, head).eval()
+    _randomise_norms(model)
+    fold_frozen_batchnorm(model)
+    x = torch.randn(2, 16, 20, 24)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(
+            memory_format=torch.channels_last
+        )
+    with torch.inference_mode():
+        ref = model(x)
+    assert fuse_relus(model) == 4  # the block's three and the head's one
+    assert not any(type(m) is nn.ReLU for m in model.modules())
+    with torch.inference_mode():
+        assert torch.equal(model(x), ref)
+    # With autograd (or under autocast) the fused modules run the plain ops.
+    torch.testing.assert_close(model(x), ref)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        torch.testing.assert_close(model(x).float(), ref, rtol=0.05, atol=0.05 * ref.abs().max())
+
+
+def test_fuse_leaves_unfolded_norms_alone():
+    block = Bottleneck(16, 4, norm_layer=FrozenBatchNorm2d).eval()
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3), FrozenBatchNorm2d(8), nn.ReLU())
+    assert fuse_relus(block) == 0 and fuse_relus(stem) == 0

@@ -168,8 +168,9 @@ class MultiLevelRoIAlign(nn.Module):
 
 
 def contiguous_maps(features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
-    """``features`` in the standard contiguous layout, which RoIAlign reads; maps already in it
-    are returned as they are.
+    """``features`` as RoIAlign reads them: in the standard contiguous layout, and in float32
+    under autocast (what torchvision's autocast rule for RoIAlign casts them to, here once for
+    all the poolings of an image). Maps already so are returned as they are.
 
     A channels-last map ``Tensor[B, C, H, W]`` is rewritten one image at a time as the transpose
     of its ``[H * W, C]`` matrix, for which PyTorch has a blocked copy about twice as fast as
@@ -177,11 +178,12 @@ def contiguous_maps(features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
     """
     out = OrderedDict()
     for name, x in features.items():
-        if x.is_contiguous():
+        dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
+        if x.is_contiguous() and x.dtype == dtype:
             out[name] = x
             continue
         n, c, h, w = x.shape
-        dense = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device)
+        dense = torch.empty((n, c, h, w), dtype=dtype, device=x.device)
         for src, dst in zip(x, dense, strict=True):
             dst.view(c, h * w).copy_(src.permute(1, 2, 0).reshape(h * w, c).t())
         out[name] = dense
@@ -309,15 +311,23 @@ def paste_masks_binary(
         Tensor[N, H, W], bool, on the device of ``masks``.
     """
     shape = (len(masks), *image_size)
-    if masks.device.type == "cpu":
-        out = torch.from_numpy(np.zeros(shape, dtype=np.bool_))
+    on_cpu = masks.device.type == "cpu"
+    if on_cpu:
+        # Written through numpy: one thread copies each window, where torch's multi-threaded
+        # copy makes both threads fault in fresh pages at once (2–3× slower, measured).
+        array = np.zeros(shape, dtype=np.bool_)
+        out = torch.from_numpy(array)
     else:
         out = torch.zeros(shape, dtype=torch.bool, device=masks.device)
     for i, (mask, box) in enumerate(zip(masks.float(), boxes.float(), strict=True)):
         window = _paste_window(box, image_size)
         if window is not None:
             top, bottom, left, right = window
-            out[i, top:bottom, left:right] = _paste_one(mask, box, window) >= thresh
+            inside = _paste_one(mask, box, window) >= thresh
+            if on_cpu:
+                array[i, top:bottom, left:right] = inside.numpy()
+            else:
+                out[i, top:bottom, left:right] = inside
     return out
 
 

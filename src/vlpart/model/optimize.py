@@ -1,6 +1,6 @@
 """Inference-only rewrites of a trained detector that keep its numerics to float rounding:
-frozen BatchNorm folded into the preceding convolutions, channels-last layout for the
-convolutions.
+frozen BatchNorm folded into the preceding convolutions, ReLUs and residual sums fused into
+them, channels-last layout for the convolutions.
 
 They act on a copy (:func:`inference_copy`); saved weights and training never see them.
 """
@@ -11,10 +11,12 @@ import copy
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.resnet import Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["fold_frozen_batchnorm", "inference_copy"]
+__all__ = ["fold_frozen_batchnorm", "fuse_relus", "inference_copy"]
 
 # (convolution, BatchNorm) attribute pairs where the norm is applied directly to the
 # convolution's output: torchvision's ResNet stem and bottlenecks, and EfficientNet-Lite's stem
@@ -63,6 +65,105 @@ def fold_frozen_batchnorm(module: nn.Module) -> int:
     return folded
 
 
+def _fusable(x: Tensor) -> bool:
+    """Whether oneDNN's fused convolution can run on ``x``: float32 on the CPU without autograd
+    or autocast (autocast does not cast for the fused op; it has no gradient)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _conv_args(conv: nn.Conv2d) -> tuple:
+    return conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups
+
+
+class _ConvReLU(nn.Module):
+    """``relu(conv(x))`` as one oneDNN convolution with a ReLU post-op where
+    :func:`_fusable` (the same values, one pass over the output less), else as the two ops."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _fusable(x):
+            args = _conv_args(self.conv)
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu", [None], "")
+        return F.relu(self.conv(x))
+
+
+class _FusedBottleneck(nn.Module):
+    """A folded torchvision :class:`~torchvision.models.resnet.Bottleneck` whose ReLUs and
+    residual sum run inside its convolutions: ``relu(conv3(...) + identity)`` is one oneDNN
+    convolution with add and ReLU post-ops."""
+
+    def __init__(self, block: Bottleneck) -> None:
+        super().__init__()
+        self.conv1 = _ConvReLU(block.conv1)
+        self.conv2 = _ConvReLU(block.conv2)
+        self.conv3 = block.conv3
+        self.downsample = block.downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv2(self.conv1(x))
+        if _fusable(out):
+            args = _conv_args(self.conv3)
+            fused = torch.ops.mkldnn._convolution_pointwise.binary
+            return fused(out, identity, *args, "add", None, "relu", [], "")
+        return F.relu(self.conv3(out) + identity)
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and isinstance(module.padding, tuple)
+        and module.padding_mode == "zeros"
+    )
+
+
+def _foldable_bottleneck(block: Bottleneck) -> bool:
+    convs = (block.conv1, block.conv2, block.conv3)
+    norms = (block.bn1, block.bn2, block.bn3)
+    return all(map(_plain_conv, convs)) and all(isinstance(n, nn.Identity) for n in norms)
+
+
+def fuse_relus(module: nn.Module) -> int:
+    """Fuse, in place, each ReLU that follows a convolution into it (see :class:`_ConvReLU`):
+    ``nn.Sequential`` pairs (the RPN and mask heads), the ResNet stem, and folded bottlenecks
+    (see :class:`_FusedBottleneck`). Run after :func:`fold_frozen_batchnorm`: a convolution
+    still followed by a norm is left alone.
+
+    Returns:
+        The number of ReLUs fused.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    fused = 0
+    for sub in list(module.modules()):
+        for name, child in list(sub.named_children()):
+            if isinstance(child, Bottleneck) and _foldable_bottleneck(child):
+                setattr(sub, name, _FusedBottleneck(child))
+                fused += 3
+        pairs = []
+        if isinstance(sub, nn.Sequential):
+            names = list(sub._modules)
+            pairs = list(zip(names[:-1], names[1:], strict=True))
+        elif isinstance(getattr(sub, "bn1", None), nn.Identity) and not hasattr(sub, "conv2"):
+            pairs = [("conv1", "relu")]  # a ResNet stem: conv1, bn1 (folded), relu
+        for conv_name, relu_name in pairs:
+            conv, relu = getattr(sub, conv_name, None), getattr(sub, relu_name, None)
+            if _plain_conv(conv) and type(relu) is nn.ReLU:
+                setattr(sub, conv_name, _ConvReLU(conv))
+                setattr(sub, relu_name, nn.Identity())
+                fused += 1
+    return fused
+
+
 class _ChannelsLastBackbone(nn.Module):
     """Runs a backbone in channels-last layout (oneDNN's fast convolution layout; weights in
     that layout make every convolution output follow it). The pyramid stays channels-last: the
@@ -91,7 +192,8 @@ class _ChannelsLastInput(nn.Module):
 
 def inference_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for inference whose backbone has frozen BatchNorm folded into the
-    convolutions, and whose backbone, RPN and mask head run in channels-last layout; every
+    convolutions, whose ReLUs are fused into the convolutions before them (:func:`fuse_relus`),
+    and whose backbone, RPN and mask head run in channels-last layout; every
     parameter and buffer outside the backbone is shared with ``model``, not copied.
 
     The copy computes what ``model`` computes up to float rounding (checked in
@@ -104,6 +206,9 @@ def inference_copy(model: nn.Module) -> nn.Module:
     }
     fast = copy.deepcopy(model, memo=shared)
     fold_frozen_batchnorm(fast.backbone)
+    fuse_relus(fast.backbone)
+    fuse_relus(fast.rpn.head)
+    fuse_relus(fast.roi_heads.mask_head)
     fast.backbone = _ChannelsLastBackbone(fast.backbone)
     fast.roi_heads.mask_head = _ChannelsLastInput(fast.roi_heads.mask_head)
     return fast.eval()

@@ -293,12 +293,28 @@ class TextRoIHeads(RoIHeads):
                 keep = det["scores"] >= score_threshold
                 det.update((key, value[keep]) for key, value in det.items())
         det_boxes = [d["boxes"] for d in detections]
-        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, det_boxes)))
-        for det, masks in zip(
-            detections, mask_logits.sigmoid().split([b.shape[0] for b in det_boxes]), strict=True
+        masks = self._mask_probabilities(maps, det_boxes)
+        for det, image_masks in zip(
+            detections, masks.split([b.shape[0] for b in det_boxes]), strict=True
         ):
-            det["masks"] = masks
+            det["masks"] = image_masks
         return detections, {}
+
+    def _mask_probabilities(self, maps: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """Mask probabilities ``Tensor[sum N_i, 1, M, M]`` of each image's ``Tensor[N_i, 4]``
+        boxes. A box that repeats within an image (a proposal kept for several classes: boxes
+        and masks are class-agnostic) goes through the mask head once."""
+        if torch.compiler.is_exporting():  # the exported graph computes every box
+            logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, boxes)))
+            return logits.sigmoid()
+        unique, inverse, offset = [], [], 0
+        for image_boxes in boxes:
+            distinct, index = torch.unique(image_boxes, dim=0, return_inverse=True)
+            unique.append(distinct)
+            inverse.append(index + offset)
+            offset += len(distinct)
+        logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(maps, unique)))
+        return logits.sigmoid()[torch.cat(inverse)]
 
     def _forward_train(
         self,
