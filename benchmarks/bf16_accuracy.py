@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from vlpart._io import read_image
 from vlpart.config import ModelConfig
 from vlpart.engine.inference import evaluate_model
 from vlpart.model import build_model
-from vlpart.predictor import PartSegmenter, load_image
+from vlpart.predictor import PartSegmenter
 from vlpart.text.base import TextEncoder
 
 AGREEMENT_IOU = 0.9
@@ -62,7 +63,7 @@ def photo_agreement(photos: Path) -> dict:
     embeddings = torch.randn(NUM_CLASSES, 1024)
     best, same_top1, n = [], 0, 0
     for path in sorted(photos.glob("*.jpg")):
-        image = torch.from_numpy(load_image(path)).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous()
         a = fp32.predict_tensors([image], embeddings)[0]
         b = bf16.predict_tensors([image], embeddings)[0]
         iou = box_iou(a["boxes"], b["boxes"])

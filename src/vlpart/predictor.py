@@ -102,9 +102,10 @@ class PartSegmenter:
         refiner: re-segments each image's detections after :meth:`predict` (e.g. a
             :class:`vlpart.refine.SamRefiner`); None keeps the detector's masks.
 
-    A PyTorch model runs as a copy with frozen BatchNorm folded into the convolutions and a
-    channels-last backbone (:func:`vlpart.model.optimize.inference_copy`), made on first use and
-    again whenever the model's backbone weights change; ``model`` itself is not modified.
+    A PyTorch model runs as a copy with frozen BatchNorm and ReLUs fused into the convolutions
+    and a channels-last backbone, RPN and mask head (:func:`vlpart.model.optimize.inference_copy`),
+    made on first use and again whenever the model's backbone weights change; ``model`` itself is
+    not modified.
     """
 
     def __init__(

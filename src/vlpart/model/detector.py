@@ -137,8 +137,10 @@ class VLPartDetector(nn.Module):
         """
         features = self.backbone(batch.tensors)
         proposals, scores, _ = self.rpn(batch, features, None, compute_losses=False)
+        # A channels-last backbone's maps in RoIAlign's layout (rebinding frees the originals).
+        features = contiguous_maps(features)
         detections, _ = self.roi_heads(
-            contiguous_maps(features),  # a channels-last backbone's maps, for RoIAlign
+            features,
             proposals,
             batch.image_sizes,
             proposal_scores=scores,
