@@ -70,7 +70,7 @@ def test_fold_handles_sequential_and_bias():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fused_relus_give_the_same_bits(channels_last):
+def test_fused_relus_give_the_same_values(channels_last):
     torch.manual_seed(0)
     downsample = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), FrozenBatchNorm2d(32))
     block = Bottleneck(16, 8, stride=2, downsample=downsample, norm_layer=FrozenBatchNorm2d)
@@ -87,8 +87,10 @@ def test_fused_relus_give_the_same_bits(channels_last):
         ref = model(x)
     assert fuse_relus(model) == 4  # the block's three and the head's one
     assert not any(type(m) is nn.ReLU for m in model.modules())
+    # The same sums: identical bits in most of oneDNN's kernels, float rounding in the others
+    # (e.g. one thread on NCHW input).
     with torch.inference_mode():
-        assert torch.equal(model(x), ref)
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
     # With autograd (or under autocast) the fused modules run the plain ops.
     torch.testing.assert_close(model(x), ref)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):

@@ -83,7 +83,7 @@ def _conv_args(conv: nn.Conv2d) -> tuple:
 
 class _ConvReLU(nn.Module):
     """``relu(conv(x))`` as one oneDNN convolution with a ReLU post-op where
-    :func:`_fusable` (the same values, one pass over the output less), else as the two ops."""
+    :func:`_fusable` (the same sums, one pass over the output less), else as the two ops."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
