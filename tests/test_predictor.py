@@ -143,3 +143,24 @@ def test_cuda_gives_the_cpu_detections(shared_data):
     torch.testing.assert_close(out["scores"], ref["scores"], rtol=1e-4, atol=1e-4)
     assert torch.equal(out["labels"], ref["labels"])
     assert (out["masks"] != ref["masks"]).float().mean() < 1e-3
+
+
+def test_embedding_cache_keeps_the_most_recent_vocabularies(monkeypatch):
+    import vlpart.predictor as predictor
+    from vlpart.vocab import parse_vocabulary
+
+    monkeypatch.setattr(predictor, "EMBEDDING_CACHE_SIZE", 2)
+    seg = PartSegmenter(_seeded_model(**TINY), _FixedEncoder(32))
+    encoded = []
+    original = seg.text_encoder.encode
+    monkeypatch.setattr(seg.text_encoder, "encode", lambda p: encoded.append(p) or original(p))
+    dog, cat, bus = (parse_vocabulary(v) for v in ("dog", "cat", "bus"))
+    first = seg.text_embeddings(dog)
+    seg.text_embeddings(cat)
+    assert seg.text_embeddings(dog) is first  # cached, and now the most recent
+    seg.text_embeddings(bus)  # evicts cat, the least recently used
+    assert len(seg._embeddings) == 2 and len(encoded) == 3
+    seg.text_embeddings(dog)
+    assert len(encoded) == 3
+    seg.text_embeddings(cat)
+    assert encoded[-1] == ["a cat"] and len(encoded) == 4

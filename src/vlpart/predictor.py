@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["MASK_THRESH", "PRECISIONS", "SCORE_THRESH", "PartSegmenter", "make_prediction"]
 
 logger = logging.getLogger(__name__)
+
+# Vocabularies whose text embeddings a segmenter keeps (least recently used dropped first).
+EMBEDDING_CACHE_SIZE = 64
 
 # The thresholds of inference, all here. The model's own ``ModelConfig.score_thresh`` (0.05, the
 # paper's test threshold) only decides which candidates enter NMS; what a user gets is cut at
@@ -136,7 +140,7 @@ class PartSegmenter:
                 f"the model was trained with {text_dim}-d ones"
                 + (f" ({info.text_encoder})" if info and info.text_encoder else "")
             )
-        self._embeddings: dict[tuple[str, ...], Tensor] = {}
+        self._embeddings: OrderedDict[tuple[str, ...], Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -268,14 +272,19 @@ class PartSegmenter:
 
     def text_embeddings(self, vocabulary: Vocabulary, *, template: str | None = None) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under ``template`` (default: this segmenter's),
-        cached per prompt tuple."""
+        cached per prompt tuple; the :data:`EMBEDDING_CACHE_SIZE` most recently used are kept
+        (a demo server sees a new vocabulary with every request)."""
         prompts = tuple(vocabulary.prompts(template or self.template))
         with self._lock:
             cached = self._embeddings.get(prompts)
+            if cached is not None:
+                self._embeddings.move_to_end(prompts)
         if cached is None:
             cached = self.text_encoder.encode(list(prompts)).to(self.device)
             with self._lock:
                 self._embeddings[prompts] = cached
+                while len(self._embeddings) > EMBEDDING_CACHE_SIZE:
+                    self._embeddings.popitem(last=False)
         return cached
 
     def _inference_model(self) -> VLPartDetector:
