@@ -62,7 +62,7 @@ def main() -> None:
         for i in range(args.num_images):
             paths.append(folder / f"{i:04d}_{photos[i % len(photos)].name}")
             shutil.copyfile(photos[i % len(photos)], paths[-1])
-        segmenter.predict(np.asarray(np.zeros((64, 64, 3), np.uint8)), vocabulary=vocab)  # warm
+        segmenter.predict(np.zeros((64, 64, 3), np.uint8), vocabulary=vocab)  # warm-up
         for workers in args.workers:
             start = time.perf_counter()
             summary = predict_files(
