@@ -191,6 +191,12 @@ TINY_MODEL = {
 
 
 @pytest.fixture(scope="session")
+def tiny_model_settings() -> dict:
+    """``TINY_MODEL``, the model settings of the suites' fast training configs."""
+    return dict(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
 def synthetic_world(tmp_path_factory):
     """A small seeded synthetic parts world (96 px images), built once per run."""
     from vlpart.data.synth import synthesize_world

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from robust_helpers import TINY_MODEL
 
 
 @pytest.fixture(scope="session")
-def fast_train_yaml(synthetic_world, tmp_path_factory) -> Path:
+def fast_train_yaml(synthetic_world, tiny_model_settings, tmp_path_factory) -> Path:
     """A training config that runs 4 iterations in about a second: one part source, random
     precomputed text rows (no text encoder to load), checkpoints every 2 iterations, the last
     one kept."""
@@ -23,7 +22,7 @@ def fast_train_yaml(synthetic_world, tmp_path_factory) -> Path:
     np.save(root / "rows.npy", rows / np.linalg.norm(rows, axis=1, keepdims=True))
     config = {
         "text": {"encoder": "minilm"},
-        "model": TINY_MODEL,
+        "model": tiny_model_settings,
         "data": [
             {
                 "name": "parts",

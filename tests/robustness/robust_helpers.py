@@ -8,22 +8,6 @@ from pathlib import Path
 
 from vlpart.cli import main
 
-TINY_MODEL = {
-    "backbone": "efficientnet_lite0",
-    "backbone_weights": None,
-    "fpn_channels": 32,
-    "min_size": 96,
-    "max_size": 96,
-    "text_dim": 384,
-    "rpn_pre_nms_top_n_train": 200,
-    "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 200,
-    "rpn_post_nms_top_n_test": 100,
-    "roi_batch_size_per_image": 32,
-    "mask_rois_per_image": 8,
-    "score_thresh": 0.0,
-}
-
 
 def cli_error(capsys, args: list[str]) -> str:
     """Run ``vlpart ARGS``; assert a non-zero exit with exactly one ``vlpart: error:`` line and
