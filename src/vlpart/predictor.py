@@ -304,13 +304,18 @@ class PartSegmenter:
         sizes: list[tuple[int, int]],
         score_threshold: float | None,
     ) -> list[dict[str, Tensor]]:
-        """Detections in the ``sizes`` frames, masks ``Tensor[N, 1, M, M]`` in box coordinates
-        (``Tensor[N, 1, H, W]`` already pasted for an ONNX model). A PyTorch model computes
-        masks only for detections scoring at least ``score_threshold``."""
+        """Detections scoring at least ``score_threshold`` (None: all) in the ``sizes`` frames,
+        masks ``Tensor[N, 1, M, M]`` in box coordinates (``Tensor[N, 1, H, W]`` already pasted
+        for an ONNX model). A PyTorch model computes masks only for those detections."""
         if not isinstance(self.model, VLPartDetector):
             if any(tuple(im.shape[-2:]) != size for im, size in zip(images, sizes, strict=True)):
                 raise ValueError("an ONNX model needs images decoded at their full size")
-            return self.model(images, text_embeddings=text_embeddings)
+            outputs = self.model(images, text_embeddings=text_embeddings)
+            if score_threshold is not None:
+                for out in outputs:
+                    keep = out["scores"] >= score_threshold
+                    out.update((key, value[keep]) for key, value in out.items())
+            return outputs
         model = self._inference_model()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             batch, _ = model.transform(images)
@@ -352,10 +357,6 @@ class PartSegmenter:
         outputs = self._detect(images, text_embeddings.to(self.device), sizes, score_threshold)
         pasted = not isinstance(self.model, VLPartDetector)  # an ONNX graph pastes its masks
         for out, size in zip(outputs, sizes, strict=True):
-            if score_threshold is not None:
-                keep = out["scores"] >= score_threshold
-                for key in ("boxes", "scores", "labels", "masks"):
-                    out[key] = out[key][keep]
             if pasted:
                 out["masks"] = out["masks"][:, 0] >= MASK_THRESH
             else:

@@ -220,3 +220,16 @@ def test_swin_is_refused_in_one_line(tmp_path, tiny_config):
     assert str(err.value).startswith("swin_b models cannot be exported")
     assert "\n" not in str(err.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_onnx_predict_applies_the_score_threshold(effnet_cli_export, synthetic_world):
+    torch_seg, onnx_path = effnet_cli_export
+    onnx_seg = PartSegmenter.from_onnx(onnx_path)
+    image = synthetic_world / "images" / "000001.png"
+    everything = onnx_seg.predict(image, vocabulary=VOCAB_A, score_threshold=0.0)
+    thresh = float(np.median(everything.scores))
+    kept = onnx_seg.predict(image, vocabulary=VOCAB_A, score_threshold=thresh)
+    assert 0 < len(kept) < len(everything) and (kept.scores >= thresh).all()
+    assert_same_detections(
+        torch_seg.predict(image, vocabulary=VOCAB_A, score_threshold=thresh), kept
+    )

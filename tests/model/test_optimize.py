@@ -80,9 +80,8 @@ def test_fused_relus_give_the_same_values(channels_last):
     fold_frozen_batchnorm(model)
     x = torch.randn(2, 16, 20, 24)
     if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(
-            memory_format=torch.channels_last
-        )
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         ref = model(x)
     assert fuse_relus(model) == 4  # the block's three and the head's one
