@@ -40,25 +40,26 @@ def test_object_crops_carry_masks_and_parts(synthetic_world):
     assert all(c.part_masks.shape[0] == 0 for c in novel)
 
 
+def _parse_config(folder: Path, world: Path, checkpoint: Path) -> Path:
+    """A parse config over the synthetic world (its dogs and buses are the novel objects)."""
+    path = folder / "parse.yaml"
+    parse = {
+        "backend": "efficientnet_lite0",
+        "image_size": 96,
+        "base_objects": str(world / "objects_train.json"),
+        "base_parts": str(world / "parts_base_train.json"),
+        "base_image_root": str(world),
+        "base_categories": BASE,
+        "novel_objects": str(world / "objects_train.json"),
+        "novel_image_root": str(world),
+        "detector": str(checkpoint),
+    }
+    path.write_text(json.dumps({"parse": parse}))
+    return path
+
+
 def test_parse_cli_writes_parsed_parts(synthetic_world, tiny_checkpoint, tmp_path, capsys):
-    cfg = tmp_path / "parse.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "parse": {
-                    "backend": "efficientnet_lite0",
-                    "image_size": 96,
-                    "base_objects": str(synthetic_world / "objects_train.json"),
-                    "base_parts": str(synthetic_world / "parts_base_train.json"),
-                    "base_image_root": str(synthetic_world),
-                    "base_categories": BASE,
-                    "novel_objects": str(synthetic_world / "objects_train.json"),
-                    "novel_image_root": str(synthetic_world),
-                    "detector": str(tiny_checkpoint),
-                }
-            }
-        )
-    )
+    cfg = _parse_config(tmp_path, synthetic_world, tiny_checkpoint)
     out = tmp_path / "parsed"
     assert main(["parse", str(cfg), "--out", str(out)]) == 0
     assert "parsed parts:" in capsys.readouterr().out
@@ -164,24 +165,7 @@ def test_ranks_split_the_instances_before_any_model_work(
 def test_torchrun_parse_equals_one_process(synthetic_world, tiny_checkpoint, tmp_path):
     """``torchrun --nproc-per-node 2 vlpart parse``: rank 0 builds the bank once, each rank
     parses its share, rank 0 merges; the result equals a one-process run."""
-    cfg = tmp_path / "parse.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "parse": {
-                    "backend": "efficientnet_lite0",
-                    "image_size": 96,
-                    "base_objects": str(synthetic_world / "objects_train.json"),
-                    "base_parts": str(synthetic_world / "parts_base_train.json"),
-                    "base_image_root": str(synthetic_world),
-                    "base_categories": BASE,
-                    "novel_objects": str(synthetic_world / "objects_train.json"),
-                    "novel_image_root": str(synthetic_world),
-                    "detector": str(tiny_checkpoint),
-                }
-            }
-        )
-    )
+    cfg = _parse_config(tmp_path, synthetic_world, tiny_checkpoint)
     assert main(["parse", str(cfg), "--out", str(tmp_path / "one")]) == 0
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     proc = subprocess.run(
