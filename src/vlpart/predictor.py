@@ -50,8 +50,8 @@ EMBEDDING_CACHE_SIZE = 64
 # binary masks at MASK_THRESH (detectron2's paste threshold).
 SCORE_THRESH = 0.3
 MASK_THRESH = 0.5
-# "fp32": the exact path (folded BatchNorm, channels-last backbone; the model's detections to
-# float rounding); "bf16": bfloat16 autocast (CPU with AVX-512 BF16 / AMX, CUDA), faster at a
+# "fp32": the exact path (vlpart.model.optimize.inference_copy; the model's detections to float
+# rounding); "bf16": bfloat16 autocast (CPU with AVX-512 BF16 / AMX, CUDA), faster at a
 # small accuracy cost (README, "Inference speed and memory").
 PRECISIONS = ("fp32", "bf16")
 OFFICIAL_SUFFIXES = (".pth", ".pt")
