@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from vlpart._io import read_image
-from vlpart.config import ModelConfig
-from vlpart.engine.inference import evaluate_model
+from vlpart.core.config import ModelConfig
+from vlpart.core.fileio import read_image
+from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import build_model
-from vlpart.predictor import PartSegmenter
 from vlpart.text.base import TextEncoder
 
 AGREEMENT_IOU = 0.9

@@ -17,9 +17,9 @@ import sys
 import time
 
 COMMANDS = {
-    "predict --help": ["-m", "vlpart.cli", "predict", "--help"],
-    "quickstart --help": ["-m", "vlpart.cli", "quickstart", "--help"],
-    "--help": ["-m", "vlpart.cli", "--help"],
+    "predict --help": ["-m", "vlpart.apps.cli", "predict", "--help"],
+    "quickstart --help": ["-m", "vlpart.apps.cli", "quickstart", "--help"],
+    "--help": ["-m", "vlpart.apps.cli", "--help"],
     "import torch, torchvision": ["-c", "import torch, torchvision"],
 }
 

@@ -72,9 +72,9 @@ class _Timer:
 def _vlpart_worker(args, timer: _Timer):
     import torch
 
-    from vlpart.config import ModelConfig
+    from vlpart.core.config import ModelConfig
+    from vlpart.inference.segmenter import PartSegmenter
     from vlpart.model import build_model
-    from vlpart.predictor import PartSegmenter
     from vlpart.text.base import TextEncoder
 
     class Fixed(TextEncoder):
@@ -89,8 +89,8 @@ def _vlpart_worker(args, timer: _Timer):
     seg = PartSegmenter(model, Fixed(), device=args.device, **kwargs)
     embeddings = torch.randn(NUM_CLASSES, 1024)
     image = _image()
-    if hasattr(seg, "_inference_model"):  # the optimised path runs on a copy
-        net = seg._inference_model()
+    if hasattr(seg.backend, "inference_model"):  # the optimised path runs on a copy
+        net = seg.backend.inference_model()
         if args.compile:
             net.backbone = torch.compile(net.backbone, options={"freezing": True})
     else:
@@ -103,13 +103,13 @@ def _vlpart_worker(args, timer: _Timer):
     timer.wrap(net.roi_heads.mask_roi_pool, "forward", "mask")
     timer.wrap(net.roi_heads.mask_head, "forward", "mask")
     timer.wrap(net.roi_heads.mask_predictor, "forward", "mask")
+    import vlpart.inference.segmenter
     import vlpart.model.detector
-    import vlpart.predictor
 
     if hasattr(vlpart.model.detector, "contiguous_maps"):
         timer.wrap(vlpart.model.detector, "contiguous_maps", "layout")
-    if hasattr(vlpart.predictor, "paste_masks_binary"):
-        timer.wrap(vlpart.predictor, "paste_masks_binary", "paste")
+    if hasattr(vlpart.inference.segmenter, "paste_masks_binary"):
+        timer.wrap(vlpart.inference.segmenter, "paste_masks_binary", "paste")
     return lambda: len(seg.predict_tensors([image], embeddings)[0]["scores"])
 
 

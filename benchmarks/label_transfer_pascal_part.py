@@ -8,7 +8,7 @@ copies the source's labels at the same position of the (resized) object crop; an
 the source's largest part over the whole target object.
 
 Raw ``.mat`` part labels (``lfleg``) map to Pascal-Part categories by the substring rule of
-:func:`vlpart.vocab.pascal_part_mat_tokens`; where parts overlap the smallest one labels the
+:func:`vlpart.core.vocab.pascal_part_mat_tokens`; where parts overlap the smallest one labels the
 pixel. Prints JSON.
 
     python benchmarks/label_transfer_pascal_part.py [--dino-weights dino_vits8.safetensors]
@@ -29,10 +29,10 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-from vlpart._io import read_image
+from vlpart.core.fileio import read_image
+from vlpart.core.vocab import load_builtin, pascal_part_mat_tokens
 from vlpart.parsing.features import build_feature_extractor, prepare_images, prepare_masks
 from vlpart.parsing.transfer import foreground_cells, transfer_masks
-from vlpart.vocab import load_builtin, pascal_part_mat_tokens
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pascal_part_examples"

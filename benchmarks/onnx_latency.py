@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlpart.config import ModelConfig
-from vlpart.export import export_onnx
+from vlpart.core.config import ModelConfig
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.export.onnx import export_onnx
+from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import build_model
-from vlpart.predictor import PartSegmenter
 from vlpart.text.precomputed import PrecomputedTextEncoder
-from vlpart.vocab import parse_vocabulary
 
 
 @torch.inference_mode()
@@ -94,7 +94,7 @@ def main() -> None:
             "pytorch": lambda: torch_seg.predict(image, vocabulary=vocab, score_threshold=0.0),
             "onnxruntime": lambda: onnx_seg.predict(image, vocabulary=vocab, score_threshold=0.0),
             "pytorch_graph": lambda: _detect(torch_seg.model, batch, embeddings),
-            "onnxruntime_graph": lambda: onnx_seg.model.session.run(None, feeds),
+            "onnxruntime_graph": lambda: onnx_seg.backend.session.run(None, feeds),
         }
         times: dict[str, list[float]] = {name: [] for name in steps}
         found = {}

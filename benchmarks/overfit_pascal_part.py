@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from vlpart.config import config_from_dict
+from vlpart.core.config import config_from_dict
+from vlpart.core.vocab import load_builtin
 from vlpart.data.pascal_part import convert_pascal_part
-from vlpart.engine.inference import evaluate_model
-from vlpart.engine.train import train
+from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import load_checkpoint
-from vlpart.predictor import PartSegmenter
 from vlpart.text import build_text_encoder
-from vlpart.vocab import load_builtin
+from vlpart.training.train import train
 
 EMBEDDINGS = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"
 

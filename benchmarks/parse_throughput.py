@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from vlpart.core.vocab import parse_vocabulary
 from vlpart.parsing import (
     BaseBank,
     BaseObject,
@@ -25,7 +26,6 @@ from vlpart.parsing import (
     build_feature_extractor,
 )
 from vlpart.parsing.features import prepare_images
-from vlpart.vocab import parse_vocabulary
 
 PART_NAMES = ("head", "torso", "tail")
 

@@ -1,5 +1,5 @@
 """Images per second of ``vlpart predict`` over a folder: decode, segment, encode the results,
-render and write the overlays (:func:`vlpart.engine.predict.predict_files`, what the CLI runs).
+render and write the overlays (:func:`vlpart.inference.files.predict_files`, what the CLI runs).
 
 The folder holds ``--num-images`` copies of the Pascal-Part example photos (~500×375 JPEGs,
 cycled); the model is a random-init R50 detector with the released checkpoints' settings (800 px,
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlpart.config import ModelConfig
-from vlpart.engine.predict import predict_files
+from vlpart.core.config import ModelConfig
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.inference.files import predict_files
+from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import build_model
-from vlpart.predictor import SCORE_THRESH, PartSegmenter
 from vlpart.text.precomputed import PrecomputedTextEncoder
-from vlpart.vocab import parse_vocabulary
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data"
 PHOTOS = DATA / "pascal_part_examples"

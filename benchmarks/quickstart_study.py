@@ -25,7 +25,7 @@ import json
 import logging
 from pathlib import Path
 
-from vlpart.engine.quickstart import QuickstartSettings, run_quickstart
+from vlpart.apps.quickstart.run import QuickstartSettings, run_quickstart
 
 OLD_RATIOS = {"base_parts": 2.0, "objects": 1.0, "image_labels": 0.5, "parsed_parts": 0.5}
 # The paper's Pascal Part ablation mix (base parts, VOC, IN-S20 labels, parsed IN-S20).

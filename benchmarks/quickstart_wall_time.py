@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vlpart.engine.quickstart import QuickstartSettings, run_quickstart
+from vlpart.apps.quickstart.run import QuickstartSettings, run_quickstart
 
 
 def main() -> None:

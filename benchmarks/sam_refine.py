@@ -39,13 +39,11 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from vlpart._io import read_image
-from vlpart.coco import decode_segmentation, load_coco
+from vlpart.core.coco import decode_segmentation, load_coco
+from vlpart.core.fileio import read_image
 from vlpart.data.pascal_part import convert_pascal_part
-from vlpart.model.ops import paste_masks
-from vlpart.prediction import Prediction
-from vlpart.predictor import MASK_THRESH, PartSegmenter
-from vlpart.refine import (
+from vlpart.inference.prediction import Prediction
+from vlpart.inference.refine import (
     SAM2_VARIANTS,
     SAM_VARIANTS,
     Sam2Refiner,
@@ -55,6 +53,8 @@ from vlpart.refine import (
     load_sam,
     load_sam2,
 )
+from vlpart.inference.segmenter import MASK_THRESH, PartSegmenter
+from vlpart.model.ops import paste_masks
 
 MASK_HEAD_SIDE = 28
 EMBEDDINGS = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"

@@ -1,6 +1,6 @@
 """Frames per second of ``vlpart predict`` on a video: decode (PyAV), segment, render, encode.
 
-Writes a clip of synthetic-world frames, then runs :func:`vlpart.engine.video.predict_video`
+Writes a clip of synthetic-world frames, then runs :func:`vlpart.inference.video.predict_video`
 with an EfficientNet-Lite0 detector (packaged ImageNet trunk, random heads; speed does not depend
 on the weights) for each ``--every``. Prints JSON.
 
@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlpart.config import ModelConfig
-from vlpart.data.synth import synthesize_world
-from vlpart.engine.video import predict_video, write_video
+from vlpart.apps.quickstart.synth import synthesize_world
+from vlpart.core.config import ModelConfig
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.inference.segmenter import PartSegmenter
+from vlpart.inference.video import predict_video, write_video
 from vlpart.model import build_model
-from vlpart.predictor import PartSegmenter
 from vlpart.text.precomputed import PrecomputedTextEncoder
-from vlpart.vocab import parse_vocabulary
 
 
 def main() -> None:

@@ -199,7 +199,7 @@ def tiny_model_settings() -> dict:
 @pytest.fixture(scope="session")
 def synthetic_world(tmp_path_factory):
     """A small seeded synthetic parts world (96 px images), built once per run."""
-    from vlpart.data.synth import synthesize_world
+    from vlpart.apps.quickstart.synth import synthesize_world
 
     root = tmp_path_factory.mktemp("world")
     synthesize_world(root, seed=0, num_images=16, image_size=96)
@@ -210,7 +210,7 @@ def synthetic_world(tmp_path_factory):
 def tiny_train_config(synthetic_world):
     """A cheap joint-training config on the synthetic world (parts, objects and image labels;
     MiniLM text rows, offline)."""
-    from vlpart.config import config_from_dict
+    from vlpart.core.config import config_from_dict
 
     def source(name, kind, file, **extra):
         return {
@@ -249,7 +249,7 @@ def tiny_train_config(synthetic_world):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """An untrained tiny detector saved as ``model.safetensors`` + sidecar (MiniLM, 384-d)."""
-    from vlpart.config import config_from_dict
+    from vlpart.core.config import config_from_dict
     from vlpart.model import build_model, save_checkpoint
 
     cfg = config_from_dict({"model": {**TINY_MODEL, "detections_per_image": 10}}).model

@@ -13,10 +13,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from vlpart.app import AS_TYPED, TABLE_HEADERS, DemoHandler, DemoLimits, write_downloads
-from vlpart.cli import main
-from vlpart.predictor import PartSegmenter
-from vlpart.vocab import at_granularity, parse_vocabulary
+from vlpart.apps.cli import main
+from vlpart.apps.demo import AS_TYPED, TABLE_HEADERS, DemoHandler, DemoLimits, write_downloads
+from vlpart.core.vocab import at_granularity, parse_vocabulary
+from vlpart.inference.segmenter import PartSegmenter
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_limits_must_be_positive():
 
 
 def test_app_is_queued_offline_and_bounded(handler):
-    from vlpart.app import build_app
+    from vlpart.apps.demo import build_app
 
     limits = DemoLimits(concurrency=2, queue_size=5)
     app, files = build_app(DemoHandler(handler.segmenter, limits=limits))

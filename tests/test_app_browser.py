@@ -63,7 +63,7 @@ def server(tiny_checkpoint, shared_data, tmp_path):
         [
             sys.executable,
             "-m",
-            "vlpart.cli",
+            "vlpart.apps.cli",
             "demo",
             "--weights",
             str(tiny_checkpoint),

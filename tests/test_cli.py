@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_help_imports_no_heavy_module():
     """``--help`` answers without torch, numpy or PIL (they load inside the commands)."""
     code = (
         "import sys\n"
-        "from vlpart.cli import main\n"
+        "from vlpart.apps.cli import main\n"
         "for cmd in ([], ['predict'], ['train'], ['quickstart'], ['eval'], ['data', 'synth']):\n"
         "    try:\n"
         "        main([*cmd, '--help'])\n"
@@ -88,7 +88,7 @@ def test_help_imports_no_heavy_module():
 def test_default_output_folders_are_ignored_by_git(tmp_path):
     """Every ``--out`` default (the quickstart, predict, train, parse) lies in a folder that
     the repository's .gitignore ignores, so running a command from the root adds no files."""
-    from vlpart.cli import _build_parser
+    from vlpart.apps.cli import _build_parser
 
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
@@ -124,7 +124,7 @@ def test_errors_are_one_line_and_exit_2(capsys):
 
 def test_console_script_runs():
     out = subprocess.run(
-        [sys.executable, "-m", "vlpart.cli", "vocab", "show", "dog:*"],
+        [sys.executable, "-m", "vlpart.apps.cli", "vocab", "show", "dog:*"],
         capture_output=True,
         text=True,
         check=True,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from vlpart.coco import (
+from vlpart.core.coco import (
     category_ids,
     category_records,
     category_vocabulary,
@@ -23,7 +23,7 @@ from vlpart.coco import (
     shard_path,
     write_records,
 )
-from vlpart.vocab import Category, Vocabulary, load_builtin, parse_vocabulary
+from vlpart.core.vocab import Category, Vocabulary, load_builtin, parse_vocabulary
 
 
 def _gt() -> dict:
@@ -164,7 +164,7 @@ def test_one_name_rule_for_training_and_evaluation():
         ("Fish", "Tail"),
         ("trash_can", None),
     ]
-    from vlpart.engine.evaluate import evaluate_results
+    from vlpart.evaluation.coco_eval import evaluate_results
 
     gt = {
         "images": [{"id": 1, "width": 8, "height": 8}],

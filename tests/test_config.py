@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vlpart.config import Config, ConfigError, config_from_dict
+from vlpart.core.config import Config, ConfigError, config_from_dict
 
 
 def test_defaults_and_empty_file(tmp_path):

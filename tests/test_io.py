@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlpart._io import MAX_PIXELS_ENV, read_image, read_image_size
+from vlpart.core.fileio import MAX_PIXELS_ENV, read_image, read_image_size
 
 EXIF_ORIENTATION = 0x0112
 
@@ -190,7 +190,7 @@ def test_arrays_are_validated():
 
 
 def test_huge_jpegs_are_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
-    import vlpart._io as io
+    import vlpart.core.fileio as io
 
     pixels = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from vlpart.prediction import Prediction, assign_parents, tag_layout
+from vlpart.inference.prediction import Prediction, assign_parents, tag_layout
 
 
 def _box_mask(h, w, x0, y0, x1, y1):

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlpart.config import ModelConfig
+from vlpart.core.config import ModelConfig
+from vlpart.inference.segmenter import MASK_THRESH, PartSegmenter
 from vlpart.model import build_model
 from vlpart.model.optimize import inference_copy
-from vlpart.predictor import MASK_THRESH, PartSegmenter
 from vlpart.text.base import TextEncoder
 
 PHOTO = "pascal_part_examples/2008_000700.jpg"
@@ -93,11 +93,11 @@ def test_fast_path_matches_the_model_official_numerics(shared_data, backbone):
 def test_inference_copy_follows_weight_updates():
     model = _seeded_model(**TINY)
     seg = PartSegmenter(model, _FixedEncoder(32))
-    first = seg._inference_model()
-    assert seg._inference_model() is first
+    first = seg.backend.inference_model()
+    assert seg.backend.inference_model() is first
     with torch.no_grad():
         model.backbone.body.conv1.weight.mul_(2.0)  # what an optimizer step does
-    assert seg._inference_model() is not first
+    assert seg.backend.inference_model() is not first
     assert isinstance(inference_copy(model), type(model))
 
 
@@ -107,7 +107,7 @@ def test_score_threshold_pastes_only_kept_detections(shared_data):
     embeddings = seg.text_encoder.encode(["a", "b", "c"])
     image = _photo(shared_data)
     mask_batches = []
-    seg._inference_model().roi_heads.mask_head.register_forward_hook(
+    seg.backend.inference_model().roi_heads.mask_head.register_forward_hook(
         lambda module, args, out: mask_batches.append(len(args[0]))
     )
     everything = seg.predict_tensors([image], embeddings)[0]
@@ -146,8 +146,8 @@ def test_cuda_gives_the_cpu_detections(shared_data):
 
 
 def test_embedding_cache_keeps_the_most_recent_vocabularies(monkeypatch):
-    import vlpart.predictor as predictor
-    from vlpart.vocab import parse_vocabulary
+    import vlpart.inference.segmenter as predictor
+    from vlpart.core.vocab import parse_vocabulary
 
     monkeypatch.setattr(predictor, "EMBEDDING_CACHE_SIZE", 2)
     seg = PartSegmenter(_seeded_model(**TINY), _FixedEncoder(32))

@@ -22,12 +22,11 @@ pytest.importorskip("segment_anything", reason="the 'sam' extra is not installed
 
 from segment_anything import SamPredictor  # noqa: E402
 
-from vlpart import refine  # noqa: E402
-from vlpart._io import read_image  # noqa: E402
-from vlpart.cli import main  # noqa: E402
-from vlpart.prediction import Prediction  # noqa: E402
-from vlpart.predictor import PartSegmenter  # noqa: E402
-from vlpart.refine import (  # noqa: E402
+from vlpart.apps.cli import main  # noqa: E402
+from vlpart.core.fileio import read_image  # noqa: E402
+from vlpart.inference import refine  # noqa: E402
+from vlpart.inference.prediction import Prediction  # noqa: E402
+from vlpart.inference.refine import (  # noqa: E402
     PROMPT_BATCH,
     SAM2_VARIANTS,
     Sam2Refiner,
@@ -41,6 +40,7 @@ from vlpart.refine import (  # noqa: E402
     load_sam2,
     select_by_iou,
 )
+from vlpart.inference.segmenter import PartSegmenter  # noqa: E402
 
 # SAM's architecture at toy size: 128-px input, 8×8 embedding of width 32, 32×32 mask prompts.
 TINY = SamVariant(
@@ -436,7 +436,7 @@ def test_cli_refine_errors_are_one_line(tiny_checkpoint, photo, tmp_path, capsys
 
 def test_unrefined_path_does_not_import_segment_anything(tiny_checkpoint, photo, tmp_path):
     code = (
-        "import sys; from vlpart.cli import main; "
+        "import sys; from vlpart.apps.cli import main; "
         f"rc = main(['predict', {str(photo)!r}, '--weights', {str(tiny_checkpoint)!r}, "
         f"'--vocab', 'dog', '--out', {str(tmp_path)!r}]); "
         "assert rc == 0, rc; assert 'segment_anything' not in sys.modules; print('ok')"
@@ -529,7 +529,7 @@ def test_real_sam_weights_follow_ground_truth_boxes(shared_data, tmp_path):
     weights = os.environ.get("VLPART_SAM_WEIGHTS")
     if not weights:
         pytest.skip("set VLPART_SAM_WEIGHTS to a SAM .pth file (e.g. sam_vit_b_01ec64.pth)")
-    from vlpart.coco import decode_segmentation, load_coco
+    from vlpart.core.coco import decode_segmentation, load_coco
     from vlpart.data.pascal_part import convert_pascal_part
 
     examples, name = shared_data / "pascal_part_examples", "2008_000652"

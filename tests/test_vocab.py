@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from vlpart.vocab import (
+from vlpart.core.vocab import (
     BUILTIN_VOCABULARIES,
     PROMPT_TEMPLATES,
     Vocabulary,
@@ -137,12 +137,12 @@ def test_bad_specs(spec, message):
 
 
 def test_typo_in_free_text_warns_but_stays_open(caplog):
-    with caplog.at_level(logging.WARNING, logger="vlpart.vocab"):
+    with caplog.at_level(logging.WARNING, logger="vlpart.core.vocab"):
         vocab = parse_vocabulary("dgo:head")
     assert vocab.names == ["dgo:head"]  # open vocabulary: any word is allowed
     assert "did you mean 'dog'" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vlpart.vocab"):
+    with caplog.at_level(logging.WARNING, logger="vlpart.core.vocab"):
         parse_vocabulary("giraffe:head,neck")
     assert caplog.text == ""
 
@@ -166,7 +166,7 @@ def test_json_round_trip():
 
 
 def test_duplicate_categories_rejected():
-    from vlpart.vocab import Category
+    from vlpart.core.vocab import Category
 
     with pytest.raises(ValueError, match="appears twice"):
         Vocabulary((Category("dog", "dog"), Category("Dog", "Dog")))

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from vlpart import weights
-from vlpart.weights import DownloadError, WeightSource, cache_dir, fetch, resolve
+from vlpart.core import weights
+from vlpart.core.weights import DownloadError, WeightSource, cache_dir, fetch, resolve
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, every byte value, position-dependent
 SHA = hashlib.sha256(DATA).hexdigest()

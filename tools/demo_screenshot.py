@@ -45,7 +45,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "vlpart.cli",
+            "vlpart.apps.cli",
             "demo",
             "--weights",
             args.weights,

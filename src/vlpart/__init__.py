@@ -10,13 +10,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vlpart.config import Config as Config
+    from vlpart.core.config import Config as Config
+    from vlpart.core.vocab import Vocabulary as Vocabulary
+    from vlpart.core.vocab import parse_vocabulary as parse_vocabulary
+    from vlpart.inference.prediction import Prediction as Prediction
+    from vlpart.inference.segmenter import PartSegmenter as PartSegmenter
     from vlpart.model import build_model as build_model
-    from vlpart.prediction import Prediction as Prediction
-    from vlpart.predictor import PartSegmenter as PartSegmenter
     from vlpart.text import build_text_encoder as build_text_encoder
-    from vlpart.vocab import Vocabulary as Vocabulary
-    from vlpart.vocab import parse_vocabulary as parse_vocabulary
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,13 +32,13 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "Config": "vlpart.config",
-    "PartSegmenter": "vlpart.predictor",
-    "Prediction": "vlpart.prediction",
-    "Vocabulary": "vlpart.vocab",
+    "Config": "vlpart.core.config",
+    "PartSegmenter": "vlpart.inference.segmenter",
+    "Prediction": "vlpart.inference.prediction",
+    "Vocabulary": "vlpart.core.vocab",
     "build_model": "vlpart.model",
     "build_text_encoder": "vlpart.text",
-    "parse_vocabulary": "vlpart.vocab",
+    "parse_vocabulary": "vlpart.core.vocab",
 }
 
 

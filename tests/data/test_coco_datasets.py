@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vlpart.coco import encode_mask
+from vlpart.core.coco import encode_mask
 from vlpart.data import (
     DataKind,
     DetectionDataset,
@@ -227,7 +227,7 @@ def test_multi_dataset_loader_batches(tmp_path):
 
 
 def test_vocabulary_from_categories_reads_parts_and_fields():
-    from vlpart.coco import category_vocabulary
+    from vlpart.core.coco import category_vocabulary
 
     vocab = category_vocabulary(
         [

@@ -13,9 +13,9 @@ import pycocotools.mask as mask_util
 import pytest
 from pycocotools.coco import COCO
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
+from vlpart.core.vocab import load_builtin
 from vlpart.data.pascal_part import convert_pascal_part
-from vlpart.vocab import load_builtin
 
 # Raw labels of the 14 examples that match no pascal_part category (counted by hand from the
 # .mat files: eyebrows, hooves, car/bus sides, aeroplane engines and stern, tv screens).
@@ -150,7 +150,7 @@ def test_cli_convert(shared_data, tmp_path, capsys):
     # As a console command, the summary appears once across stdout and stderr (the library
     # does not echo it through the log).
     run = subprocess.run(
-        [sys.executable, "-m", "vlpart.cli", *argv, "--split", str(split)],
+        [sys.executable, "-m", "vlpart.apps.cli", *argv, "--split", str(split)],
         capture_output=True,
         text=True,
         check=True,

@@ -8,10 +8,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
+from vlpart.apps.quickstart.synth import WORLD_PARTS, draw_scene, synthesize_world
+from vlpart.core.vocab import load_builtin
 from vlpart.data import DataKind, DetectionDataset, ImageLabelDataset
-from vlpart.data.synth import WORLD_PARTS, draw_scene, synthesize_world
-from vlpart.vocab import load_builtin
 
 NUM_IMAGES, SIZE = 30, 96
 FILES = ("parts_base_train", "objects_train", "image_labels_train", "parts_val", "objects_val")

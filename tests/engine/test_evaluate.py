@@ -14,8 +14,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as RefCOCO
 from pycocotools.cocoeval import COCOeval as RefCOCOeval
 
-from vlpart.cli import main
-from vlpart.engine.evaluate import LVIS_MAX_DETS, evaluate_results, proposal_recall
+from vlpart.apps.cli import main
+from vlpart.evaluation.coco_eval import LVIS_MAX_DETS, evaluate_results, proposal_recall
 
 SIZE = (100, 100)  # (H, W) of the crafted images
 

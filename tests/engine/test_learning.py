@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlpart.data.pascal_part import convert_pascal_part
-from vlpart.engine.train import train
+from vlpart.training.train import train
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "overfit_pascal_part.py"
 # Measured with benchmarks/overfit_pascal_part.py (seed 0, 512 px, 2 threads): mask AP50 0.06 /

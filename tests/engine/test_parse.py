@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from vlpart.cli import main
-from vlpart.engine.parse import object_crops
-from vlpart.vocab import load_builtin
+from vlpart.apps.cli import main
+from vlpart.core.vocab import load_builtin
+from vlpart.parsing.run import object_crops
 
 BASE = ["cat", "cow", "horse", "sheep", "bird", "aeroplane", "car"]
 
@@ -102,11 +102,11 @@ def test_ranks_split_the_instances_before_any_model_work(
 ):
     """Two ranks, run one after the other in this process: each reads the images and computes
     the proposals of its own share only, and the merged shards equal a one-process run."""
-    from vlpart.coco import merge_shards
-    from vlpart.config import ParsingConfig
-    from vlpart.engine.parse import build_base_bank, parse_novel_objects
+    from vlpart.core.coco import merge_shards
+    from vlpart.core.config import ParsingConfig
     from vlpart.model import load_checkpoint
     from vlpart.parsing import build_feature_extractor
+    from vlpart.parsing.run import build_base_bank, parse_novel_objects
 
     config = ParsingConfig(backend="efficientnet_lite0", image_size=96)
     extractor = build_feature_extractor("efficientnet_lite0")
@@ -176,7 +176,7 @@ def test_torchrun_parse_equals_one_process(synthetic_world, tiny_checkpoint, tmp
             "--master-port",
             "29519",
             "-m",
-            "vlpart.cli",
+            "vlpart.apps.cli",
             "parse",
             str(cfg),
             "--out",

@@ -7,11 +7,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from vlpart._io import read_image
-from vlpart.cli import main
-from vlpart.engine.predict import expand_inputs
-from vlpart.predictor import PartSegmenter
-from vlpart.vocab import parse_vocabulary
+from vlpart.apps.cli import main
+from vlpart.core.fileio import read_image
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.inference.files import expand_inputs
+from vlpart.inference.segmenter import PartSegmenter
 
 PHOTO = "pascal_part_examples/2008_000652.jpg"
 

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlpart.cli import main
-from vlpart.config import Config
-from vlpart.engine.quickstart import (
+from vlpart.apps.cli import main
+from vlpart.apps.quickstart.run import (
     QuickstartSettings,
     budget_schedule,
     load_quickstart_config,
@@ -15,6 +14,7 @@ from vlpart.engine.quickstart import (
     run_quickstart,
     run_quickstart_seeds,
 )
+from vlpart.core.config import Config
 from vlpart.model import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,11 +178,11 @@ def test_full_quickstart(tmp_path, capsys):
 
 
 def test_a_slow_machine_is_told_and_keeps_the_schedule(caplog):
-    from vlpart.engine import quickstart
+    from vlpart.apps.quickstart import run as quickstart
 
     check = quickstart._SpeedCheck(total_steps=900)
     check.start -= 20 * 1.4  # 20 steps took 1.4 s each: over twice the README's 0.6 s
-    with caplog.at_level(logging.WARNING, logger="vlpart.engine.quickstart"):
+    with caplog.at_level(logging.WARNING, logger="vlpart.apps.quickstart.run"):
         check(quickstart.SPEED_CHECK_STEPS - 1, {})
         assert check.per_step is None and not caplog.records
         check(quickstart.SPEED_CHECK_STEPS, {})
@@ -190,7 +190,7 @@ def test_a_slow_machine_is_told_and_keeps_the_schedule(caplog):
     assert "runs the README's schedule all the same" in caplog.text
     assert "about 28 minutes" in caplog.text  # 900 x 1.4 s / 0.75 (share of training)
     fast = quickstart._SpeedCheck(total_steps=900)
-    with caplog.at_level(logging.WARNING, logger="vlpart.engine.quickstart"):
+    with caplog.at_level(logging.WARNING, logger="vlpart.apps.quickstart.run"):
         caplog.clear()
         fast(quickstart.SPEED_CHECK_STEPS, {})
     assert not caplog.records

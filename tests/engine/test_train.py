@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlpart.config import TrainConfig
-from vlpart.engine.train import build_sources, lr_factor, train
+from vlpart.core.config import TrainConfig
 from vlpart.model import build_model, load_checkpoint
+from vlpart.training.train import build_sources, lr_factor, train
 
 
 def test_lr_factor_warmup_and_steps():
@@ -146,7 +146,7 @@ def test_torchrun_two_ranks_equal_one_process_on_the_concatenated_batch(
             "--master-port",
             "29517",
             "-m",
-            "vlpart.cli",
+            "vlpart.apps.cli",
             "train",
             str(cfg_path),
             "--out",

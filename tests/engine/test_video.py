@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vlpart.cli import main
-from vlpart.config import ModelConfig
-from vlpart.engine.video import predict_video, write_video
+from vlpart.apps.cli import main
+from vlpart.core.config import ModelConfig
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.inference.segmenter import PartSegmenter
+from vlpart.inference.video import predict_video, write_video
 from vlpart.model import build_model, save_checkpoint
-from vlpart.predictor import PartSegmenter
-from vlpart.vocab import parse_vocabulary
 
 VOCAB = "dog:head;dog;cat:ear"
 TEXT_DIM = 32

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from vlpart.config import ModelConfig
+from vlpart.core.config import ModelConfig
 from vlpart.model import build_model
 
 TEXT_DIM = 32

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
 from vlpart.model import build_backbone, load_checkpoint, resolve_weights, save_checkpoint
 from vlpart.model.checkpoint import load_state_dict_strict
 from vlpart.model.convert import (
@@ -181,7 +181,7 @@ def test_cli_convert(tmp_path, capsys, official_state):
 
 
 def test_backbone_weights_are_checked_against_the_hash_in_their_name(tmp_path, monkeypatch):
-    from vlpart.weights import DownloadError
+    from vlpart.core.weights import DownloadError
 
     mirror = tmp_path / "mirror" / "backbones"
     mirror.mkdir(parents=True)

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vlpart.cli import main
-from vlpart.export import OnnxDetector, export_onnx
+from vlpart.apps.cli import main
+from vlpart.core.vocab import parse_vocabulary
+from vlpart.export.onnx import export_onnx
+from vlpart.inference.onnx_backend import OnnxBackend
+from vlpart.inference.prediction import Prediction
+from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import build_model, save_checkpoint
-from vlpart.prediction import Prediction
-from vlpart.predictor import PartSegmenter
 from vlpart.text.precomputed import PrecomputedTextEncoder
-from vlpart.vocab import parse_vocabulary
 
 VOCAB_A = "dog:head,torso,leg;dog;cat"
 VOCAB_B = "bird:wing,beak;car"
@@ -89,7 +90,7 @@ def r50_dynamic(tmp_path_factory, tiny_config):
 @pytest.mark.slow
 def test_dynamic_vocabulary_matches_pytorch(r50_dynamic, synthetic_world):
     torch_seg, onnx_seg = r50_dynamic
-    assert onnx_seg.model.baked_embeddings is None
+    assert onnx_seg.backend.baked_embeddings is None
     images = _images(synthetic_world)
     for spec in (VOCAB_A, VOCAB_B):
         assert _check_parity(torch_seg, onnx_seg, images, spec) > 0
@@ -155,8 +156,8 @@ def test_baked_vocabulary_matches_pytorch(effnet_cli_export, synthetic_world):
     meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["vlpart"])
     assert meta["vocabulary"] == parse_vocabulary(VOCAB_A).names
     onnx_seg = PartSegmenter.from_pretrained(path)  # .onnx goes to from_onnx
-    assert isinstance(onnx_seg.model, OnnxDetector)
-    assert [i.name for i in onnx_seg.model.session.get_inputs()] == ["image"]
+    assert isinstance(onnx_seg.backend, OnnxBackend)
+    assert [i.name for i in onnx_seg.backend.session.get_inputs()] == ["image"]
     assert _check_parity(torch_seg, onnx_seg, _images(synthetic_world), VOCAB_A) > 0
 
 

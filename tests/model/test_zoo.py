@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
+from vlpart.core.vocab import BUILTIN_VOCABULARIES, load_builtin
+from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import zoo
 from vlpart.model.zoo import MODELS, ModelSpec, get_model, list_models
-from vlpart.predictor import PartSegmenter
-from vlpart.vocab import BUILTIN_VOCABULARIES, load_builtin
 
 RELEASE = "https://github.com/PeizeSun/VLPart/releases/download/v0.1/"
 

@@ -8,9 +8,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from vlpart.coco import merge_shards, shard_path
+from vlpart.core.coco import merge_shards, shard_path
+from vlpart.core.vocab import parse_vocabulary
 from vlpart.parsing import BaseBank, BaseObject, ParseItem, Parser, Proposals
-from vlpart.vocab import parse_vocabulary
 
 PARTS = ("head", "torso", "tail")
 

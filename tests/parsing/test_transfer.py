@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from vlpart.core.vocab import parse_vocabulary
 from vlpart.parsing.transfer import (
     foreground_cells,
     largest_component,
@@ -14,7 +15,6 @@ from vlpart.parsing.transfer import (
     snap_to_proposals,
     transfer_masks,
 )
-from vlpart.vocab import parse_vocabulary
 
 
 def test_largest_component_uses_8_connectivity():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
 
 
 def cli_error(capsys, args: list[str]) -> str:

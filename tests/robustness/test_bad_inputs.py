@@ -379,7 +379,7 @@ def test_resume_without_any_earlier_run(capsys, fast_train_yaml, tmp_path):
 
 
 def _main(args) -> int:
-    from vlpart.cli import main
+    from vlpart.apps.cli import main
 
     return main([str(a) for a in args])
 

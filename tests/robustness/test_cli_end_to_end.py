@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from robust_helpers import cli_error, snapshot
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
 
 BAD_ANNOTATIONS = {
     "NaN bbox": (

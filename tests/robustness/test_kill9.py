@@ -19,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from vlpart.cli import main
+from vlpart.apps.cli import main
 
 SRC = Path(__file__).parents[2] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}
@@ -37,7 +37,7 @@ def _kill_when(args: list[str], progress: Path, lines: int, extra_polls: int) ->
     """Start ``vlpart ARGS``, SIGKILL it once ``progress`` has ``lines`` lines and another
     ``extra_polls`` polls have passed; False if it finished first."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vlpart.cli", *args],
+        [sys.executable, "-m", "vlpart.apps.cli", *args],
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

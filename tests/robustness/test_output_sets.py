@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from robust_helpers import cli_error, snapshot
 
-from vlpart._io import OutputSet, temp_name, write_json_atomic
-from vlpart.cli import main
+from vlpart.apps.cli import main
+from vlpart.core.fileio import OutputSet, temp_name, write_json_atomic
 
 SRC = Path(__file__).parents[2] / "src"
 
@@ -216,7 +216,7 @@ TMPFS_SCRIPT = textwrap.dedent(
     """
     import contextlib, hashlib, io, json, os, shutil, sys
     from pathlib import Path
-    from vlpart.cli import main
+    from vlpart.apps.cli import main
 
     mount, weights, images, config = Path(sys.argv[1]), sys.argv[2], sys.argv[3:5], sys.argv[5]
 

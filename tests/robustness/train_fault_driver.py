@@ -27,8 +27,8 @@ torch.set_num_threads(1)
 
 from safetensors.torch import load_file  # noqa: E402
 
-from vlpart.config import Config  # noqa: E402
-from vlpart.engine.train import train  # noqa: E402
+from vlpart.core.config import Config  # noqa: E402
+from vlpart.training.train import train  # noqa: E402
 
 _real = {
     "write": os.write,

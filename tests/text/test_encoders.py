@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from vlpart.core.vocab import load_builtin, parse_vocabulary
 from vlpart.text import EmbeddingCache, TextEncoder, build_text_encoder, encode_vocabulary
-from vlpart.vocab import load_builtin, parse_vocabulary
 
 PASCAL_NPY = "vlpart_metadata/pascal_part_clip_RN50_a+cname.npy"
 

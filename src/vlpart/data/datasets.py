@@ -9,12 +9,12 @@ dict with
 * ``image_labels`` (Tensor[K], int64): image-level datasets only (``boxes``/``labels`` empty);
 * ``image_id`` (int).
 
-Files are read and validated by :func:`vlpart.coco.load_coco` and images by
-:func:`vlpart._io.read_image` (EXIF orientation applied). The vocabulary comes from the file's
-``categories`` in increasing id order (:func:`vlpart.coco.category_vocabulary`: a ``dog:head``
-name is a part of ``dog``). Crowd annotations and boxes of zero width or height are left out. Random
-transforms draw from a generator seeded by the sample's seed: ``dataset[i]`` uses seed ``i``;
-samplers pass their own through :class:`MultiDataset` and :class:`SampleKey`.
+Files are read and validated by :func:`vlpart.core.coco.load_coco` and images by
+:func:`vlpart.core.fileio.read_image` (EXIF orientation applied). The vocabulary comes from the
+file's ``categories`` in increasing id order (:func:`vlpart.core.coco.category_vocabulary`: a
+``dog:head`` name is a part of ``dog``). Crowd annotations and boxes of zero width or height are
+left out. Random transforms draw from a generator seeded by the sample's seed: ``dataset[i]`` uses
+seed ``i``; samplers pass their own through :class:`MultiDataset` and :class:`SampleKey`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vlpart._io import read_image
-from vlpart.coco import category_vocabulary, decode_segmentation, load_coco
+from vlpart.core.coco import category_vocabulary, decode_segmentation, load_coco
+from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.fileio import read_image
+from vlpart.core.kinds import DataKind
+from vlpart.core.vocab import Vocabulary
 from vlpart.data.transforms import Transform
-from vlpart.kinds import DataKind
-from vlpart.vocab import Vocabulary
 
 __all__ = [
     "DetectionDataset",
@@ -72,7 +73,7 @@ class _CocoImages(Dataset):
         if split is not None:
             categories = [c for c in categories if c.get("split") == split]
             if not categories:
-                raise ValueError(f"{self.ann_file}: no category has split {split!r}")
+                raise InputError(f"{self.ann_file}: no category has split {split!r}")
         kept = {int(c["id"]) for c in categories}
         self._excluded_ids = {int(c["id"]) for c in data["categories"]} - kept
         self.vocabulary: Vocabulary = category_vocabulary(
@@ -112,7 +113,7 @@ class _CocoImages(Dataset):
         try:
             return [self._label_of_id[int(c)] for c in category_ids]
         except KeyError as err:
-            raise ValueError(
+            raise InputError(
                 f"{self.ann_file}: {what} uses category id {err.args[0]}, which is not in "
                 f"'categories'"
             ) from None
@@ -122,18 +123,18 @@ class _CocoImages(Dataset):
         if name is None and "coco_url" in info:  # LVIS v1: .../train2017/000000391895.jpg
             name = "/".join(info["coco_url"].split("/")[-2:])
         if name is None:
-            raise ValueError(f"{self.ann_file}: image {info.get('id')} has no file_name")
+            raise InputError(f"{self.ann_file}: image {info.get('id')} has no file_name")
         return self.image_root / name
 
     def _read_image(self, info: dict) -> Tensor:
         """``Tensor[3, H, W]`` uint8 of an image entry, checked against its ``height``/``width``."""
         path = self._image_path(info)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: image of {self.ann_file.name} not found")
+            raise MissingFileError(f"{path}: image of {self.ann_file.name} not found")
         pixels = read_image(path)
         size = (int(info["height"]), int(info["width"]))
         if pixels.shape[:2] != size:
-            raise ValueError(
+            raise InputError(
                 f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} (after EXIF orientation) "
                 f"but {self.ann_file.name} says {size[1]}x{size[0]}"
             )
@@ -167,7 +168,7 @@ class DetectionDataset(_CocoImages):
     ) -> None:
         kind = DataKind(kind)
         if kind is DataKind.IMAGE:
-            raise ValueError("image-level data has no boxes; use ImageLabelDataset")
+            raise InputError("image-level data has no boxes; use ImageLabelDataset")
         self.kind = kind
         super().__init__(
             ann_file,
@@ -286,7 +287,7 @@ class MultiDataset(Dataset):
 
     def __init__(self, datasets: Sequence[_CocoImages]) -> None:
         if not datasets:
-            raise ValueError("MultiDataset needs at least one dataset")
+            raise InputError("MultiDataset needs at least one dataset")
         self.datasets = list(datasets)
 
     def __len__(self) -> int:

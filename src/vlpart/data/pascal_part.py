@@ -11,7 +11,7 @@ The converter writes two files that share image ids:
   ids) and one annotation per object instance, for every image.
 
 A raw part label belongs to the first category of its object, in id order, whose match token
-(:func:`vlpart.vocab.pascal_part_mat_tokens`) is a substring of it (``lfleg`` -> ``leg``,
+(:func:`vlpart.core.vocab.pascal_part_mat_tokens`) is a substring of it (``lfleg`` -> ``leg``,
 ``lfpa`` -> ``paw``); labels matching nothing (``lfho``, ``backside``, ``engine_1``) are dropped,
 counted per ``object:label`` and reported.
 """
@@ -30,11 +30,12 @@ import scipy.io
 from scipy.io.matlab import MatReadError
 from tqdm import tqdm
 
-from vlpart._io import OutputSet, read_image_size, remove_orphans
-from vlpart.coco import category_records, mask_annotation, write_coco
-from vlpart.vocab import load_builtin, pascal_part_mat_tokens
+from vlpart.core.coco import category_records, mask_annotation, write_coco
+from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.fileio import OutputSet, read_image_size, read_text_file, remove_orphans
+from vlpart.core.vocab import load_builtin, pascal_part_mat_tokens
 
-__all__ = ["PascalPartSummary", "convert_pascal_part"]
+__all__ = ["PascalPartSummary", "convert_pascal_part", "read_split_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,17 @@ class PascalPartSummary:
     num_objects: int
     num_parts: int
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """The image names of a VOC ``ImageSets`` split file: the first word of each non-empty line.
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: a folder or a file that is not UTF-8 text.
+    """
+    text = read_text_file(path, "split")
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def convert_pascal_part(
@@ -101,7 +113,7 @@ def convert_pascal_part(
     )
     for folder in (anno_dir, image_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found")
+            raise MissingFileError(f"{folder}: folder not found")
     mat_files = _select_mat_files(anno_dir, image_names)
     image_ids = _image_ids([p.stem for p in mat_files])
 
@@ -134,9 +146,9 @@ def convert_pascal_part(
             key = cls.replace(" ", "")
             key = _MAT_CLASS_ALIASES.get(key, key).replace(" ", "")
             if key not in voc_ids:
-                raise ValueError(f"{mat_path}: unknown object class {cls!r}")
+                raise InputError(f"{mat_path}: unknown object class {cls!r}")
             if obj_mask.shape != (height, width):
-                raise ValueError(f"{mat_path}: masks of different sizes in one file")
+                raise InputError(f"{mat_path}: masks of different sizes in one file")
             if not obj_mask.any():
                 logger.debug("%s: empty %s mask skipped", mat_path, cls)
                 continue
@@ -213,12 +225,12 @@ def _select_mat_files(anno_dir: Path, image_names: Sequence[str] | None) -> list
     if image_names is None:
         files = sorted(anno_dir.glob("*.mat"))
         if not files:
-            raise FileNotFoundError(f"{anno_dir}: no .mat files")
+            raise MissingFileError(f"{anno_dir}: no .mat files")
         return files
     files = [anno_dir / f"{name}.mat" for name in image_names]
     missing = [p for p in files if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{missing[0]}: annotation not found ({len(missing)} of {len(files)} missing)"
         )
     return files
@@ -246,21 +258,21 @@ def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndar
                 (str(obj["class"].item()), np.asarray(obj["mask"], dtype=np.uint8), raw_parts)
             )
     except (KeyError, IndexError, ValueError, TypeError, OSError, MatReadError) as err:
-        raise ValueError(f"{path}: not a Pascal-Part annotation ({err})") from None
+        raise InputError(f"{path}: not a Pascal-Part annotation ({err})") from None
     return records
 
 
 def _image_size(image_dir: Path, mat_path: Path) -> tuple[int, int]:
     photo = image_dir / f"{mat_path.stem}.jpg"
     if not photo.is_file():
-        raise FileNotFoundError(f"{photo}: image of {mat_path.name} not found")
+        raise MissingFileError(f"{photo}: image of {mat_path.name} not found")
     return read_image_size(photo)
 
 
 def _check_image(image_dir: Path, mat_path: Path, height: int, width: int) -> None:
     size = _image_size(image_dir, mat_path)
     if size != (height, width):
-        raise ValueError(
+        raise InputError(
             f"{image_dir / (mat_path.stem + '.jpg')}: image is {size[1]}x{size[0]} but its "
             f"annotation {mat_path.name} is {width}x{height}"
         )

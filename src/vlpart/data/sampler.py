@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from vlpart.core.errors import InputError
 from vlpart.data.datasets import SampleKey
 
 __all__ = ["LVIS_REPEAT_THRESH", "MultiDatasetBatchSampler", "repeat_factors"]
@@ -44,7 +45,7 @@ def repeat_factors(image_category_ids: Sequence[Sequence[int]], *, thresh: float
         np.ndarray[num_images], float64, every value >= 1.
     """
     if thresh <= 0:
-        raise ValueError(f"repeat-factor threshold must be positive, got {thresh}")
+        raise InputError(f"repeat-factor threshold must be positive, got {thresh}")
     num_images = len(image_category_ids)
     counts: dict[int, int] = {}
     for cats in image_category_ids:
@@ -87,22 +88,22 @@ class MultiDatasetBatchSampler(Sampler[list[SampleKey]]):
         num_sets = len(self.factors)
         ratios = [1.0] * num_sets if ratios is None else list(ratios)
         if num_sets == 0:
-            raise ValueError("the sampler needs at least one dataset")
+            raise InputError("the sampler needs at least one dataset")
         if len(batch_sizes) != num_sets or len(ratios) != num_sets:
-            raise ValueError(
+            raise InputError(
                 f"{num_sets} datasets but {len(batch_sizes)} batch sizes and {len(ratios)} ratios"
             )
         for i, f in enumerate(self.factors):
             if f.ndim != 1 or len(f) == 0:
-                raise ValueError(f"dataset {i} has no images to sample")
+                raise InputError(f"dataset {i} has no images to sample")
             if not np.all(f >= 1.0):
-                raise ValueError(f"dataset {i}: repeat factors must be >= 1, got {f.min()}")
+                raise InputError(f"dataset {i}: repeat factors must be >= 1, got {f.min()}")
         if min(batch_sizes) <= 0:
-            raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
+            raise InputError(f"batch sizes must be positive, got {list(batch_sizes)}")
         if min(ratios) < 0 or sum(ratios) <= 0:
-            raise ValueError(f"ratios must be >= 0 with a positive sum, got {ratios}")
+            raise InputError(f"ratios must be >= 0 with a positive sum, got {ratios}")
         if world_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+            raise InputError(f"rank {rank} is not in [0, world_size={world_size})")
         self.batch_sizes = [int(b) for b in batch_sizes]
         self.probs = np.asarray(ratios, dtype=np.float64) / sum(ratios)
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -111,7 +112,7 @@ class MultiDatasetBatchSampler(Sampler[list[SampleKey]]):
             per_batch = float(self.probs @ np.asarray(self.batch_sizes)) * world_size
             num_batches = math.ceil(images / per_batch)
         if num_batches <= 0:
-            raise ValueError(f"num_batches must be positive, got {num_batches}")
+            raise InputError(f"num_batches must be positive, got {num_batches}")
         self.num_batches = num_batches
         self.epoch = 0
         self.start_batch = 0
@@ -119,7 +120,7 @@ class MultiDatasetBatchSampler(Sampler[list[SampleKey]]):
     def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
         """Select the epoch to iterate; skip its first ``start_batch`` batches (to resume)."""
         if not 0 <= start_batch <= self.num_batches:
-            raise ValueError(f"start_batch {start_batch} is not in [0, {self.num_batches}]")
+            raise InputError(f"start_batch {start_batch} is not in [0, {self.num_batches}]")
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:

@@ -15,6 +15,8 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from vlpart.core.errors import InputError
+
 __all__ = ["Compose", "RandomHorizontalFlip", "ResizeShortestEdge", "Transform"]
 
 Transform = Callable[[Tensor, dict, torch.Generator], tuple[Tensor, dict]]
@@ -48,7 +50,7 @@ class ResizeShortestEdge:
     def __init__(self, short_sides: int | Sequence[int], *, max_size: int) -> None:
         sides = [short_sides] if isinstance(short_sides, int) else list(short_sides)
         if not sides or min(sides) <= 0 or max_size <= 0:
-            raise ValueError(
+            raise InputError(
                 f"short sides {sides} and max_size {max_size} must be positive integers"
             )
         self.short_sides = sides
@@ -86,7 +88,7 @@ class RandomHorizontalFlip:
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"flip probability must be in [0, 1], got {p}")
+            raise InputError(f"flip probability must be in [0, 1], got {p}")
         self.p = p
 
     def __call__(

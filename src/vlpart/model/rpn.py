@@ -15,6 +15,7 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import clip_boxes_to_image
 
+from vlpart.core.errors import InputError
 from vlpart.model.ops import batched_nms
 
 __all__ = ["AnchorGenerator", "ProposalNetwork", "build_rpn"]
@@ -121,7 +122,7 @@ class ProposalNetwork(RegionProposalNetwork):
         losses: dict[str, Tensor] = {}
         if self.training and compute_losses:
             if targets is None:
-                raise ValueError("the RPN losses need targets with 'boxes'")
+                raise InputError("the RPN losses need targets with 'boxes'")
             labels, matched_gt = self.assign_targets_to_anchors(anchors, targets)
             regression_targets = self.box_coder.encode(matched_gt, anchors)
             loss_obj, loss_reg = self.compute_loss(objectness, deltas, labels, regression_targets)

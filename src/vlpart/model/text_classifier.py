@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlpart.core.errors import InputError
+
 __all__ = ["CLS_TEMPERATURE", "TextBoxPredictor", "TextClassifier"]
 
 # VLPart / Detic zero-shot classifier: cosine similarity scaled by 50 (NORM_TEMP).
@@ -39,13 +41,13 @@ class TextClassifier(nn.Module):
     def check_embeddings(self, text_embeddings: Tensor) -> None:
         """Raise ``ValueError`` unless ``text_embeddings`` is a non-empty ``[C, D]`` matrix."""
         if text_embeddings.ndim != 2 or text_embeddings.shape[1] != self.text_dim:
-            raise ValueError(
+            raise InputError(
                 f"text embeddings must have shape [C, {self.text_dim}], got "
                 f"{list(text_embeddings.shape)}; encode the vocabulary with the text encoder the "
                 "model was trained with"
             )
         if text_embeddings.shape[0] == 0:
-            raise ValueError("the vocabulary is empty: give at least one category")
+            raise InputError("the vocabulary is empty: give at least one category")
 
     def set_vocabulary(self, text_embeddings: Tensor) -> None:
         """Use ``text_embeddings`` (Tensor[C, D], any norm) as the default vocabulary."""
@@ -65,7 +67,7 @@ class TextClassifier(nn.Module):
         """
         if text_embeddings is None:
             if self.text_embeddings.shape[0] == 0:
-                raise ValueError(
+                raise InputError(
                     "no vocabulary: call model.set_vocabulary(text_embeddings) or pass "
                     "text_embeddings=..."
                 )

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.transforms.v2 import functional as TF
 
+from vlpart.core.errors import InputError
 from vlpart.model.ops import paste_masks
 
 __all__ = ["PIXEL_MEAN", "PIXEL_STD", "DetectorTransform", "resize_image", "resized_shape"]
@@ -118,7 +119,7 @@ class DetectorTransform(nn.Module):
         resized, out_targets = [], [] if targets is not None else None
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[0] != 3:
-                raise ValueError(
+                raise InputError(
                     f"image {i}: expected a [3, H, W] RGB tensor, got {list(image.shape)}"
                 )
             height, width = image.shape[-2:]

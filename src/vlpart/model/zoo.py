@@ -6,7 +6,7 @@ of its evaluation (the config's test set) and the numbers the authors report for
 zoo does not give are ``None``.
 
 :func:`prepare` turns a name into a local vlpart checkpoint: the first use downloads the ``.pth``
-into ``$VLPART_CACHE/checkpoints`` (through :func:`vlpart.weights.fetch`: resumable, mirror,
+into ``$VLPART_CACHE/checkpoints`` (through :func:`vlpart.core.weights.fetch`: resumable, mirror,
 one-line offline error) and converts it once (:mod:`vlpart.model.convert`) to
 ``<name>.safetensors`` + ``<name>.json``; later uses load the converted file.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from vlpart.weights import cache_dir, fetch
+from vlpart.core.errors import InputError
+from vlpart.core.weights import cache_dir, fetch
 
 __all__ = [
     "CHECKPOINT_SUBDIR",
@@ -32,6 +33,7 @@ __all__ = [
     "get_model",
     "is_cached",
     "list_models",
+    "model_table",
     "prepare",
 ]
 
@@ -360,7 +362,7 @@ def _registry(specs: Iterable[ModelSpec]) -> dict[str, ModelSpec]:
     out: dict[str, ModelSpec] = {}
     for spec in specs:
         if spec.name in out:
-            raise ValueError(f"model zoo: {spec.name!r} is registered twice")
+            raise InputError(f"model zoo: {spec.name!r} is registered twice")
         out[spec.name] = spec
     return out
 
@@ -385,9 +387,27 @@ def get_model(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}{hint} (`vlpart models` lists all {len(MODELS)})"
         ) from None
+
+
+def model_table() -> list[tuple[str, ...]]:
+    """``vlpart models``: a header row, then per model its name, backbone, training data, the AP
+    its authors report (on its benchmark) and whether it is in the cache."""
+    rows = [("name", "backbone", "training data", "reported AP", "cached")]
+    for spec in MODELS.values():
+        ap = spec.reported_ap
+        rows.append(
+            (
+                spec.name,
+                "Swin-B cascade" if spec.cascade else "R50",
+                " + ".join(spec.training_data),
+                f"{ap:.1f} {BENCHMARK_NAMES[spec.vocabulary]}" if ap is not None else "-",
+                "yes" if is_cached(spec.name) else "no",
+            )
+        )
+    return rows
 
 
 def checkpoint_path(name: str) -> Path:
@@ -413,7 +433,7 @@ def prepare(name: str, *, progress: bool = True) -> Path:
     Raises:
         ValueError: unknown name, or a downloaded file that is not a VLPart checkpoint.
         FileNotFoundError: offline and not cached (one line: what to download, where to put it).
-        vlpart.weights.DownloadError: the download failed.
+        vlpart.core.weights.DownloadError: the download failed.
     """
     from vlpart.model.checkpoint import save_checkpoint
     from vlpart.model.convert import load_official_state_dict, official_checkpoint
@@ -431,10 +451,10 @@ def prepare(name: str, *, progress: bool = True) -> Path:
             state = load_official_state_dict(raw)
         except ValueError as err:  # truncated, or not a checkpoint at all: do not keep it
             raw.unlink(missing_ok=True)
-            raise ValueError(f"{err}; removed the download, run again to fetch it anew") from None
+            raise InputError(f"{err}; removed the download, run again to fetch it anew") from None
         model, info = official_checkpoint(state, source=str(raw))
         if (info.config.backbone, info.config.cascade) != (spec.backbone, spec.cascade):
-            raise ValueError(
+            raise InputError(
                 f"{raw}: holds a {info.config.backbone} (cascade={info.config.cascade}) "
                 f"detector, but {name} is a {spec.architecture}; remove the file and run again"
             )

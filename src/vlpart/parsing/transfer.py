@@ -18,7 +18,8 @@ from scipy import ndimage
 from torch import Tensor
 from torchvision.ops import box_iou, masks_to_boxes
 
-from vlpart.vocab import Vocabulary
+from vlpart.core.errors import InputError
+from vlpart.core.vocab import Vocabulary
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -86,7 +87,7 @@ def match_patches(
     """
     fg_index = base_foreground.flatten().nonzero()[:, 0]
     if fg_index.numel() == 0:
-        raise ValueError("the base image has no foreground cell to match against")
+        raise InputError("the base image has no foreground cell to match against")
     base = F.normalize(base_dense.flatten(0, 1)[fg_index].float(), dim=-1)
     novel = F.normalize(novel_dense.flatten(0, 1).float(), dim=-1)
     best_sim, best_idx = [], []
@@ -227,7 +228,7 @@ def rename_part(category: str, novel_object: str, vocabulary: Vocabulary) -> str
     """
     _, sep, part = category.partition(":")
     if not sep or not part.strip():
-        raise ValueError(f"base part category {category!r} is not of the form 'object:part'")
+        raise InputError(f"base part category {category!r} is not of the form 'object:part'")
     part = part.strip().lower()
     candidates = [part]
     for group in PART_SYNONYMS:

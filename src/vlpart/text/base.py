@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlpart._io import atomic_write
+from vlpart.core.errors import InputTypeError
+from vlpart.core.fileio import atomic_write
 
 __all__ = ["EmbeddingCache", "TextEncoder", "default_cache_dir"]
 
@@ -79,7 +80,7 @@ class TextEncoder(ABC):
             Tensor[N, D], float32, CPU, rows of unit L2 norm, in the order of ``prompts``.
         """
         if isinstance(prompts, str):
-            raise TypeError("encode() takes a list of prompts, not a single string")
+            raise InputTypeError("encode() takes a list of prompts, not a single string")
         rows: list[np.ndarray | None] = [
             self.cache.get(self.identity, p) if self.cache else None for p in prompts
         ]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from vlpart.core.errors import MissingDependencyError, MissingFileError, RunError
+from vlpart.core.weights import WeightSource, hf_cached, hf_url, resolve
 from vlpart.text.base import TextEncoder
-from vlpart.weights import WeightSource, hf_cached, hf_url, resolve
 
 __all__ = ["CLIP_RN50_WEIGHTS", "CLIP_WEIGHTS_ENV", "ClipTextEncoder"]
 
@@ -26,7 +27,7 @@ CLIP_RN50_WEIGHTS = WeightSource(
     "offline 'minilm' encoder or 'precomputed' embeddings",
 )
 """The paper's text tower (open_clip's own RN50 ``openai`` file), found by
-:func:`vlpart.weights.resolve`."""
+:func:`vlpart.core.weights.resolve`."""
 
 
 def _clip_weights(model_name: str, weights: str | None) -> tuple[str, str]:
@@ -38,7 +39,7 @@ def _clip_weights(model_name: str, weights: str | None) -> tuple[str, str]:
     if chosen and chosen != "openai":
         path = Path(chosen).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{chosen}: CLIP weights file not found (from "
                 f"{'the clip_weights argument' if weights else '$' + CLIP_WEIGHTS_ENV})"
             )
@@ -57,7 +58,7 @@ class ClipTextEncoder(TextEncoder):
         weights: a local state-dict file (``.bin``, ``.pt`` or ``.safetensors``, e.g.
             ``open_clip_model.safetensors`` of ``timm/resnet50_clip.openai``), ``None`` or
             ``"openai"`` for ``$VLPART_CLIP_WEIGHTS`` or else the released ``openai`` weights
-            (RN50: through :func:`vlpart.weights.resolve` into ``$VLPART_CACHE/clip``; other
+            (RN50: through :func:`vlpart.core.weights.resolve` into ``$VLPART_CACHE/clip``; other
             architectures: open_clip's download), or ``"random"`` for an untrained tower (tests
             only: its embeddings mean nothing).
         cache_dir: embedding cache directory, or None for no cache.
@@ -81,7 +82,7 @@ class ClipTextEncoder(TextEncoder):
         try:
             import open_clip
         except ImportError:
-            raise ImportError(
+            raise MissingDependencyError(
                 "the clip text encoder needs open_clip: pip install 'vlpart[clip]'"
             ) from None
         source, tag = (
@@ -99,7 +100,7 @@ class ClipTextEncoder(TextEncoder):
         except (OSError, RuntimeError) as err:
             if source != "openai":
                 raise
-            raise RuntimeError(
+            raise RunError(
                 f"could not download CLIP {model_name} 'openai' weights ({err}). Offline, pass a "
                 f"local file with --clip-weights PATH or ${CLIP_WEIGHTS_ENV}, or use the offline "
                 "'minilm' encoder or 'precomputed' embeddings."

