@@ -7,7 +7,7 @@ RN50 part embeddings and report mask AP50 on those same photos as training goes 
 Trains in chunks of ``--eval-every`` iterations (each chunk resumes the previous one exactly),
 evaluates after each, stops once mask AP50 reaches ``--target``, and prints one JSON object:
 settings, seconds per iteration, and the AP curve. The same settings back the slow test
-``tests/engine/test_learning.py``.
+``tests/training/test_learning.py``.
 """
 
 from __future__ import annotations

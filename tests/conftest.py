@@ -173,6 +173,8 @@ def pytest_collection_modifyitems(config, items):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# The one tiny detector of the suite: random init, 96 px, narrow FPN, few RoIs. Tests change it
+# only through ``tiny_config(**overrides)``.
 TINY_MODEL = {
     "backbone": "efficientnet_lite0",
     "backbone_weights": None,
@@ -188,12 +190,56 @@ TINY_MODEL = {
     "mask_rois_per_image": 8,
     "score_thresh": 0.0,
 }
+# Its ResNet-50 variant (the official layout's trunk), with 32-d text rows: what the model,
+# predictor and video tests exercise.
+TINY_RESNET = {
+    "backbone": "resnet50",
+    "max_size": 128,
+    "text_dim": 32,
+    "rpn_post_nms_top_n_test": 50,
+    "detections_per_image": 10,
+}
+TINY_NUM_CLASSES = 5
 
 
 @pytest.fixture(scope="session")
 def tiny_model_settings() -> dict:
     """``TINY_MODEL``, the model settings of the suites' fast training configs."""
     return dict(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(**overrides)`` -> the ResNet-50 tiny ``ModelConfig`` (``TINY_MODEL`` with
+    ``TINY_RESNET``), with ``overrides`` on top."""
+    from vlpart.core.config import ModelConfig
+
+    def make(**overrides) -> ModelConfig:
+        return ModelConfig(**{**TINY_MODEL, **TINY_RESNET, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_config):
+    """``tiny_models(backbone, cascade)`` -> a cached random-init model in eval mode with a
+    5-class vocabulary set; tests that train take a ``copy.deepcopy``."""
+    from vlpart.model import build_model
+
+    cache = {}
+
+    def get(backbone: str = "resnet50", cascade: bool = False):
+        key = (backbone, cascade)
+        if key not in cache:
+            state = torch.get_rng_state()
+            torch.manual_seed(0)
+            model = build_model(tiny_config(backbone=backbone, cascade=cascade))
+            model.set_vocabulary(torch.randn(TINY_NUM_CLASSES, TINY_RESNET["text_dim"]))
+            torch.set_rng_state(state)
+            cache[key] = model.eval()
+        return cache[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

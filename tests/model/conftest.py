@@ -1,4 +1,5 @@
-"""Tiny detectors shared by the model tests (built once per session, random init)."""
+"""Batches and official-layout state dicts shared by the model tests (the tiny detectors are
+``tiny_config`` / ``tiny_models`` in the root conftest)."""
 
 from __future__ import annotations
 
@@ -7,57 +8,6 @@ import math
 import pytest
 import torch
 from torchvision.models import resnet50
-
-from vlpart.core.config import ModelConfig
-from vlpart.model import build_model
-
-TEXT_DIM = 32
-NUM_CLASSES = 5
-
-
-def tiny_model_config(**overrides) -> ModelConfig:
-    """Random-init detector at 64–128 px with narrow FPN and few RoIs."""
-    values = dict(
-        backbone="resnet50",
-        backbone_weights=None,
-        fpn_channels=32,
-        min_size=96,
-        max_size=128,
-        text_dim=TEXT_DIM,
-        roi_batch_size_per_image=32,
-        rpn_pre_nms_top_n_test=200,
-        rpn_post_nms_top_n_test=50,
-        detections_per_image=10,
-        score_thresh=0.0,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
-
-
-@pytest.fixture(scope="session")
-def tiny_config():
-    """``tiny_config(**overrides)`` → :func:`tiny_model_config`."""
-    return tiny_model_config
-
-
-@pytest.fixture(scope="session")
-def tiny_models():
-    """``tiny_models(backbone, cascade)`` → a cached random-init model in eval mode with a
-    5-class vocabulary set; tests that train take a ``copy.deepcopy``."""
-    cache = {}
-
-    def get(backbone: str = "resnet50", cascade: bool = False):
-        key = (backbone, cascade)
-        if key not in cache:
-            state = torch.get_rng_state()
-            torch.manual_seed(0)
-            model = build_model(tiny_model_config(backbone=backbone, cascade=cascade))
-            model.set_vocabulary(torch.randn(NUM_CLASSES, TEXT_DIM))
-            torch.set_rng_state(state)
-            cache[key] = model.eval()
-        return cache[key]
-
-    return get
 
 
 @pytest.fixture

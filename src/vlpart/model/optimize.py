@@ -197,7 +197,7 @@ def inference_copy(model: nn.Module) -> nn.Module:
     parameter and buffer outside the backbone is shared with ``model``, not copied.
 
     The copy computes what ``model`` computes up to float rounding (checked in
-    ``tests/model/test_optimize.py`` and ``tests/test_predictor.py``); ``model`` is left
+    ``tests/model/test_optimize.py`` and ``tests/inference/test_segmenter.py``); ``model`` is left
     untouched.
     """
     backbone_ids = {id(t) for t in (*model.backbone.parameters(), *model.backbone.buffers())}

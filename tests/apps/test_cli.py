@@ -8,7 +8,7 @@ import pytest
 
 from vlpart.apps.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_vocab_list(capsys):

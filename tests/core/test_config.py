@@ -74,7 +74,7 @@ def test_optional_fields_and_int_to_float():
 def test_every_shipped_config_loads():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
     assert len(configs) >= 6
     for path in configs:
         cfg = Config.from_yaml(path)
@@ -86,7 +86,7 @@ def test_every_shipped_config_loads():
 
 def test_max_score_ablation_has_a_config():
     path = (
-        Path(__file__).resolve().parents[1] / "configs/pascal_part_r50_base_voc_in_max_score.yaml"
+        Path(__file__).resolve().parents[2] / "configs/pascal_part_r50_base_voc_in_max_score.yaml"
     )
     config = Config.from_yaml(path)
     assert config.model.image_label_mode == "max_score"

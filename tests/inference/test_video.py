@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from vlpart.apps.cli import main
-from vlpart.core.config import ModelConfig
 from vlpart.core.vocab import parse_vocabulary
 from vlpart.inference.segmenter import PartSegmenter
 from vlpart.inference.video import predict_video, write_video
@@ -39,22 +38,12 @@ def _decode(path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_config):
     """A random-init ResNet-50 detector (its masks are not empty) and text rows for VOCAB in
     which ``dog:head`` equals ``dog``: every box then comes out as both, so each head has a
     parent (the ``dog`` with the same mask)."""
     root = tmp_path_factory.mktemp("video_model")
-    cfg = ModelConfig(
-        backbone="resnet50",
-        backbone_weights=None,
-        fpn_channels=32,
-        min_size=96,
-        max_size=128,
-        text_dim=TEXT_DIM,
-        rpn_pre_nms_top_n_test=200,
-        rpn_post_nms_top_n_test=50,
-        detections_per_image=10,
-    )
+    cfg = tiny_config(text_dim=TEXT_DIM, score_thresh=0.05)
     torch.manual_seed(0)
     weights = save_checkpoint(
         build_model(cfg), root / "model.safetensors", config=cfg, text_encoder="precomputed"

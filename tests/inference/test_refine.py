@@ -441,7 +441,7 @@ def test_unrefined_path_does_not_import_segment_anything(tiny_checkpoint, photo,
         f"'--vocab', 'dog', '--out', {str(tmp_path)!r}]); "
         "assert rc == 0, rc; assert 'segment_anything' not in sys.modules; print('ok')"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(refine.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(refine.__file__).parents[3])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
