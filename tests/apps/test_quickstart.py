@@ -60,12 +60,15 @@ def test_budget_cuts_every_row_by_one_factor_and_never_raises():
 
 
 def test_toy_quickstart_is_identical_across_two_runs_with_one_seed(tmp_path):
-    # Long enough for non-zero AP, so that equal numbers mean something.
+    # Reproducibility is checked on what every CPU computes the same way on itself: the weights
+    # of two runs, byte for byte, and every number derived from them. Whether 30 toy steps reach
+    # a non-zero AP depends on the CPU's float kernels (zero on some AVX-512 machines), so AP is
+    # not a precondition; the parse stage, which needs the trained detector's proposals, is.
     toy = QuickstartSettings(**{**TOY.__dict__, "base_iterations": 30, "finetune_iterations": 6})
     first = run_quickstart(tmp_path / "a", toy)
     second = run_quickstart(tmp_path / "b", toy)
     assert [r["row"] for r in first["rows"]] == ["A", "B", "C"]
-    assert any(v for r in first["rows"] for v in r["box"].values())
+    assert first["parsed"]["parts"] > 0
     for a, b in zip(first["rows"], second["rows"], strict=True):
         assert a["mask"] == b["mask"] and a["box"] == b["box"]
     assert first["parsed"] == second["parsed"]
