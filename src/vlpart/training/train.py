@@ -229,6 +229,7 @@ def _train(
     init_weights: str | Path | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
 ) -> Path:
+    """:func:`train` inside the process group: set up (or resume) the run, loop, finish."""
     if dist.is_main:
         remove_orphans(out)
     checkpoint = _resume_point(out) if resume else None
