@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_PIXELS_ENV",
     "OutputSet",
+    "append_text",
     "atomic_write",
     "errors_name",
     "fsync_dir",
@@ -130,6 +131,21 @@ def write_bytes_durable(path: str | Path, data: bytes) -> None:
             written = os.write(fd, view[:_CHUNK])
             view = view[written:]
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` (UTF-8) to ``path`` (created if needed), for logs of JSON lines.
+
+    Not atomic: a kill can leave a torn last line, which readers of such logs must skip.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        with errors_name(path):
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view[:_CHUNK]) :]
     finally:
         os.close(fd)
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from vlpart.core.coco import category_records, write_coco
 from vlpart.core.fileio import OutputSet, read_image, read_image_size, remove_orphans
 from vlpart.core.vocab import Vocabulary
+from vlpart.inference.prediction import Prediction
 from vlpart.inference.segmenter import PartSegmenter
 
 __all__ = ["IMAGE_SUFFIXES", "PredictSummary", "expand_inputs", "predict_files"]
@@ -202,10 +203,7 @@ def _predict_into(
             )
             for path, array, size, pred in zip(chunk, arrays, sizes, preds, strict=True):
                 image_id = len(images_info) + 1
-                name = _safe_name(path.stem)
-                while name in used_names:
-                    name = f"{name}_{image_id}"
-                used_names.add(name)
+                name = _unique_name(path.stem, used_names, image_id)
                 images_info.append(
                     {
                         "id": image_id,
@@ -216,17 +214,7 @@ def _predict_into(
                     }
                 )
                 results.extend(pred.to_coco(image_id))
-                overlay = pred.render(array)
-                outputs.write(
-                    out / "overlays" / f"{name}.png", lambda tmp, im=overlay: im.save(tmp, "PNG")
-                )
-                if save_masks:
-                    for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
-                        picture = Image.fromarray(mask.astype(np.uint8) * 255)
-                        outputs.write(
-                            out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
-                            lambda tmp, im=picture: im.save(tmp, "PNG"),
-                        )
+                _write_pictures(outputs, out, name, array, pred, save_masks=save_masks)
                 summary.processed.append(path)
                 summary.num_instances += len(pred)
                 bar.update(1)
@@ -239,3 +227,36 @@ def _predict_into(
     )
     outputs.write_json(out / "results.json", results)
     return summary
+
+
+def _unique_name(stem: str, used: set[str], image_id: int) -> str:
+    """A file-safe name for ``stem`` not in ``used`` (suffixed with ``image_id`` until it is
+    free); added to ``used``."""
+    name = _safe_name(stem)
+    while name in used:
+        name = f"{name}_{image_id}"
+    used.add(name)
+    return name
+
+
+def _write_pictures(
+    outputs: OutputSet,
+    out: Path,
+    name: str,
+    array: np.ndarray,
+    pred: Prediction,
+    *,
+    save_masks: bool,
+) -> None:
+    """``overlays/<name>.png`` (``pred`` drawn on ``array``, ``np.ndarray[H, W, 3]`` uint8 RGB)
+    and with ``save_masks`` one ``masks/<name>/<k>_<label>.png`` per instance."""
+    overlay = pred.render(array)
+    outputs.write(out / "overlays" / f"{name}.png", lambda tmp: overlay.save(tmp, "PNG"))
+    if not save_masks:
+        return
+    for k, (mask, label) in enumerate(zip(pred.masks, pred.labels, strict=True)):
+        picture = Image.fromarray(mask.astype(np.uint8) * 255)
+        outputs.write(
+            out / "masks" / name / f"{k:03d}_{_safe_name(label)}.png",
+            lambda tmp, im=picture: im.save(tmp, "PNG"),
+        )

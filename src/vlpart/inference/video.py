@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -124,28 +124,20 @@ def predict_video(
         ValueError: ``every`` < 1, a file that is not a readable video, or one whose first
             frame cannot be decoded.
     """
-    import av
-
     if every < 1:
         raise InputError(f"every must be at least 1, got {every}")
     is_device = input_format is not None
     if not is_device and not Path(source).is_file():
         raise MissingFileError(f"{source}: no such video file")
     segmenter.text_embeddings(vocabulary)  # encode once up front; cached for every frame
-    try:
-        container = av.open(str(source), format=input_format)
-    except av.error.FFmpegError as err:
-        raise InputError(f"{source}: not a readable video ({err.strerror or err})") from None
+    container = _open_video(source, input_format)
     stem = "webcam" if is_device else Path(source).stem
     out = Path(out_dir)
     summary = VideoSummary(source=str(source))
-    images: list[dict] = []
-    results: list[dict] = []
     with container:
         if not container.streams.video:
             raise InputError(f"{source}: no video stream")
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or FALLBACK_RATE
         frames = _frames(container, stream, summary)
         try:
             first = next(frames)
@@ -153,74 +145,130 @@ def predict_video(
             why = summary.error or "it holds no frames"
             raise InputError(f"{source}: no frame could be decoded ({why})") from None
         height, width = first[1].shape[:2]
-        bar = tqdm(total=stream.frames or None, desc=stem, unit="frame", disable=not progress)
-
-        def segment(index: int, seconds: float, array: np.ndarray) -> Prediction:
-            pred = segmenter.predict(array, vocabulary=vocabulary, score_threshold=score_threshold)
-            images.append(
-                {
-                    "id": len(images) + 1,
-                    "frame_index": index,
-                    "time": round(seconds, 4),
-                    "width": width,
-                    "height": height,
-                }
-            )
-            results.extend(pred.to_coco(len(images)))
-            summary.frames_processed += 1
-            summary.num_instances += len(pred)
-            return pred
-
-        def encode(tmp: Path) -> None:
-            with _open_sink(tmp) as sink:
-                video = _add_stream(sink, width, height, rate)
-                try:
-                    for index, (seconds, array) in enumerate(_chain(first, frames)):
-                        if index % every == 0:
-                            latest = segment(index, seconds, array)
-                        frame = av.VideoFrame.from_image(latest.render(array))
-                        frame.pts = index
-                        for packet in video.encode(frame):
-                            sink.mux(packet)
-                        summary.frames_decoded += 1
-                        bar.update(1)
-                except KeyboardInterrupt:  # a camera's normal stop; a file keeps what it has
-                    if not is_device:
-                        summary.error = (
-                            f"{source}: interrupted after {summary.frames_decoded} frames"
-                        )
-                for packet in video.encode():
-                    sink.mux(packet)
-
+        run = _VideoRun(
+            segmenter=segmenter,
+            vocabulary=vocabulary,
+            score_threshold=score_threshold,
+            every=every,
+            is_device=is_device,
+            summary=summary,
+            width=width,
+            height=height,
+            rate=stream.average_rate or stream.guessed_rate or FALLBACK_RATE,
+            frames=_chain(first, frames),
+            bar=tqdm(total=stream.frames or None, desc=stem, unit="frame", disable=not progress),
+        )
         start = time.perf_counter()
         try:
-            atomic_write(out / f"{stem}.mp4", encode)
+            atomic_write(out / f"{stem}.mp4", run.encode)
         finally:
-            bar.close()
+            run.bar.close()
         summary.seconds = time.perf_counter() - start
         if summary.error is None and stream.frames and summary.frames_decoded < stream.frames:
             summary.error = (
                 f"{source}: truncated: decoded {summary.frames_decoded} of the "
                 f"{stream.frames} frames its header lists"
             )
-    video_info = {
-        "file_name": str(source),
-        "fps": float(rate),
-        "width": width,
-        "height": height,
-        "frames_decoded": summary.frames_decoded,
-        "every": every,
-        "complete": summary.error is None,
-        "error": summary.error,
-    }
-    write_coco(
-        out / f"{stem}.json",
-        info={"video": video_info},
-        images=images,
-        categories=category_records(vocabulary),
-        annotations=results,
-    )
+    run.write_coco(out / f"{stem}.json")
     return summary
+
+
+def _open_video(source: str | Path, input_format: str | None):
+    """The PyAV container of ``source``.
+
+    Raises:
+        ValueError: FFmpeg cannot open it.
+    """
+    import av
+
+    try:
+        return av.open(str(source), format=input_format)
+    except av.error.FFmpegError as err:
+        raise InputError(f"{source}: not a readable video ({err.strerror or err})") from None
+
+
+@dataclass
+class _VideoRun:
+    """One video being segmented and re-encoded: the frames to read, what is collected for
+    the COCO file (``images``, ``results``) and the counts of ``summary``."""
+
+    segmenter: PartSegmenter
+    vocabulary: Vocabulary
+    score_threshold: float | None
+    every: int
+    is_device: bool
+    summary: VideoSummary
+    width: int
+    height: int
+    rate: Fraction
+    frames: Iterator[tuple[float, np.ndarray]]  # (seconds, np.ndarray[H, W, 3] uint8 RGB)
+    bar: tqdm
+    images: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+    def segment(self, index: int, seconds: float, array: np.ndarray) -> Prediction:
+        """Segment frame ``index`` and record its image entry and COCO results."""
+        pred = self.segmenter.predict(
+            array, vocabulary=self.vocabulary, score_threshold=self.score_threshold
+        )
+        self.images.append(
+            {
+                "id": len(self.images) + 1,
+                "frame_index": index,
+                "time": round(seconds, 4),
+                "width": self.width,
+                "height": self.height,
+            }
+        )
+        self.results.extend(pred.to_coco(len(self.images)))
+        self.summary.frames_processed += 1
+        self.summary.num_instances += len(pred)
+        return pred
+
+    def write_coco(self, path: Path) -> None:
+        """The COCO file of the segmented frames, with ``info.video`` (module docstring)."""
+        video_info = {
+            "file_name": self.summary.source,
+            "fps": float(self.rate),
+            "width": self.width,
+            "height": self.height,
+            "frames_decoded": self.summary.frames_decoded,
+            "every": self.every,
+            "complete": self.summary.error is None,
+            "error": self.summary.error,
+        }
+        write_coco(
+            path,
+            info={"video": video_info},
+            images=self.images,
+            categories=category_records(self.vocabulary),
+            annotations=self.results,
+        )
+
+    def encode(self, tmp: Path) -> None:
+        """Write every frame with the overlay of the latest segmented one to ``tmp``."""
+        import av
+
+        with _open_sink(tmp) as sink:
+            video = _add_stream(sink, self.width, self.height, self.rate)
+            try:
+                for index, (seconds, array) in enumerate(self.frames):
+                    if index % self.every == 0:
+                        latest = self.segment(index, seconds, array)
+                    frame = av.VideoFrame.from_image(latest.render(array))
+                    frame.pts = index
+                    for packet in video.encode(frame):
+                        sink.mux(packet)
+                    self.summary.frames_decoded += 1
+                    self.bar.update(1)
+            except KeyboardInterrupt:  # a camera's normal stop; a file keeps what it has
+                if not self.is_device:
+                    self.summary.error = (
+                        f"{self.summary.source}: interrupted after "
+                        f"{self.summary.frames_decoded} frames"
+                    )
+            for packet in video.encode():
+                sink.mux(packet)
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float) -> Path:

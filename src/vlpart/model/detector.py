@@ -11,9 +11,10 @@ from torchvision.models.detection.image_list import ImageList
 from vlpart.core.config import Config, ModelConfig
 from vlpart.core.errors import InputError
 from vlpart.model.backbones import build_backbone
+from vlpart.model.cascade import CascadeRoIHeads
 from vlpart.model.losses import LOSS_WEIGHTS, DataKind
 from vlpart.model.ops import contiguous_maps
-from vlpart.model.roi_heads import CascadeRoIHeads, TextRoIHeads
+from vlpart.model.roi_heads import TextRoIHeads
 from vlpart.model.rpn import ProposalNetwork, build_rpn
 from vlpart.model.transform import DetectorTransform
 

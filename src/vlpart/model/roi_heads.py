@@ -1,5 +1,5 @@
 """RoI heads with a text classifier, sigmoid/federated/image-level losses, class-agnostic box
-regression and masks, and the 3-stage cascade variant.
+regression and masks (the 3-stage cascade variant is :mod:`vlpart.model.cascade`).
 
 torchvision's :class:`~torchvision.models.detection.roi_heads.RoIHeads` supplies matching,
 sampling and box coding; ``forward`` is overridden because the stock one calls softmax
@@ -14,10 +14,10 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BoxCoder, Matcher
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
 
 from vlpart.core.errors import InputError
 from vlpart.model.losses import (
@@ -29,23 +29,19 @@ from vlpart.model.losses import (
     mask_loss,
     sigmoid_classification_loss,
 )
-from vlpart.model.ops import MultiLevelRoIAlign, batched_nms, mask_targets, scale_gradient
+from vlpart.model.ops import MultiLevelRoIAlign, batched_nms, mask_targets
 from vlpart.model.text_classifier import TextBoxPredictor
 
 __all__ = [
-    "CASCADE_BOX_WEIGHTS",
-    "CASCADE_IOUS",
     "BOX_WEIGHTS",
-    "CascadeRoIHeads",
     "TextRoIHeads",
     "build_box_head",
     "build_mask_branch",
+    "decode_boxes",
+    "detection_scores",
 ]
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-# Cascade R-CNN (Cai & Vasconcelos 2018): IoU thresholds and box-coder weights per stage.
-CASCADE_IOUS = (0.5, 0.6, 0.7)
-CASCADE_BOX_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))
 BOX_POOL_SIZE = 7
 MASK_POOL_SIZE = 14
 BOX_HEAD_DIM = 1024
@@ -200,6 +196,44 @@ class TextRoIHeads(RoIHeads):
             mask = federated_class_mask(labels, weights)
         return sigmoid_classification_loss(class_logits, labels, class_mask=mask)
 
+    def _box_losses(
+        self,
+        class_logits: Tensor,
+        deltas: Tensor,
+        boxes: list[Tensor],
+        matched_idxs: list[Tensor],
+        labels: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+        *,
+        wanted: set[str],
+        coder: BoxCoder,
+        class_image_counts: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """``loss_cls`` and ``loss_box_reg`` (those in ``wanted``) of one box stage.
+
+        Args:
+            class_logits (Tensor[S, C + 1]): of the sampled boxes of all images, concatenated.
+            deltas (Tensor[S, 4]): their predicted box deltas (``coder``'s encoding).
+            boxes, matched_idxs, labels: per image, as :meth:`_sample` returns them.
+        """
+        num_classes = class_logits.shape[1] - 1
+        all_labels = _background_last(torch.cat(labels), num_classes)
+        out: dict[str, Tensor] = {}
+        if "loss_cls" in wanted:
+            out["loss_cls"] = self._classification_loss(
+                class_logits, all_labels, class_image_counts
+            )
+        if "loss_box_reg" in wanted:
+            gt = [
+                t["boxes"].to(b)[m] if len(t["boxes"]) else torch.zeros_like(b)
+                for t, b, m in zip(targets, boxes, matched_idxs, strict=True)
+            ]
+            target_deltas = torch.cat(coder.encode(gt, boxes))
+            out["loss_box_reg"] = box_regression_loss(
+                deltas, target_deltas, all_labels < num_classes
+            )
+        return out
+
     def _mask_losses(
         self,
         features: list[Tensor],
@@ -327,42 +361,71 @@ class TextRoIHeads(RoIHeads):
         text_embeddings: Tensor | None,
         class_image_counts: Tensor | None,
     ) -> dict[str, Tensor]:
-        predictor = self.box_predictor
+        """The ``wanted`` losses: image-level, then classification and box regression of the
+        box stage(s) on the sampled proposals, then masks on the same samples."""
         out: dict[str, Tensor] = {}
         if "loss_image" in wanted:
-            out["loss_image"] = self._image_losses(
-                lambda x: predictor.cls_score(self.box_head(x), text_embeddings),
-                maps,
-                proposals,
-                targets,
-            )
+            out["loss_image"] = self._image_loss(maps, proposals, targets, text_embeddings)
         if not wanted & {"loss_cls", "loss_box_reg", "loss_mask"}:
             return out
-        boxes, matched_idxs, labels = self._sample(proposals, targets)
-        box_feats = self.box_head(self.box_roi_pool(maps, boxes))
-        class_logits = predictor.cls_score(box_feats, text_embeddings)
-        num_classes = class_logits.shape[1] - 1
-        all_labels = _background_last(torch.cat(labels), num_classes)
-        if "loss_cls" in wanted:
-            out["loss_cls"] = self._classification_loss(
-                class_logits, all_labels, class_image_counts
-            )
-        if "loss_box_reg" in wanted:
-            gt = [
-                t["boxes"].to(b)[m] if len(t["boxes"]) else torch.zeros_like(b)
-                for t, b, m in zip(targets, boxes, matched_idxs, strict=True)
-            ]
-            target_deltas = self.box_coder.encode(gt, boxes)
-            out["loss_box_reg"] = box_regression_loss(
-                predictor.bbox_pred(box_feats),
-                torch.cat(target_deltas),
-                all_labels < num_classes,
-            )
+        sampled = self._sample(proposals, targets)
+        box_losses, num_classes = self._stage_losses(
+            maps,
+            sampled,
+            image_sizes,
+            targets,
+            wanted=wanted,
+            text_embeddings=text_embeddings,
+            class_image_counts=class_image_counts,
+        )
+        out.update(box_losses)
         if "loss_mask" in wanted:
-            out["loss_mask"] = self._mask_losses(
-                maps, boxes, matched_idxs, labels, targets, num_classes
-            )
+            out["loss_mask"] = self._mask_losses(maps, *sampled, targets, num_classes)
         return out
+
+    def _image_loss(
+        self,
+        maps: list[Tensor],
+        proposals: list[Tensor],
+        targets: Sequence[Mapping[str, Tensor]],
+        text_embeddings: Tensor | None,
+    ) -> Tensor:
+        predictor = self.box_predictor
+        return self._image_losses(
+            lambda x: predictor.cls_score(self.box_head(x), text_embeddings),
+            maps,
+            proposals,
+            targets,
+        )
+
+    def _stage_losses(
+        self,
+        maps: list[Tensor],
+        sampled: tuple[list[Tensor], list[Tensor], list[Tensor]],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[Mapping[str, Tensor]],
+        *,
+        wanted: set[str],
+        text_embeddings: Tensor | None,
+        class_image_counts: Tensor | None,
+    ) -> tuple[dict[str, Tensor], int]:
+        """``loss_cls`` and ``loss_box_reg`` of the box head on ``sampled`` (as :meth:`_sample`
+        returns it), and the number C of classes."""
+        boxes, matched_idxs, labels = sampled
+        feats = self.box_head(self.box_roi_pool(maps, boxes))
+        class_logits, deltas = self.box_predictor(feats, text_embeddings)
+        losses = self._box_losses(
+            class_logits,
+            deltas,
+            boxes,
+            matched_idxs,
+            labels,
+            targets,
+            wanted=wanted,
+            coder=self.box_coder,
+            class_image_counts=class_image_counts,
+        )
+        return losses, class_logits.shape[1] - 1
 
     def _predict_boxes(
         self,
@@ -376,13 +439,9 @@ class TextRoIHeads(RoIHeads):
         ``sqrt(sigmoid(cls) · objectness)`` ``Tensor[R_i, C]``."""
         feats = self.box_head(self.box_roi_pool(maps, proposals))
         class_logits, deltas = self.box_predictor(feats, text_embeddings)
-        num_classes = class_logits.shape[1] - 1
-        sizes = [p.shape[0] for p in proposals]
-        decoded = self.box_coder.decode_single(deltas, torch.cat(proposals)).split(sizes)
-        boxes = [clip_boxes_to_image(b, s) for b, s in zip(decoded, image_sizes, strict=True)]
-        probs = class_logits[:, :num_classes].sigmoid().split(sizes)
-        scores = [(p * o[:, None]).sqrt() for p, o in zip(probs, proposal_scores, strict=True)]
-        return boxes, scores
+        boxes = decode_boxes(self.box_coder, deltas, proposals, image_sizes)
+        probs = class_logits[:, :-1].sigmoid()
+        return boxes, detection_scores(probs, proposal_scores)
 
     def _select(self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]) -> dict:
         """Score threshold (strict), per-class NMS and top-k over class-agnostic boxes.
@@ -400,141 +459,26 @@ class TextRoIHeads(RoIHeads):
         return {"boxes": det_boxes[keep], "scores": det_scores[keep], "labels": classes[keep]}
 
 
-class CascadeRoIHeads(TextRoIHeads):
-    """Three box stages (IoU 0.5/0.6/0.7, box-coder weights (10,10,5,5), (20,20,10,10),
-    (30,30,15,15)), each with its own box head and text classifier; each stage refines the
-    previous stage's boxes, test scores are the mean of the stages' class probabilities.
-
-    Takes the keyword arguments of :class:`TextRoIHeads`.
-    """
-
-    def __init__(self, in_channels: int, text_dim: int, **kwargs) -> None:
-        super().__init__(in_channels, text_dim, **kwargs)
-        self.stage_coders = [
-            BoxCoder(w, bbox_xform_clip=BOX_DELTA_CLIP) for w in CASCADE_BOX_WEIGHTS
-        ]
-        self.stage_matchers = [
-            Matcher(iou, iou, allow_low_quality_matches=False) for iou in CASCADE_IOUS
-        ]
-
-    def _make_box_heads(self, in_channels: int) -> nn.Module:
-        return nn.ModuleList(build_box_head(in_channels) for _ in CASCADE_IOUS)
-
-    def _make_box_predictors(self, text_dim: int) -> nn.Module:
-        return nn.ModuleList(TextBoxPredictor(BOX_HEAD_DIM, text_dim) for _ in CASCADE_IOUS)
-
-    def classifiers(self) -> list[nn.Module]:
-        return [p.cls_score for p in self.box_predictor]
-
-    def _run_stage(
-        self, stage: int, maps: list[Tensor], boxes: list[Tensor], text_embeddings: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        pooled = self.box_roi_pool(maps, boxes)
-        if self.training:
-            # detectron2's cascade: each stage's loss reaches the shared features with weight
-            # 1/3, so the pyramid sees the average of the stages' gradients.
-            pooled = scale_gradient(pooled, 1.0 / len(CASCADE_IOUS))
-        feats = self.box_head[stage](pooled)
-        return self.box_predictor[stage](feats, text_embeddings)
-
-    def _refine(
-        self, stage: int, deltas: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> list[Tensor]:
-        decoded = self.stage_coders[stage].decode(deltas.detach(), boxes).view(-1, 4)
-        return [
-            clip_boxes_to_image(b, s)
-            for b, s in zip(decoded.split([b.shape[0] for b in boxes]), image_sizes, strict=True)
-        ]
-
-    def _match(
-        self, stage: int, boxes: list[Tensor], targets: Sequence[Mapping[str, Tensor]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Match refined boxes at the stage's IoU; labels are -1 for background."""
-        matched, labels = [], []
-        for b, t in zip(boxes, targets, strict=True):
-            if len(t["boxes"]) == 0:
-                matched.append(torch.zeros(len(b), dtype=torch.int64, device=b.device))
-                labels.append(torch.full((len(b),), -1, dtype=torch.int64, device=b.device))
-                continue
-            idx = self.stage_matchers[stage](box_iou(t["boxes"].to(b), b))
-            lab = t["labels"][idx.clamp(min=0)]
-            matched.append(idx.clamp(min=0))
-            labels.append(torch.where(idx < 0, torch.full_like(lab, -1), lab))
-        return matched, labels
-
-    def _forward_train(
-        self,
-        maps: list[Tensor],
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-        targets: Sequence[Mapping[str, Tensor]],
-        wanted: set[str],
-        text_embeddings: Tensor | None,
-        class_image_counts: Tensor | None,
-    ) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        stages = range(len(CASCADE_IOUS))
-        if "loss_image" in wanted:
-            out["loss_image"] = sum(
-                self._image_losses(
-                    lambda x, k=k: self.box_predictor[k].cls_score(
-                        self.box_head[k](x), text_embeddings
-                    ),
-                    maps,
-                    proposals,
-                    targets,
-                )
-                for k in stages
-            ) / len(CASCADE_IOUS)
-        if not wanted & {"loss_cls", "loss_box_reg", "loss_mask"}:
-            return out
-        boxes, matched_idxs, labels = self._sample(proposals, targets)
-        first = (boxes, matched_idxs, labels)
-        for k in stages:
-            if k > 0:
-                matched_idxs, labels = self._match(k, boxes, targets)
-            class_logits, deltas = self._run_stage(k, maps, boxes, text_embeddings)
-            num_classes = class_logits.shape[1] - 1
-            all_labels = _background_last(torch.cat(labels), num_classes)
-            if "loss_cls" in wanted:
-                loss = self._classification_loss(class_logits, all_labels, class_image_counts)
-                out["loss_cls"] = out.get("loss_cls", 0) + loss
-            if "loss_box_reg" in wanted:
-                gt = [
-                    t["boxes"].to(b)[m] if len(t["boxes"]) else torch.zeros_like(b)
-                    for t, b, m in zip(targets, boxes, matched_idxs, strict=True)
-                ]
-                target_deltas = torch.cat(self.stage_coders[k].encode(gt, boxes))
-                loss = box_regression_loss(deltas, target_deltas, all_labels < num_classes)
-                out["loss_box_reg"] = out.get("loss_box_reg", 0) + loss
-            boxes = self._refine(k, deltas, boxes, image_sizes)
-        if "loss_mask" in wanted:
-            boxes, matched_idxs, labels = first
-            num_classes = class_logits.shape[1] - 1
-            out["loss_mask"] = self._mask_losses(
-                maps, boxes, matched_idxs, labels, targets, num_classes
-            )
-        return out
-
-    def _predict_boxes(
-        self,
-        maps: list[Tensor],
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-        proposal_scores: list[Tensor],
-        text_embeddings: Tensor | None,
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        boxes, probs = proposals, []
-        sizes = [p.shape[0] for p in proposals]
-        for k in range(len(CASCADE_IOUS)):
-            class_logits, deltas = self._run_stage(k, maps, boxes, text_embeddings)
-            probs.append(class_logits[:, :-1].sigmoid())
-            boxes = self._refine(k, deltas, boxes, image_sizes)
-        mean_probs = (sum(probs) / len(probs)).split(sizes)
-        scores = [(p * o[:, None]).sqrt() for p, o in zip(mean_probs, proposal_scores, strict=True)]
-        return boxes, scores
-
-
 def _background_last(labels: Tensor, num_classes: int) -> Tensor:
     """Map background ``-1`` to ``C`` (the loss functions' convention)."""
     return torch.where(labels < 0, torch.full_like(labels, num_classes), labels)
+
+
+def decode_boxes(
+    coder: BoxCoder, deltas: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+) -> list[Tensor]:
+    """Apply ``deltas`` (Tensor[sum R_i, 4]) to each image's ``boxes`` (Tensor[R_i, 4]) and
+    clip the results to its ``(H, W)``."""
+    decoded = coder.decode_single(deltas, torch.cat(boxes))
+    sizes = [b.shape[0] for b in boxes]
+    return [
+        clip_boxes_to_image(b, s) for b, s in zip(decoded.split(sizes), image_sizes, strict=True)
+    ]
+
+
+def detection_scores(probs: Tensor, proposal_scores: list[Tensor]) -> list[Tensor]:
+    """Per image ``sqrt(class probability · objectness)`` (Tensor[R_i, C]) from the class
+    probabilities of all images' proposals ``Tensor[sum R_i, C]`` and each image's
+    objectness ``Tensor[R_i]``."""
+    per_image = probs.split([o.shape[0] for o in proposal_scores])
+    return [(p * o[:, None]).sqrt() for p, o in zip(per_image, proposal_scores, strict=True)]

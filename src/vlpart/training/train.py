@@ -36,7 +36,7 @@ from tqdm import tqdm
 from vlpart.core.config import Config, SourceConfig, TrainConfig
 from vlpart.core.distributed import DistInfo, init_distributed, shutdown_distributed
 from vlpart.core.errors import InputError, MissingFileError, RunError
-from vlpart.core.fileio import read_text_file, remove_orphans, write_text_atomic
+from vlpart.core.fileio import append_text, read_text_file, remove_orphans, write_text_atomic
 from vlpart.core.kinds import DataKind
 from vlpart.data.datasets import (
     DetectionDataset,
@@ -220,14 +220,228 @@ def train(
         shutdown_distributed()
 
 
-def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> Path:
-    tcfg = cfg.train
+def _train(
+    cfg: Config,
+    out: Path,
+    dist: DistInfo,
+    *,
+    resume: bool,
+    init_weights: str | Path | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> Path:
+    """:func:`train` inside the process group: set up (or resume) the run, loop, finish."""
     if dist.is_main:
         remove_orphans(out)
     checkpoint = _resume_point(out) if resume else None
-    torch.manual_seed(tcfg.seed)
+    torch.manual_seed(cfg.train.seed)
     sources = build_sources(cfg)
+    run = _build_run(cfg, out, dist, sources, checkpoint=checkpoint, init_weights=init_weights)
+    sampler = _build_sampler(sources, cfg, dist)
+    rng_state = run.restore(checkpoint) if checkpoint is not None else None
+    if dist.is_main and resume:
+        _truncate_metrics(out / METRICS_FILE, run.iteration)
+    sampler.set_epoch(0, start_batch=run.iteration)
+    loader = _build_loader(sources, sampler, cfg.train)
+    if rng_state is not None:
+        _set_rng_state(rng_state)
+    # Created only once the data, the model and the weights have loaded: a start that fails
+    # leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        # The trace of a started run that ``--resume`` looks for, even before the first line.
+        append_text(out / METRICS_FILE, "")
+    bar = tqdm(
+        total=cfg.train.max_iter,
+        initial=run.iteration,
+        desc="train",
+        disable=not dist.is_main,
+        dynamic_ncols=True,
+    )
+    run.started = time.perf_counter()
+    try:
+        for images, targets in loader:
+            source, total, values = run.step(images, targets)
+            bar.update(1)
+            run.log(source, total, values, bar=bar)
+            if run.iteration % cfg.train.checkpoint_period == 0 and (
+                run.iteration < cfg.train.max_iter
+            ):
+                run.commit()
+            if on_step is not None:
+                on_step(run.iteration, values)
+    except KeyboardInterrupt:
+        run.commit()
+        raise
+    finally:
+        bar.close()
+    run.finish()
+    return out / MODEL_FILE
 
+
+@dataclass
+class _Run:
+    """The state of one training run between iterations, and the steps that change it."""
+
+    cfg: Config
+    out: Path
+    dist: DistInfo
+    sources: list[TrainSource]
+    model: torch.nn.Module
+    net: torch.nn.Module  # ``model``, wrapped in DistributedDataParallel under torchrun
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype
+    embeddings: list[Tensor]  # per source, [C, D] on the device
+    counts: list[Tensor | None]  # per source, [C] on the device
+    vocabulary: list[dict]  # every category seen in training, first source first
+    saved: SavedCheckpoint | None  # the newest committed checkpoint
+    iteration: int = 0
+    started: float = 0.0  # time.perf_counter() when the loop began
+
+    def restore(self, checkpoint: SavedCheckpoint) -> dict:
+        """Load the optimizer, scheduler and scaler state of ``checkpoint``; return the RNG
+        state of this rank, to set once the data loader is built.
+
+        Raises:
+            ValueError: a damaged state, or one from another experiment.
+        """
+        state = _load_state(checkpoint)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise InputError(
+                f"{checkpoint.state}: does not fit this config's optimizer ({err}); was it "
+                "saved by another experiment?"
+            ) from None
+        self.iteration = checkpoint.iteration
+        logger.info(
+            "resuming from iteration %d of %d (%s)",
+            self.iteration,
+            self.cfg.train.max_iter,
+            checkpoint.path,
+        )
+        return state["rng"][min(self.dist.rank, len(state["rng"]) - 1)]
+
+    def step(self, images: list[Tensor], targets: list[dict]) -> tuple[int, Tensor, dict]:
+        """One optimizer step on one batch (all from one source).
+
+        Returns:
+            The source index, the total loss (scalar) and each loss as a float.
+
+        Raises:
+            RunError: the loss is not finite.
+        """
+        tcfg, device = self.cfg.train, self.dist.device
+        source = targets[0]["dataset"]
+        images = [im.to(device) for im in images]
+        targets = [
+            {k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets
+        ]
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=tcfg.amp):
+            losses = self.net(
+                images,
+                targets,
+                kind=self.sources[source].kind,
+                text_embeddings=self.embeddings[source],
+                class_image_counts=self.counts[source],
+            )
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise RunError(
+                f"loss is {float(total)} at iteration {self.iteration}: "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if tcfg.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, tcfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iteration += 1
+        return source, total, {k: float(v.detach()) for k, v in losses.items()}
+
+    def log(self, source: int, total: Tensor, values: dict[str, float], *, bar: tqdm) -> None:
+        """Append the metrics of this iteration to ``metrics.jsonl`` every ``log_period``
+        iterations and at the last one (rank 0 only)."""
+        tcfg = self.cfg.train
+        if not self.dist.is_main:
+            return
+        if self.iteration % tcfg.log_period != 0 and self.iteration != tcfg.max_iter:
+            return
+        record = {
+            "iteration": self.iteration,
+            "source": self.sources[source].config.name,
+            "loss": float(total.detach()),
+            **values,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
+        append_text(self.out / METRICS_FILE, json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+
+    def commit(self) -> None:
+        """Commit a checkpoint of this iteration (rank 0; every rank sends its RNG state)
+        unless one is already saved; keep the newest ``keep_checkpoints``, export the weights.
+        """
+        rng = [_rng_state()]
+        if self.dist.distributed:
+            gathered = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if not self.dist.is_main or (
+            self.saved is not None and self.saved.iteration == self.iteration
+        ):
+            return
+        weights, sidecar = checkpoint_files(
+            self.model,
+            config=self.cfg.model,
+            vocabulary=self.vocabulary,
+            text_encoder=self.sources[0].text_identity,
+        )
+        state = {
+            "version": STATE_VERSION,
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.saved = commit_checkpoint(
+            self.out, self.iteration, weights=weights, sidecar=sidecar, state=buffer.getvalue()
+        )
+        prune_checkpoints(self.out, self.saved, keep=self.cfg.train.keep_checkpoints)
+        export_weights(self.saved, self.out)
+        logger.info("saved checkpoint at iteration %d to %s", self.iteration, self.saved.path)
+
+    def finish(self) -> None:
+        """Commit the last checkpoint and export it, also when resuming a run that had already
+        finished (nothing new to commit)."""
+        self.commit()
+        if self.dist.is_main and self.saved is not None:
+            prune_checkpoints(self.out, self.saved, keep=self.cfg.train.keep_checkpoints)
+            export_weights(self.saved, self.out)
+
+
+def _build_run(
+    cfg: Config,
+    out: Path,
+    dist: DistInfo,
+    sources: list[TrainSource],
+    *,
+    checkpoint: SavedCheckpoint | None,
+    init_weights: str | Path | None,
+) -> _Run:
+    """The model (with the weights of ``checkpoint``, else ``init_weights``), its optimizer,
+    scheduler and gradient scaler, and the per-source tensors on the device."""
+    tcfg = cfg.train
     model = build_model(cfg)
     weights = checkpoint.weights if checkpoint is not None else init_weights
     if weights is not None:
@@ -236,9 +450,7 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, tcfg))
-    use_amp = tcfg.amp
-    amp_dtype = torch.float16 if dist.device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(enabled=use_amp and dist.device.type == "cuda")
+    scaler = torch.amp.GradScaler(enabled=tcfg.amp and dist.device.type == "cuda")
     net = model
     if dist.distributed:
         # Image-level and parsed batches leave the RPN / box / mask heads unused.
@@ -247,28 +459,37 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
             device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=True,
         )
+    records: dict[str, dict] = {}
+    for s in sources:
+        for record in s.dataset.vocabulary.to_json():
+            records.setdefault(record["name"], record)
+    return _Run(
+        cfg=cfg,
+        out=out,
+        dist=dist,
+        sources=sources,
+        model=model,
+        net=net,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        amp_dtype=torch.float16 if dist.device.type == "cuda" else torch.bfloat16,
+        embeddings=[s.text_embeddings.to(dist.device) for s in sources],
+        counts=[_to(s.class_image_counts, dist.device) for s in sources],
+        vocabulary=list(records.values()),
+        saved=checkpoint,
+    )
 
-    sampler = _build_sampler(sources, cfg, dist)
-    start = 0
-    rng_state = None
-    if checkpoint is not None:
-        state = _load_state(checkpoint)
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-        except (KeyError, ValueError, TypeError) as err:
-            raise InputError(
-                f"{checkpoint.state}: does not fit this config's optimizer ({err}); was it "
-                "saved by another experiment?"
-            ) from None
-        start = checkpoint.iteration
-        rng_state = state["rng"][min(dist.rank, len(state["rng"]) - 1)]
-        logger.info("resuming from iteration %d of %d (%s)", start, tcfg.max_iter, checkpoint.path)
-    if dist.is_main and resume:
-        _truncate_metrics(out / METRICS_FILE, start)
-    sampler.set_epoch(0, start_batch=start)
-    loader = DataLoader(
+
+def _to(tensor: Tensor | None, device: torch.device) -> Tensor | None:
+    return tensor.to(device) if tensor is not None else None
+
+
+def _build_loader(
+    sources: list[TrainSource], sampler: MultiDatasetBatchSampler, tcfg: TrainConfig
+) -> DataLoader:
+    return DataLoader(
         MultiDataset([s.dataset for s in sources]),
         batch_sampler=sampler,
         collate_fn=collate,
@@ -277,127 +498,6 @@ def _train(cfg, out: Path, dist: DistInfo, *, resume, init_weights, on_step) -> 
         generator=torch.Generator().manual_seed(tcfg.seed),
         persistent_workers=False,
     )
-    if rng_state is not None:
-        _set_rng_state(rng_state)
-
-    embeddings = [s.text_embeddings.to(dist.device) for s in sources]
-    counts = [
-        c.to(dist.device) if c is not None else None
-        for c in (s.class_image_counts for s in sources)
-    ]
-    iteration = start
-    # The sidecar names every category seen in training, first source first.
-    records: dict[str, dict] = {}
-    for s in sources:
-        for record in s.dataset.vocabulary.to_json():
-            records.setdefault(record["name"], record)
-    vocabulary = list(records.values())
-    saved = checkpoint
-
-    def save() -> None:
-        nonlocal saved
-        rng = [_rng_state()]
-        if dist.distributed:
-            gathered = [None] * dist.world_size
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if not dist.is_main or (saved is not None and saved.iteration == iteration):
-            return
-        weights, sidecar = checkpoint_files(
-            model, config=cfg.model, vocabulary=vocabulary, text_encoder=sources[0].text_identity
-        )
-        state = {
-            "version": STATE_VERSION,
-            "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng,
-        }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        saved = commit_checkpoint(
-            out, iteration, weights=weights, sidecar=sidecar, state=buffer.getvalue()
-        )
-        prune_checkpoints(out, saved, keep=tcfg.keep_checkpoints)
-        export_weights(saved, out)
-        logger.info("saved checkpoint at iteration %d to %s", iteration, saved.path)
-
-    # Created only once the data, the model and the weights have loaded: a start that fails
-    # leaves no empty run folder behind.
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_file = open(out / METRICS_FILE, "a") if dist.is_main else None  # noqa: SIM115
-    bar = tqdm(
-        total=tcfg.max_iter,
-        initial=start,
-        desc="train",
-        disable=not dist.is_main,
-        dynamic_ncols=True,
-    )
-    started = time.perf_counter()
-    try:
-        for images, targets in loader:
-            source = targets[0]["dataset"]
-            images = [im.to(dist.device) for im in images]
-            targets = [
-                {k: v.to(dist.device) if isinstance(v, Tensor) else v for k, v in t.items()}
-                for t in targets
-            ]
-            with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=use_amp):
-                losses = net(
-                    images,
-                    targets,
-                    kind=sources[source].kind,
-                    text_embeddings=embeddings[source],
-                    class_image_counts=counts[source],
-                )
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise RunError(
-                    f"loss is {float(total)} at iteration {iteration}: "
-                    + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if tcfg.clip_grad_norm is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            iteration += 1
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            bar.update(1)
-            if metrics_file is not None and (
-                iteration % tcfg.log_period == 0 or iteration == tcfg.max_iter
-            ):
-                record = {
-                    "iteration": iteration,
-                    "source": sources[source].config.name,
-                    "loss": float(total.detach()),
-                    **values,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": round(time.perf_counter() - started, 2),
-                }
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                bar.set_postfix(loss=f"{record['loss']:.3f}")
-            if iteration % tcfg.checkpoint_period == 0 and iteration < tcfg.max_iter:
-                save()
-            if on_step is not None:
-                on_step(iteration, values)
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-    save()
-    if dist.is_main and saved is not None:  # also when resuming a run that had already finished
-        prune_checkpoints(out, saved, keep=tcfg.keep_checkpoints)
-        export_weights(saved, out)
-    return out / MODEL_FILE
 
 
 def _resume_point(out: Path) -> SavedCheckpoint | None:

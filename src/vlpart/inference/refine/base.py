@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from scipy import ndimage
-from torch import Tensor
+from torch import Tensor, nn
 
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.inference.prediction import Prediction
@@ -99,15 +99,26 @@ def select_by_iou(mask_logits: Tensor, iou_predictions: Tensor) -> Tensor:
 
 class BoxRefiner:
     """The steps every backend shares: box prompts → best masks (``_segment``) → cleaning,
-    fallback to the detector's mask, parent cut (see the module docstring)."""
+    fallback to the detector's mask, parent cut (see the module docstring).
+
+    Args:
+        model: the backend's model (moved to ``device``, eval mode).
+        mask_prompt: also prompt with the detector's mask (a dense prompt), which keeps the
+            refined mask closer to the detector's; default box prompts only.
+        clip_to_parent: cut each part's mask to its parent object's refined mask (default); set
+            False to let parts leak outside their objects.
+        min_region_area: holes and specks below this many pixels are cleaned (0: off).
+        device: where the model runs.
+    """
 
     def __init__(
         self,
+        model: nn.Module,
         *,
-        mask_prompt: bool,
-        clip_to_parent: bool,
-        min_region_area: int,
-        device: str | torch.device,
+        mask_prompt: bool = False,
+        clip_to_parent: bool = True,
+        min_region_area: int = MIN_REGION_AREA,
+        device: str | torch.device = "cpu",
     ) -> None:
         if min_region_area < 0:
             raise InputError(f"min_region_area must be >= 0, got {min_region_area}")
@@ -115,6 +126,7 @@ class BoxRefiner:
         self.mask_prompt = mask_prompt
         self.clip_to_parent = clip_to_parent
         self.min_region_area = min_region_area
+        self.model = model.eval().to(self.device)
 
     def _segment(
         self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None

@@ -5,7 +5,7 @@ package: the three released ViT variants, strict loading of their checkpoints, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from vlpart.core.errors import InputError, MissingDependencyError
 from vlpart.inference.refine.base import (
     MASK_PROMPT_LOGIT,
-    MIN_REGION_AREA,
     PROMPT_BATCH,
     BoxRefiner,
     load_state,
@@ -170,38 +169,23 @@ def load_sam(weights: str | Path = DEFAULT_SAM_VARIANT) -> Sam:
 
 
 class SamRefiner(BoxRefiner):
-    """Re-segment detections with SAM box prompts (see the module docstring).
+    """Re-segment detections with SAM box prompts (see the module docstring); arguments as
+    :class:`~vlpart.inference.refine.base.BoxRefiner`, with ``model`` a ``segment_anything``
+    ``Sam``.
 
     Holds no per-image state: one refiner can serve concurrent requests.
-
-    Args:
-        sam: a ``segment_anything`` ``Sam`` model (moved to ``device``, eval mode).
-        mask_prompt: also prompt SAM with the detector's mask (a dense prompt), which keeps the
-            refined mask closer to the detector's; default box prompts only.
-        clip_to_parent: cut each part's mask to its parent object's refined mask (default); set
-            False to let parts leak outside their objects.
-        min_region_area: holes and specks below this many pixels are cleaned (0: off).
-        device: where SAM runs.
     """
 
-    def __init__(
-        self,
-        sam: Sam,
-        *,
-        mask_prompt: bool = False,
-        clip_to_parent: bool = True,
-        min_region_area: int = MIN_REGION_AREA,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(
-            mask_prompt=mask_prompt,
-            clip_to_parent=clip_to_parent,
-            min_region_area=min_region_area,
-            device=device,
-        )
+    @property
+    def sam(self) -> Sam:
+        """The ``segment_anything`` ``Sam`` model (``model``)."""
+        return self.model
+
+    @cached_property
+    def _resize(self):
+        """SAM's resize of the longest side to the encoder's input size."""
         transforms = _import_segment_anything().utils.transforms
-        self.sam = sam.eval().to(self.device)
-        self._resize = transforms.ResizeLongestSide(sam.image_encoder.img_size)
+        return transforms.ResizeLongestSide(self.model.image_encoder.img_size)
 
     @classmethod
     def from_pretrained(cls, weights: str | Path = DEFAULT_SAM_VARIANT, **options) -> SamRefiner:
@@ -222,13 +206,13 @@ class SamRefiner(BoxRefiner):
         """
         resized = self._resize.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        return self.sam.image_encoder(self.sam.preprocess(x)), tuple(resized.shape[:2])
+        return self.model.image_encoder(self.model.preprocess(x)), tuple(resized.shape[:2])
 
     def _mask_prompts(self, masks: np.ndarray, input_size: tuple[int, int]) -> Tensor:
         """Detector masks ``[n, H, W]`` bool → dense prompts ``[n, 1, 256, 256]`` logits, laid
         out like SAM's input (resized with the image, padded at the bottom/right)."""
-        side = self.sam.prompt_encoder.mask_input_size[0]
-        scale = side / self.sam.image_encoder.img_size
+        side = self.model.prompt_encoder.mask_input_size[0]
+        scale = side / self.model.image_encoder.img_size
         h, w = round(input_size[0] * scale), round(input_size[1] * scale)
         x = torch.as_tensor(masks, device=self.device)[:, None].float()
         x = F.pad(F.interpolate(x, (h, w), mode="area"), (0, side - w, 0, side - h))
@@ -255,7 +239,7 @@ class SamRefiner(BoxRefiner):
             np.ndarray[N, H, W], bool.
         """
         out = np.zeros((len(boxes), *original_size), dtype=bool)
-        dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        dense_pe = self.model.prompt_encoder.get_dense_pe()
         all_boxes = self._resize.apply_boxes_torch(
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device), original_size
         )
@@ -264,18 +248,20 @@ class SamRefiner(BoxRefiner):
             mask_input = (
                 self._mask_prompts(masks[start:stop], input_size) if masks is not None else None
             )
-            sparse, dense = self.sam.prompt_encoder(
+            sparse, dense = self.model.prompt_encoder(
                 points=None, boxes=all_boxes[start:stop], masks=mask_input
             )
-            logits, iou = self.sam.mask_decoder(
+            logits, iou = self.model.mask_decoder(
                 image_embeddings=embedding,
                 image_pe=dense_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=True,
             )
-            best = self.sam.postprocess_masks(select_by_iou(logits, iou), input_size, original_size)
-            out[start:stop] = (best[:, 0] > self.sam.mask_threshold).cpu().numpy()
+            best = self.model.postprocess_masks(
+                select_by_iou(logits, iou), input_size, original_size
+            )
+            out[start:stop] = (best[:, 0] > self.model.mask_threshold).cpu().numpy()
         return out
 
     def _segment(
@@ -285,7 +271,7 @@ class SamRefiner(BoxRefiner):
         return self.predict_masks(embedding, input_size, tuple(image.shape[:2]), boxes, masks)
 
     def __repr__(self) -> str:
-        enc = self.sam.image_encoder
+        enc = self.model.image_encoder
         return (
             f"SamRefiner(embed_dim={enc.patch_embed.proj.out_channels}, depth={len(enc.blocks)}, "
             f"{self._options()})"

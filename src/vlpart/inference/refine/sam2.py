@@ -15,7 +15,6 @@ from torch import nn
 from vlpart.core.errors import InputError, MissingDependencyError
 from vlpart.inference.refine.base import (
     MASK_PROMPT_LOGIT,
-    MIN_REGION_AREA,
     PROMPT_BATCH,
     BoxRefiner,
     load_state,
@@ -120,26 +119,6 @@ class Sam2Refiner(BoxRefiner):
     dense prompt is the detector's mask resized to 256×256 without padding.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        mask_prompt: bool = False,
-        clip_to_parent: bool = True,
-        min_region_area: int = MIN_REGION_AREA,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(
-            mask_prompt=mask_prompt,
-            clip_to_parent=clip_to_parent,
-            min_region_area=min_region_area,
-            device=device,
-        )
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        self.model = model.eval().to(self.device)
-        self._predictor = SAM2ImagePredictor
-
     @classmethod
     def from_pretrained(cls, weights: str | Path = DEFAULT_SAM2_VARIANT, **options) -> Sam2Refiner:
         """A refiner with SAM 2.1 weights by variant name or local file (see
@@ -151,7 +130,9 @@ class Sam2Refiner(BoxRefiner):
         self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None
     ) -> np.ndarray:
         size = tuple(image.shape[:2])
-        predictor = self._predictor(self.model)
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        predictor = SAM2ImagePredictor(self.model)
         quiet = _DropSam2Info()
         logging.getLogger().addFilter(quiet)
         try:
