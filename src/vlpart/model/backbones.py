@@ -11,7 +11,6 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, Swin_B_Weights, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
@@ -20,7 +19,13 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from vlpart.core.errors import InputError, MissingDependencyError
-from vlpart.core.weights import ResolvedWeights, WeightSource, resolve, torch_hub_cached
+from vlpart.core.weights import (
+    ResolvedWeights,
+    WeightSource,
+    load_torch_file,
+    resolve,
+    torch_hub_cached,
+)
 
 __all__ = [
     "BACKBONES",
@@ -260,7 +265,7 @@ def _check_name(name: str) -> None:
 
 
 def _load_state(resolved: ResolvedWeights) -> dict[str, Tensor]:
-    state = torch.load(resolved.path, map_location="cpu", weights_only=True)
+    state = load_torch_file(resolved.path, what="backbone weights")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

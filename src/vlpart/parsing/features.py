@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlpart.core.errors import InputError, MissingDependencyError
-from vlpart.core.weights import WeightSource, hf_cached, hf_url, resolve
+from vlpart.core.weights import WeightSource, hf_cached, hf_url, load_torch_file, resolve
 from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS, EfficientNetLite0Trunk
 
 __all__ = [
@@ -316,7 +316,7 @@ def _build_lite(weights: str | Path | None) -> EfficientNetLiteFeatureExtractor:
     )
     path = resolved.path
     identity = "imagenet" if resolved.source == "package" else f"file:{path.name}"
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    model.load_state_dict(load_torch_file(path, what="EfficientNet-Lite0 weights"), strict=True)
     return EfficientNetLiteFeatureExtractor(model, identity=identity)
 
 
