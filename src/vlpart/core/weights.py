@@ -40,7 +40,7 @@ from typing import Any
 from filelock import FileLock
 
 from vlpart.core.download import DOWNLOAD_TIMEOUT_S, DownloadError, download, part_file, verify
-from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.errors import InputError, MissingFileError, UnknownNameError
 
 __all__ = [
     "CACHE_ENV",
@@ -60,6 +60,7 @@ __all__ = [
     "is_name",
     "is_offline",
     "load_torch_file",
+    "named_or_file",
     "resolve",
     "torch_hub_cached",
 ]
@@ -125,6 +126,20 @@ def is_name(weights: str | Path) -> bool:
         return False
     path = Path(weights)
     return not path.is_file() and path.suffix == "" and len(path.parts) == 1
+
+
+def named_or_file(weights: str | Path, default: str, *, what: str) -> str | Path | None:
+    """``None`` when ``weights`` is the name ``default`` (the resolver's own source), else the
+    file ``weights`` (:func:`resolve`'s ``explicit``); the rule is :func:`is_name`.
+
+    Raises:
+        UnknownNameError: ``weights`` is a name other than ``default``.
+    """
+    if not is_name(weights):
+        return weights
+    if weights == default:
+        return None
+    raise UnknownNameError(f"{weights}: unknown {what}; use '{default}' or the path of a file")
 
 
 def cache_dir(subdir: str) -> Path:

@@ -23,6 +23,7 @@ from vlpart.core.weights import (
     ResolvedWeights,
     WeightSource,
     load_torch_file,
+    named_or_file,
     resolve,
     torch_hub_cached,
 )
@@ -113,6 +114,7 @@ def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> Resol
 
     Raises:
         ValueError: unknown backbone name.
+        KeyError: ``weights`` is a name other than ``"imagenet"``.
         FileNotFoundError: weights were asked for and none could be found; the message names
             the URL, the path to put the file at and how to work offline.
     """
@@ -122,7 +124,7 @@ def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> Resol
     source = (
         EFFICIENTNET_LITE0_WEIGHTS if name == "efficientnet_lite0" else _torchvision_source(name)
     )
-    return resolve(source, None if str(weights) == "imagenet" else weights)
+    return resolve(source, named_or_file(weights, "imagenet", what=f"{name} weights"))
 
 
 class FPNBackbone(nn.Module):
