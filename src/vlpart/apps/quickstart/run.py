@@ -43,11 +43,11 @@ from vlpart.apps.quickstart.synth import DEFAULT_VAL_FRACTION, synthesize_world
 from vlpart.core.coco import load_coco
 from vlpart.core.config import Config, config_from_dict, read_yaml
 from vlpart.core.errors import InputError
-from vlpart.core.fileio import read_image, write_json_atomic
+from vlpart.core.fileio import atomic_write, read_image, write_json_atomic, write_text_atomic
 from vlpart.core.vocab import load_builtin, parse_vocabulary
 from vlpart.evaluation.coco_eval import EvalReport
 from vlpart.evaluation.model_eval import evaluate_model
-from vlpart.inference.segmenter import PartSegmenter
+from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import build_model, load_checkpoint
 from vlpart.parsing import build_feature_extractor
 from vlpart.parsing.run import build_base_bank, parse_novel_objects
@@ -283,14 +283,15 @@ def _render(weights: Path, world: Path, encoder, out: Path) -> list[Path]:
     paths = []
     for image_id in shown:
         image = read_image(world / files[image_id])
-        pred = segmenter.predict(image, vocabulary=vocab, score_threshold=0.3)
+        pred = segmenter.predict(image, vocabulary=vocab, score_threshold=SCORE_THRESH)
         path = out / "renders" / f"val_{image_id:06d}.png"
         # Drawn on a RENDER_SCALE-times larger copy so that the tags stay legible.
         k = RENDER_SCALE
         big = dataclasses.replace(
             pred, boxes=pred.boxes * k, masks=pred.masks.repeat(k, axis=1).repeat(k, axis=2)
         )
-        big.render(image.repeat(k, axis=0).repeat(k, axis=1)).save(path)
+        picture = big.render(image.repeat(k, axis=0).repeat(k, axis=1))
+        atomic_write(path, lambda tmp, im=picture: im.save(tmp, "PNG"))
         paths.append(path)
     return paths
 
@@ -463,7 +464,7 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
         "model": str(out / "model.safetensors"),
     }
     write_json_atomic(result, out / "metrics.json")
-    (out / "report.md").write_text(_report(result, rows, renders, out))
+    write_text_atomic(out / "report.md", _report(result, rows, renders, out))
     return result
 
 
@@ -609,5 +610,5 @@ def run_quickstart_seeds(
     )
     result = {"seeds": seeds, "spread": spread, "runs": [str(out / f"seed_{x}") for x in seeds]}
     write_json_atomic(result, out / "metrics.json")
-    (out / "report.md").write_text(report)
+    write_text_atomic(out / "report.md", report)
     return result
