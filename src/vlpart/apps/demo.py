@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from vlpart.core.errors import InputError, MissingDependencyError
-from vlpart.core.fileio import MAX_PIXELS_ENV, read_image, write_json_atomic
+from vlpart.core.fileio import MAX_PIXELS_ENV, atomic_write, read_image, write_json_atomic
 from vlpart.core.vocab import (
     DEFAULT_TEMPLATE,
     GRANULARITIES,
@@ -259,8 +259,10 @@ def write_downloads(result: DemoResult, out_dir: str | Path) -> tuple[Path, Path
         raise InputError("a failed request has nothing to download")
     out = Path(out_dir)
     json_path = write_json_atomic(result.coco, out / f"{result.name}_results.json")
-    png_path = out / f"{result.name}_overlay.png"
-    Image.fromarray(result.overlay).save(png_path)
+    overlay = Image.fromarray(result.overlay)
+    png_path = atomic_write(
+        out / f"{result.name}_overlay.png", lambda tmp: overlay.save(tmp, "PNG")
+    )
     return json_path, png_path
 
 

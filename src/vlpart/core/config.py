@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from vlpart.core.errors import InputError
-from vlpart.core.fileio import read_text_file
+from vlpart.core.fileio import read_text_file, write_text_atomic
 from vlpart.core.vocab import prompt_template
 
 __all__ = [
@@ -230,7 +230,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:

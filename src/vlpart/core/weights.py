@@ -1,8 +1,8 @@
 """Weight files: the one resolver and the one downloader.
 
 Every pretrained file vlpart uses (backbone ImageNet weights, DINO, CLIP, the released VLPart
-checkpoints, SAM) is found by :func:`resolve` (or :func:`fetch`, its download half) in this
-order:
+checkpoints, SAM) is found by :func:`resolve` (:func:`fetch` is its shorthand for a bare URL)
+in this order:
 
 1. **an explicit file** the caller names (an argument, a config key, an environment variable);
 2. **the cache** ``$VLPART_CACHE/<subdir>/<filename>`` (default ``~/.cache/vlpart``), then the
@@ -19,27 +19,28 @@ Downloads go to ``<file>.part`` beside the target (never mistaken for a complete
 progress bar, resume with an HTTP ``Range`` request after an interruption (also in a later run),
 are checked against the announced size and, when known, the SHA-256, and are renamed onto the
 target only when complete. A file that cannot be had raises ``FileNotFoundError`` in one line
-naming the URL and the path to put the file at.
+naming the URL and the path to put the file at (the transfer itself is
+:mod:`vlpart.core.download`).
+
+Every PyTorch pickle file is read by :func:`load_torch_file` (``weights_only=True``), the one
+``torch.load`` in vlpart; :func:`file_kind` tells the formats apart from their first bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
 import re
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
-from tqdm import tqdm
 
-from vlpart.core.errors import InputError, MissingFileError, RunError
+from vlpart.core.download import DOWNLOAD_TIMEOUT_S, DownloadError, download, part_file, verify
+from vlpart.core.errors import InputError, MissingFileError, UnknownNameError
 
 __all__ = [
     "CACHE_ENV",
@@ -51,11 +52,15 @@ __all__ = [
     "WeightSource",
     "cache_dir",
     "cached_file",
+    "FILE_KIND_TEXT",
     "fetch",
+    "file_kind",
     "hf_cached",
     "hf_url",
     "is_name",
     "is_offline",
+    "load_torch_file",
+    "named_or_file",
     "resolve",
     "torch_hub_cached",
 ]
@@ -65,17 +70,7 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "VLPART_CACHE"
 MIRROR_ENV = "VLPART_MIRROR"
 OFFLINE_ENV = "VLPART_OFFLINE"
-# Seconds without a byte from the server (connect or read) before a download is abandoned.
-DOWNLOAD_TIMEOUT_S = 60.0
-# Attempts per download; a later attempt resumes where the previous one stopped, and is made
-# only when the previous one received data (a server that never answers fails at once).
-DOWNLOAD_ATTEMPTS = 3
-_CHUNK = 1 << 20
 _TRUE = {"1", "true", "yes", "on"}
-
-
-class DownloadError(RunError):
-    """A download failed (network error, timeout, size or checksum mismatch)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +128,20 @@ def is_name(weights: str | Path) -> bool:
     return not path.is_file() and path.suffix == "" and len(path.parts) == 1
 
 
+def named_or_file(weights: str | Path, default: str, *, what: str) -> str | Path | None:
+    """``None`` when ``weights`` is the name ``default`` (the resolver's own source), else the
+    file ``weights`` (:func:`resolve`'s ``explicit``); the rule is :func:`is_name`.
+
+    Raises:
+        UnknownNameError: ``weights`` is a name other than ``default``.
+    """
+    if not is_name(weights):
+        return weights
+    if weights == default:
+        return None
+    raise UnknownNameError(f"{weights}: unknown {what}; use '{default}' or the path of a file")
+
+
 def cache_dir(subdir: str) -> Path:
     """``$VLPART_CACHE/<subdir>`` (default ``~/.cache/vlpart/<subdir>``); not created."""
     root = os.environ.get(CACHE_ENV) or Path("~/.cache/vlpart").expanduser()
@@ -188,11 +197,15 @@ def fetch(
         filename=filename,
         sha256=sha256,
     )
-    return _fetch(source, progress=progress, timeout=timeout).path
+    return resolve(source, progress=progress, timeout=timeout).path
 
 
 def resolve(
-    source: WeightSource, explicit: str | Path | None = None, *, progress: bool = True
+    source: WeightSource,
+    explicit: str | Path | None = None,
+    *,
+    progress: bool = True,
+    timeout: float | None = None,
 ) -> ResolvedWeights:
     """Find ``source``'s file: ``explicit`` › cache › package › mirror › download.
 
@@ -200,6 +213,8 @@ def resolve(
         source: where the file can come from.
         explicit: a local file that overrides everything else.
         progress: show a progress bar when downloading.
+        timeout: seconds without data before a download gives up (default
+            :data:`DOWNLOAD_TIMEOUT_S`).
 
     Raises:
         FileNotFoundError: ``explicit`` does not exist, or no place had the file (the message
@@ -232,7 +247,73 @@ def resolve(
             return ResolvedWeights(Path(source.package()), "package")
         except ImportError:
             pass
-    return _fetch(source, progress=progress)
+    return _fetch(source, progress=progress, timeout=timeout)
+
+
+def file_kind(path: str | Path) -> str:
+    """What a weights file is, from its first bytes: ``"safetensors"``, ``"torch-zip"`` (a
+    ``torch.save`` file), ``"pickle"`` (a legacy ``torch.save`` file or any pickle) or
+    ``"unknown"`` (also an empty file)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+# How messages describe each non-safetensors :func:`file_kind`.
+FILE_KIND_TEXT = {
+    "torch-zip": "a PyTorch torch.save file (.pth)",
+    "pickle": "a pickle (legacy PyTorch .pth)",
+    "unknown": "not a checkpoint format vlpart knows",
+}
+
+
+def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> Any:
+    """Read a PyTorch pickle file with ``weights_only=True``: the one ``torch.load`` in vlpart.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a pickle that would run code (refused), a truncated or foreign file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: {what} not found")
+    kind = file_kind(path)
+    if kind == "safetensors":
+        raise InputError(
+            f"{path}: is a safetensors file, not a {what}; load it under a .safetensors name"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
+        message = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        if found or "Weights only load failed" in message:
+            name = f" '{found.group(1)}'" if found else ""
+            raise InputError(
+                f"{path}: refused: unpickling it would call{name or ' code'}, and a {what} is "
+                "loaded with weights_only=True, which allows only tensors and plain "
+                "containers"
+            ) from None
+        if kind == "unknown":
+            raise InputError(f"{path}: not a {what} ({FILE_KIND_TEXT[kind]})") from None
+        raise InputError(
+            f"{path}: truncated or corrupt {what} ({type(err).__name__}: {one_line(err)})"
+        ) from None
+
+
+def one_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message (its type name if there is none)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(err).__name__
 
 
 def hf_url(repo_id: str, filename: str) -> str:
@@ -289,7 +370,7 @@ def _fetch(
                 f"download {source.url} and put it at {target}{_hint(source)}"
             )
         logger.info("downloading %s from %s", source.what, source.url)
-        _download(
+        download(
             source.url,
             target,
             sha256=source.sha256,
@@ -307,7 +388,7 @@ def _from_mirror(
     if re.match(r"^https?://", mirror):
         url = mirror.rstrip("/") + "/" + rel
         logger.info("downloading %s from the mirror %s", source.what, url)
-        _download(
+        download(
             url,
             target,
             sha256=source.sha256,
@@ -323,160 +404,10 @@ def _from_mirror(
             f"{path}: not in the mirror ${MIRROR_ENV}={mirror}; put {source.url} there, or "
             f"at {target}, or unset {MIRROR_ENV} to download it"
         )
-    part = _part(target)
+    part = part_file(target)
     shutil.copyfile(path, part)
-    _verify(part, expected_size=None, sha256=source.sha256, url=str(path))
+    verify(part, expected_size=None, sha256=source.sha256, url=str(path))
     os.replace(part, target)
-
-
-def _download(
-    url: str,
-    target: Path,
-    *,
-    sha256: str | None,
-    progress: bool,
-    timeout: float | None,
-    where: Path,
-    mirror: bool = False,
-) -> None:
-    """Download ``url`` onto ``target`` through ``target.part``, resuming and verifying."""
-    part = _part(target)
-    timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        before = part.stat().st_size if part.exists() else 0
-        try:
-            total = _download_once(
-                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
-            )
-            break
-        except _Interrupted as err:
-            got = part.stat().st_size if part.exists() else 0
-            if got <= before or attempt == DOWNLOAD_ATTEMPTS:
-                raise DownloadError(
-                    f"{url}: {err.reason} after {got} bytes; the partial file {part} is kept and "
-                    "the next attempt resumes it"
-                ) from None
-            logger.warning("%s: %s; resuming at byte %d", url, err.reason, got)
-    _verify(part, expected_size=total, sha256=sha256, url=url)
-    os.replace(part, target)
-
-
-class _Interrupted(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _download_once(
-    url: str, part: Path, *, progress: bool, timeout: float, where: Path, mirror: bool
-) -> int | None:
-    """One HTTP request appending to ``part``; returns the full size if the server said it."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "vlpart", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout
-        )
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # nothing left after the partial file, or it is stale
-            match = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
-            if match and int(match.group(1)) == offset:
-                return offset  # complete already (interrupted before the rename)
-            part.unlink()
-            return _download_once(
-                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
-            )
-        if err.code in (404, 410):
-            put = f"; put the file at {where}" + ("" if mirror else " by other means")
-            raise MissingFileError(f"{url}: not found (HTTP {err.code}){put}") from None
-        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
-    except TimeoutError:
-        raise DownloadError(
-            f"{url}: no answer within {timeout:g} s; check the network (or download it and put "
-            f"it at {where})"
-        ) from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        if isinstance(reason, TimeoutError):
-            raise DownloadError(
-                f"{url}: no answer within {timeout:g} s; check the network (or download it and "
-                f"put it at {where})"
-            ) from None
-        raise DownloadError(
-            f"{url}: cannot connect ({reason}); download it and put it at {where}"
-        ) from None
-    with response:
-        total = _total_size(response, offset)
-        if offset and response.status != 206:  # the server ignored the Range header
-            offset = 0
-        mode = "ab" if offset else "wb"
-        with (
-            open(part, mode) as out,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=where.name,
-                disable=not progress,
-                leave=False,
-            ) as bar,
-        ):
-            try:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            except TimeoutError:
-                raise _Interrupted(f"no data for {timeout:g} s") from None
-            except (http.client.IncompleteRead, ConnectionError) as err:
-                out.write(getattr(err, "partial", b"") or b"")
-                raise _Interrupted("the connection closed early") from None
-    size = part.stat().st_size
-    if total is not None and size < total:
-        raise _Interrupted(f"the connection closed at {size} of {total} bytes")
-    return total
-
-
-def _total_size(response: http.client.HTTPResponse, offset: int) -> int | None:
-    if response.status == 206:
-        match = re.match(r"bytes (\d+)-\d+/(\d+)", response.headers.get("Content-Range", ""))
-        if match and int(match.group(1)) == offset:
-            return int(match.group(2))
-        return None
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None
-
-
-def _verify(part: Path, *, expected_size: int | None, sha256: str | None, url: str) -> None:
-    size = part.stat().st_size
-    if expected_size is not None and size != expected_size:
-        part.unlink()
-        raise DownloadError(
-            f"{url}: got {size} bytes but the server announced {expected_size}; discarded"
-        )
-    if sha256:
-        digest = _sha256(part)
-        if not digest.startswith(sha256.lower()):
-            part.unlink()
-            raise DownloadError(
-                f"{url}: SHA-256 {digest[:16]}... does not match the expected {sha256[:16]}...; "
-                "the file is corrupt and was discarded"
-            )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _part(target: Path) -> Path:
-    return target.with_name(target.name + ".part")
 
 
 def _url_filename(url: str) -> str:

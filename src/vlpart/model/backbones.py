@@ -11,7 +11,6 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, Swin_B_Weights, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
@@ -20,7 +19,14 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from vlpart.core.errors import InputError, MissingDependencyError
-from vlpart.core.weights import ResolvedWeights, WeightSource, resolve, torch_hub_cached
+from vlpart.core.weights import (
+    ResolvedWeights,
+    WeightSource,
+    load_torch_file,
+    named_or_file,
+    resolve,
+    torch_hub_cached,
+)
 
 __all__ = [
     "BACKBONES",
@@ -108,6 +114,7 @@ def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> Resol
 
     Raises:
         ValueError: unknown backbone name.
+        KeyError: ``weights`` is a name other than ``"imagenet"``.
         FileNotFoundError: weights were asked for and none could be found; the message names
             the URL, the path to put the file at and how to work offline.
     """
@@ -117,7 +124,7 @@ def resolve_weights(name: str, weights: str | Path | None = "imagenet") -> Resol
     source = (
         EFFICIENTNET_LITE0_WEIGHTS if name == "efficientnet_lite0" else _torchvision_source(name)
     )
-    return resolve(source, None if str(weights) == "imagenet" else weights)
+    return resolve(source, named_or_file(weights, "imagenet", what=f"{name} weights"))
 
 
 class FPNBackbone(nn.Module):
@@ -260,7 +267,7 @@ def _check_name(name: str) -> None:
 
 
 def _load_state(resolved: ResolvedWeights) -> dict[str, Tensor]:
-    state = torch.load(resolved.path, map_location="cpu", weights_only=True)
+    state = load_torch_file(resolved.path, what="backbone weights")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +17,7 @@ from torch import Tensor, nn
 from vlpart.core.config import ConfigError, ModelConfig, config_from_dict
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import read_text_file, write_bytes_atomic, write_text_atomic
+from vlpart.core.weights import FILE_KIND_TEXT, file_kind, load_torch_file, one_line
 from vlpart.model.detector import VLPartDetector, build_model
 
 __all__ = [
@@ -121,29 +120,6 @@ def save_checkpoint(
     return path
 
 
-def file_kind(path: str | Path) -> str:
-    """What a weights file is, from its first bytes: ``"safetensors"``, ``"torch-zip"`` (a
-    ``torch.save`` file), ``"pickle"`` (a legacy ``torch.save`` file or any pickle) or
-    ``"unknown"`` (also an empty file)."""
-    path = Path(path)
-    with path.open("rb") as f:
-        head = f.read(9)
-    if head.startswith(b"PK\x03\x04"):
-        return "torch-zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
-    return "unknown"
-
-
-_KIND_TEXT = {
-    "torch-zip": "a PyTorch torch.save file (.pth)",
-    "pickle": "a pickle (legacy PyTorch .pth)",
-    "unknown": "not a checkpoint format vlpart knows",
-}
-
-
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Read a safetensors weights file, refusing anything else and non-finite values.
 
@@ -163,14 +139,14 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
             else ""
         )
         raise InputError(
-            f"{path}: not a safetensors weights file: it is {_KIND_TEXT[kind]}"
+            f"{path}: not a safetensors weights file: it is {FILE_KIND_TEXT[kind]}"
             f"{' (empty)' if path.stat().st_size == 0 else ''}{hint}"
         )
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise InputError(
-            f"{path}: truncated or corrupt safetensors file ({_one_line(err)})"
+            f"{path}: truncated or corrupt safetensors file ({one_line(err)})"
         ) from None
     check_finite(state, source=str(path))
     return state
@@ -188,45 +164,6 @@ def check_finite(state: Mapping[str, Tensor], *, source: str) -> None:
             f"{source}: {len(bad)} tensors hold NaN or infinite values{_first(bad)}; the "
             "checkpoint is corrupt or its training diverged"
         )
-
-
-def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a pickle that would run code (refused), a truncated or foreign file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: {what} not found")
-    kind = file_kind(path)
-    if kind == "safetensors":
-        raise InputError(
-            f"{path}: is a safetensors file, not a {what}; load it under a .safetensors name"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
-        message = str(err)
-        found = re.search(r"GLOBAL ([\w.]+)", message)
-        if found or "Weights only load failed" in message:
-            name = f" '{found.group(1)}'" if found else ""
-            raise InputError(
-                f"{path}: refused: unpickling it would call{name or ' code'}, and a {what} is "
-                "loaded with torch.load(weights_only=True), which allows only tensors and plain "
-                "containers"
-            ) from None
-        if kind == "unknown":
-            raise InputError(f"{path}: not a {what} ({_KIND_TEXT[kind]})") from None
-        raise InputError(
-            f"{path}: truncated or corrupt {what} ({type(err).__name__}: {_one_line(err)})"
-        ) from None
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0].rstrip(".") if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | Path) -> tuple[VLPartDetector, CheckpointInfo]:

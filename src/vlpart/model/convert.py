@@ -17,11 +17,11 @@ from torch import Tensor
 
 from vlpart.core.config import ModelConfig
 from vlpart.core.errors import InputError
+from vlpart.core.weights import load_torch_file
 from vlpart.model.checkpoint import (
     CheckpointInfo,
     check_finite,
     load_state_dict_strict,
-    load_torch_file,
     save_checkpoint,
 )
 from vlpart.model.detector import VLPartDetector, build_model
@@ -131,7 +131,7 @@ DROPPED_KEYS: tuple[tuple[str, str], ...] = (
 
 
 def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a detectron2 checkpoint (``torch.load(weights_only=True)``), unwrapping
+    """Read a detectron2 checkpoint (:func:`vlpart.core.weights.load_torch_file`), unwrapping
     ``{"model": ...}``.
 
     Raises:

@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlpart.core.errors import InputError, MissingDependencyError
-from vlpart.core.weights import WeightSource, hf_cached, hf_url, resolve
+from vlpart.core.weights import (
+    WeightSource,
+    hf_cached,
+    hf_url,
+    load_torch_file,
+    named_or_file,
+    resolve,
+)
 from vlpart.model.backbones import EFFICIENTNET_LITE0_WEIGHTS, EfficientNetLite0Trunk
 
 __all__ = [
@@ -285,7 +292,7 @@ def _build_dino(
         model = timm.create_model(DINO_MODEL_NAME, pretrained=False, **kwargs)
         identity = "random-init"
     else:
-        resolved = resolve(DINO_WEIGHTS, None if weights == PRETRAINED else weights)
+        resolved = resolve(DINO_WEIGHTS, named_or_file(weights, PRETRAINED, what="DINO weights"))
         model = timm.create_model(
             DINO_MODEL_NAME,
             pretrained=True,
@@ -312,11 +319,11 @@ def _build_lite(weights: str | Path | None) -> EfficientNetLiteFeatureExtractor:
         return EfficientNetLiteFeatureExtractor(model, identity="random-init")
     resolved = resolve(
         dataclasses.replace(EFFICIENTNET_LITE0_WEIGHTS, hint=_LITE_HINT),
-        None if weights == PRETRAINED else weights,
+        named_or_file(weights, PRETRAINED, what="EfficientNet-Lite0 weights"),
     )
     path = resolved.path
     identity = "imagenet" if resolved.source == "package" else f"file:{path.name}"
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    model.load_state_dict(load_torch_file(path, what="EfficientNet-Lite0 weights"), strict=True)
     return EfficientNetLiteFeatureExtractor(model, identity=identity)
 
 

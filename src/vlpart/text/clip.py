@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from vlpart.core.errors import MissingDependencyError, MissingFileError, RunError
-from vlpart.core.weights import WeightSource, hf_cached, hf_url, resolve
+from vlpart.core.weights import WeightSource, hf_cached, hf_url, named_or_file, resolve
 from vlpart.text.base import TextEncoder
 
 __all__ = ["CLIP_RN50_WEIGHTS", "CLIP_WEIGHTS_ENV", "ClipTextEncoder"]
@@ -36,7 +36,7 @@ def _clip_weights(model_name: str, weights: str | None) -> tuple[str, str]:
     Face cache, mirror, download) and for other architectures open_clip's own ``openai``
     download."""
     chosen = weights or os.environ.get(CLIP_WEIGHTS_ENV)
-    if chosen and chosen != "openai":
+    if chosen and named_or_file(chosen, "openai", what="CLIP weights") is not None:
         path = Path(chosen).expanduser()
         if not path.is_file():
             raise MissingFileError(

@@ -29,9 +29,8 @@ import json
 import logging
 import math
 import shutil
-import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -39,15 +38,16 @@ import numpy as np
 import torch
 import yaml
 
-from vlpart.apps.quickstart.synth import DEFAULT_VAL_FRACTION, synthesize_world
+from vlpart.apps.quickstart.report import RowResult, percent, quickstart_report, seeds_report
+from vlpart.apps.quickstart.synth import DEFAULT_VAL_FRACTION, WorldSummary, synthesize_world
 from vlpart.core.coco import load_coco
 from vlpart.core.config import Config, config_from_dict, read_yaml
 from vlpart.core.errors import InputError
-from vlpart.core.fileio import read_image, write_json_atomic
+from vlpart.core.fileio import atomic_write, read_image, write_json_atomic, write_text_atomic
 from vlpart.core.vocab import load_builtin, parse_vocabulary
 from vlpart.evaluation.coco_eval import EvalReport
 from vlpart.evaluation.model_eval import evaluate_model
-from vlpart.inference.segmenter import PartSegmenter
+from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import build_model, load_checkpoint
 from vlpart.parsing import build_feature_extractor
 from vlpart.parsing.run import build_base_bank, parse_novel_objects
@@ -127,19 +127,6 @@ class QuickstartSettings:
     rows: tuple[str, ...] = ("A", "B", "C")
     validation: bool = False
     config: str | None = None  # YAML path; None: configs/quickstart.yaml as packaged
-
-
-@dataclass
-class RowResult:
-    """One row of the table: mask and box AP (percent) on all / base / novel parts."""
-
-    row: str
-    data: str
-    iterations: int
-    init: str
-    train_seconds: float
-    mask: dict[str, float | None] = field(default_factory=dict)
-    box: dict[str, float | None] = field(default_factory=dict)
 
 
 def load_quickstart_config(path: str | Path | None = None) -> dict:
@@ -244,30 +231,6 @@ def _evaluate(weights: Path, world: Path, encoder) -> EvalReport:
     return evaluate_model(segmenter, world / "parts_val.json", world, progress=False)
 
 
-def _percent(report: EvalReport, iou_type: str) -> dict[str, float | None]:
-    metrics = report.metrics[iou_type]
-    keys = ("AP", "AP_base", "AP_novel", "AP50", "AP50_base", "AP50_novel")
-    return {k: None if metrics.get(k) is None else round(100 * metrics[k], 1) for k in keys}
-
-
-TABLE_KEYS = ("AP", "AP_base", "AP_novel", "AP50", "AP50_base", "AP50_novel")
-TABLE_HEAD = (
-    "| training data | mask AP all | base | novel | mask AP50 all | base | novel |\n"
-    "|---|---:|---:|---:|---:|---:|---:|"
-)
-
-
-def _table(rows: list[RowResult]) -> str:
-    def cell(v: float | None) -> str:
-        return "–" if v is None else f"{v:.1f}"
-
-    lines = [TABLE_HEAD]
-    for r in rows:
-        cells = " | ".join(cell(r.mask[k]) for k in TABLE_KEYS)
-        lines.append(f"| {r.row}. {r.data} | {cells} |")
-    return "\n".join(lines)
-
-
 def _render(weights: Path, world: Path, encoder, out: Path) -> list[Path]:
     """Overlays of the novel-part prompts on held-out images that show a dog or a bus."""
     model, info = load_checkpoint(weights)
@@ -283,14 +246,15 @@ def _render(weights: Path, world: Path, encoder, out: Path) -> list[Path]:
     paths = []
     for image_id in shown:
         image = read_image(world / files[image_id])
-        pred = segmenter.predict(image, vocabulary=vocab, score_threshold=0.3)
+        pred = segmenter.predict(image, vocabulary=vocab, score_threshold=SCORE_THRESH)
         path = out / "renders" / f"val_{image_id:06d}.png"
         # Drawn on a RENDER_SCALE-times larger copy so that the tags stay legible.
         k = RENDER_SCALE
         big = dataclasses.replace(
             pred, boxes=pred.boxes * k, masks=pred.masks.repeat(k, axis=1).repeat(k, axis=2)
         )
-        big.render(image.repeat(k, axis=0).repeat(k, axis=1)).save(path)
+        picture = big.render(image.repeat(k, axis=0).repeat(k, axis=1))
+        atomic_write(path, lambda tmp, im=picture: im.save(tmp, "PNG"))
         paths.append(path)
     return paths
 
@@ -350,49 +314,13 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
         logger.info("%s: %.1f s", stage, now - since)
         return now
 
-    world = out / "world"
-    if world.exists():
-        shutil.rmtree(world)
     t = time.perf_counter()
-    if s.validation:
-        # Only the training images of the world drawn with these settings (image i comes from
-        # the seed and i alone); the last fifth of them is the validation split.
-        num_train = s.num_images - round(s.num_images * DEFAULT_VAL_FRACTION)
-        summary = synthesize_world(
-            world,
-            seed=s.seed,
-            num_images=num_train,
-            image_size=s.image_size,
-            val_fraction=VALIDATION_FRACTION,
-        )
-    else:
-        summary = synthesize_world(
-            world, seed=s.seed, num_images=s.num_images, image_size=s.image_size
-        )
-    manifest = json.loads((world / "world.json").read_text())
+    world, summary, manifest = _make_world(out, s)
     t = mark("world", t)
 
     cut: dict | None = None
     if s.budget_minutes is not None:
-        per_step = _seconds_per_step(_row_config(world, s, base, "A", 1))
-        planned = (s.base_iterations, s.finetune_iterations)
-        fitted = budget_schedule(per_step, s.budget_minutes, s, ratios)
-        if fitted != planned:
-            cut = {
-                "seconds_per_step": round(per_step, 3),
-                "budget_minutes": s.budget_minutes,
-                "planned": list(planned),
-                "run": list(fitted),
-            }
-            logger.warning(
-                "CUT-DOWN RUN: %.2f s per step; %d + %d iterations instead of %d + %d to fit "
-                "%.0f minutes: the numbers will differ from the README's",
-                per_step,
-                *fitted,
-                *planned,
-                s.budget_minutes,
-            )
-            s = dataclasses.replace(s, base_iterations=fitted[0], finetune_iterations=fitted[1])
+        s, cut = _fit_budget(world, s, base, ratios)
         t = mark("timing", t)
 
     encoder = build_text_encoder("minilm")
@@ -425,8 +353,8 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
                 iterations,
                 f"row {init}" if init else "ImageNet",
                 round(trained, 1),
-                _percent(report, "segm"),
-                _percent(report, "bbox"),
+                percent(report, "segm"),
+                percent(report, "bbox"),
             )
         )
         logger.info("row %s: mask AP50 novel %s", key, rows[-1].mask["AP50_novel"])
@@ -439,8 +367,8 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
         train_row(key)
 
     last = weights[s.rows[-1]]
-    for suffix in (".safetensors", ".json"):
-        shutil.copyfile(last.with_suffix(suffix), out / f"model{suffix}")
+    for src in (last, last.with_suffix(".json")):
+        atomic_write(out / f"model{src.suffix}", lambda tmp, src=src: shutil.copyfile(src, tmp))
     renders = [] if s.validation else _render(out / "model.safetensors", world, encoder, out)
     t = mark("render", t)
 
@@ -463,8 +391,61 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
         "model": str(out / "model.safetensors"),
     }
     write_json_atomic(result, out / "metrics.json")
-    (out / "report.md").write_text(_report(result, rows, renders, out))
+    write_text_atomic(
+        out / "report.md", quickstart_report(result, rows, renders, out, prompts=RENDER_PROMPTS)
+    )
     return result
+
+
+def _make_world(out: Path, s: QuickstartSettings) -> tuple[Path, WorldSummary, dict]:
+    """Draw the run's world into ``out/world`` (replacing an old one): its folder, summary and
+    manifest."""
+    world = out / "world"
+    if world.exists():
+        shutil.rmtree(world)
+    if s.validation:
+        # Only the training images of the world drawn with these settings (image i comes from
+        # the seed and i alone); the last fifth of them is the validation split.
+        num_train = s.num_images - round(s.num_images * DEFAULT_VAL_FRACTION)
+        summary = synthesize_world(
+            world,
+            seed=s.seed,
+            num_images=num_train,
+            image_size=s.image_size,
+            val_fraction=VALIDATION_FRACTION,
+        )
+    else:
+        summary = synthesize_world(
+            world, seed=s.seed, num_images=s.num_images, image_size=s.image_size
+        )
+    return world, summary, json.loads((world / "world.json").read_text())
+
+
+def _fit_budget(
+    world: Path, s: QuickstartSettings, base: dict, ratios: dict[str, float]
+) -> tuple[QuickstartSettings, dict | None]:
+    """Time row A's steps and cut the schedule to ``s.budget_minutes``: the settings to run
+    and, for a cut-down run, what was cut (None when the schedule fits)."""
+    per_step = _seconds_per_step(_row_config(world, s, base, "A", 1))
+    planned = (s.base_iterations, s.finetune_iterations)
+    fitted = budget_schedule(per_step, s.budget_minutes, s, ratios)
+    if fitted == planned:
+        return s, None
+    cut = {
+        "seconds_per_step": round(per_step, 3),
+        "budget_minutes": s.budget_minutes,
+        "planned": list(planned),
+        "run": list(fitted),
+    }
+    logger.warning(
+        "CUT-DOWN RUN: %.2f s per step; %d + %d iterations instead of %d + %d to fit "
+        "%.0f minutes: the numbers will differ from the README's",
+        per_step,
+        *fitted,
+        *planned,
+        s.budget_minutes,
+    )
+    return dataclasses.replace(s, base_iterations=fitted[0], finetune_iterations=fitted[1]), cut
 
 
 def _parse(world: Path, out: Path, base: dict, manifest: dict, detector_weights: Path) -> dict:
@@ -499,66 +480,6 @@ def _parse(world: Path, out: Path, base: dict, manifest: dict, detector_weights:
     return json.loads(parsed.read_text())
 
 
-def _schedule_text(result: dict, rows: list[RowResult]) -> str:
-    s = result["settings"]
-    per_row = ", ".join(f"{r.row}: {r.iterations} from {r.init}" for r in rows)
-    ratios = " : ".join(f"{v:g}" for v in result["ratios"].values())
-    names = " : ".join(result["ratios"])
-    return (
-        f"Each row trains EfficientNet-Lite0 + FPN with MiniLM text embeddings "
-        f"(`configs/quickstart.yaml`, {s['batch_size']} images per step at {s['image_size']} px; "
-        f"iterations {per_row}; source ratios {names} = {ratios})."
-    )
-
-
-def _report(result: dict, rows: list[RowResult], renders: list[Path], out: Path) -> str:
-    novel = {r.row: r.mask["AP50_novel"] for r in rows}
-    split = (
-        "validation split of the training images"
-        if result["world"]["validation_split"]
-        else "held-out images"
-    )
-    lines = ["# vlpart quickstart: open-vocabulary part segmentation in miniature", ""]
-    cut = result["cut_down"]
-    if cut is not None:
-        lines += [
-            f"**Cut-down run:** at {cut['seconds_per_step']:.2f} s per step the schedule was cut "
-            f"from {cut['planned'][0]} + {cut['planned'][1]} to {cut['run'][0]} + "
-            f"{cut['run'][1]} iterations (row A + each fine-tuned row) to fit "
-            f"`--budget-minutes {cut['budget_minutes']:g}`. Its numbers differ from the "
-            "README's table; run without `--budget-minutes` for those.",
-            "",
-        ]
-    lines += [
-        f"Synthetic parts world: {result['world']['train_images']} training and "
-        f"{result['world']['val_images']} evaluation images ({split}); novel objects "
-        f"{', '.join(result['world']['novel_objects'])} (their parts are never annotated for "
-        "training). " + _schedule_text(result, rows) + " Evaluated on all parts (mask AP, "
-        "percent).",
-        "",
-        _table(rows),
-        "",
-    ]
-    if "C" in novel:
-        gained = novel["C"] is not None and novel["B"] is not None and novel["C"] > novel["B"]
-        lines += [
-            f"Parsing turned {result['parsed']['images']} novel-object instances into "
-            f"{result['parsed']['parts']} part boxes; training on them "
-            f"{'raised' if gained else 'did not raise'} novel mask AP50 over row B "
-            f"({novel['B']} → {novel['C']}).",
-            "",
-        ]
-    lines += [
-        f"Time: {result['timings_seconds']['total'] / 60:.1f} minutes. Final model: "
-        "`model.safetensors` (the last row); try "
-        '`vlpart predict IMAGE --weights model.safetensors --vocab "dog:head,leg,tail"`.',
-    ]
-    if renders:
-        lines += ["", f"## Novel-part prompts on held-out images (`{RENDER_PROMPTS}`)", ""]
-        lines += [f"![{p.stem}]({p.relative_to(out)})" for p in renders]
-    return "\n".join(lines) + "\n"
-
-
 def run_quickstart_seeds(
     out_dir: str | Path, settings: QuickstartSettings | None = None, *, num_seeds: int = 3
 ) -> dict:
@@ -573,41 +494,9 @@ def run_quickstart_seeds(
     for k in range(num_seeds):
         seed = s.seed + k
         runs.append(run_quickstart(out / f"seed_{seed}", dataclasses.replace(s, seed=seed)))
-    spread: dict[str, dict[str, dict[str, float | None]]] = {}
-    for i, key in enumerate(s.rows):
-        spread[key] = {}
-        for k in TABLE_KEYS:
-            values = [r["rows"][i]["mask"][k] for r in runs]
-            if any(v is None for v in values):
-                spread[key][k] = None
-                continue
-            spread[key][k] = {
-                "mean": round(statistics.mean(values), 2),
-                "std": round(statistics.stdev(values), 2),
-            }
-    lines = [TABLE_HEAD]
-    for key in s.rows:
-        cells = []
-        for k in TABLE_KEYS:
-            v = spread[key][k]
-            cells.append("–" if v is None else f"{v['mean']:.1f} ± {v['std']:.1f}")
-        lines.append(f"| {key}. {ROW_LABELS[key]} | {' | '.join(cells)} |")
     seeds = [s.seed + k for k in range(num_seeds)]
-    total = sum(r["timings_seconds"]["total"] for r in runs)
-    cut = any(r["cut_down"] for r in runs)
-    report = (
-        "# vlpart quickstart over seeds\n\n"
-        + (
-            "**Cut-down runs** (`--budget-minutes`): the numbers differ from the README's.\n\n"
-            if cut
-            else ""
-        )
-        + f"Mask AP (percent), mean ± sample std over seeds {seeds} (each seed draws its own "
-        "world and trains its own rows; per-seed reports in `seed_<k>/`).\n\n"
-        + "\n".join(lines)
-        + f"\n\nTime: {total / 60:.1f} minutes in all.\n"
-    )
+    spread, report = seeds_report(runs, s.rows, seeds, labels=ROW_LABELS)
     result = {"seeds": seeds, "spread": spread, "runs": [str(out / f"seed_{x}") for x in seeds]}
     write_json_atomic(result, out / "metrics.json")
-    (out / "report.md").write_text(report)
+    write_text_atomic(out / "report.md", report)
     return result

@@ -35,9 +35,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from vlpart.apps.quickstart.shapes import (
+    ObjectTemplate,
+    build_object,
+    ellipse,
+    polygon,
+)
 from vlpart.core.coco import category_records, mask_annotation, write_coco
 from vlpart.core.errors import InputError
-from vlpart.core.fileio import write_json_atomic
+from vlpart.core.fileio import atomic_write, write_json_atomic
 from vlpart.core.vocab import Category, Vocabulary, load_builtin
 
 __all__ = [
@@ -81,35 +87,6 @@ _PIXEL_NOISE_STD = 5.0
 # dictionary matching slow and useless).
 _PNG_OPTIONS = {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
 
-Colour = tuple[int, int, int]
-
-
-@dataclass
-class _Shape:
-    """One drawing primitive in an object's canonical frame (length 1, facing right, y down).
-
-    ``part`` names the annotated part it belongs to (``None``: object pixels without a part,
-    e.g. a car's body). ``width > 0`` draws a polyline of that width instead of a polygon.
-    ``extends`` continues the previous shape's part instance; ``decor`` paints the image only
-    (a wheel's hub stays wheel pixels).
-    """
-
-    part: str | None
-    points: np.ndarray
-    colour: Colour
-    width: float = 0.0
-    extends: bool = False
-    decor: bool = False
-
-
-@dataclass
-class _Object:
-    name: str
-    shapes: list[_Shape]
-    texture: str
-    textured_parts: tuple[str, ...] = ()
-    texture_colour: Colour = (0, 0, 0)
-
 
 @dataclass
 class SceneObject:
@@ -144,454 +121,6 @@ class WorldSummary:
     num_val: int
     num_objects: int
     num_parts: int
-
-
-# --- geometry -----------------------------------------------------------------------------------
-
-
-def _ellipse(
-    cx: float,
-    cy: float,
-    rx: float,
-    ry: float,
-    angle: float = 0.0,
-    *,
-    power: float = 2.0,
-    num: int = 24,
-) -> np.ndarray:
-    """Points of a (super-)ellipse rotated by ``angle`` radians; ``power > 2`` is boxier."""
-    t = np.linspace(0.0, 2.0 * math.pi, num, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
-    x = rx * np.sign(c) * np.abs(c) ** (2.0 / power)
-    y = ry * np.sign(s) * np.abs(s) ** (2.0 / power)
-    ca, sa = math.cos(angle), math.sin(angle)
-    return np.stack([cx + ca * x - sa * y, cy + sa * x + ca * y], axis=1)
-
-
-def _limb(x0: float, y0: float, length: float, angle: float, w0: float, w1: float) -> np.ndarray:
-    """Tapered quad from ``(x0, y0)`` along ``angle`` (0 = straight down), widths ``w0 -> w1``."""
-    dx, dy = math.sin(angle), math.cos(angle)
-    px, py = dy, -dx  # unit normal
-    x1, y1 = x0 + length * dx, y0 + length * dy
-    return np.array(
-        [
-            [x0 - px * w0 / 2, y0 - py * w0 / 2],
-            [x0 + px * w0 / 2, y0 + py * w0 / 2],
-            [x1 + px * w1 / 2, y1 + py * w1 / 2],
-            [x1 - px * w1 / 2, y1 - py * w1 / 2],
-        ]
-    )
-
-
-def _poly(*points: tuple[float, float]) -> np.ndarray:
-    return np.array(points, dtype=np.float64)
-
-
-def _rotate_about(points: np.ndarray, cx: float, cy: float, angle: float) -> np.ndarray:
-    ca, sa = math.cos(angle), math.sin(angle)
-    x, y = points[:, 0] - cx, points[:, 1] - cy
-    return np.stack([cx + ca * x - sa * y, cy + sa * x + ca * y], axis=1)
-
-
-def _shade(colour: Colour, factor: float) -> Colour:
-    return tuple(int(min(255, max(0, round(c * factor)))) for c in colour)  # type: ignore[return-value]
-
-
-def _jitter(rng: np.random.Generator, colour: Colour, amount: int = 18) -> Colour:
-    return tuple(
-        int(v) for v in np.clip(np.asarray(colour) + rng.integers(-amount, amount + 1, 3), 0, 255)
-    )  # type: ignore[return-value]
-
-
-# --- object templates ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Quadruped:
-    torso: tuple[float, float, float]  # rx, ry, superellipse power
-    leg: tuple[float, float]  # length below the torso, width
-    head: tuple[float, float, float, float, float]  # cx, cy, rx, ry, angle
-    ears: str
-    tail: str
-    colours: tuple[Colour, ...]
-    textures: tuple[str, ...]
-    textured_parts: tuple[str, ...]
-    texture_colours: tuple[Colour, ...] = ((25, 20, 20),)
-    head_colour: Colour | None = None
-    neck: bool = False
-    horns: bool = False
-    snout: bool = False
-
-
-_QUADRUPEDS = {
-    "cat": _Quadruped(
-        torso=(0.30, 0.12, 2.0),
-        leg=(0.20, 0.05),
-        head=(0.36, -0.17, 0.12, 0.11, 0.0),
-        ears="pointed",
-        tail="raised_long",
-        colours=((215, 130, 50), (130, 130, 135), (40, 38, 40), (225, 220, 210), (150, 105, 70)),
-        textures=("stripes", "plain"),
-        textured_parts=("torso", "head", "tail", "leg"),
-        texture_colours=((60, 45, 35),),
-    ),
-    "dog": _Quadruped(
-        torso=(0.32, 0.14, 2.2),
-        leg=(0.27, 0.065),
-        head=(0.40, -0.19, 0.11, 0.10, 0.15),
-        ears="floppy",
-        tail="raised_short",
-        snout=True,
-        colours=((140, 90, 45), (205, 160, 85), (45, 40, 38), (230, 225, 215), (120, 115, 110)),
-        textures=("patches", "plain"),
-        textured_parts=("torso", "head"),
-        texture_colours=((235, 230, 220), (50, 40, 35)),
-    ),
-    "cow": _Quadruped(
-        torso=(0.40, 0.19, 3.0),
-        leg=(0.27, 0.08),
-        head=(0.47, -0.09, 0.09, 0.14, -0.35),
-        ears="sideways",
-        tail="hanging_thin",
-        horns=True,
-        colours=((235, 232, 225), (120, 75, 40), (40, 35, 35)),
-        textures=("spots", "plain"),
-        textured_parts=("torso", "head"),
-        texture_colours=((30, 28, 28), (110, 70, 40)),
-    ),
-    "horse": _Quadruped(
-        torso=(0.36, 0.15, 2.4),
-        leg=(0.42, 0.055),
-        head=(0.57, -0.41, 0.065, 0.15, -0.75),
-        ears="small",
-        tail="hanging_thick",
-        neck=True,
-        colours=((125, 75, 40), (50, 35, 28), (215, 210, 200), (150, 140, 130), (170, 100, 55)),
-        textures=("plain",),
-        textured_parts=(),
-    ),
-    "sheep": _Quadruped(
-        torso=(0.36, 0.21, 2.0),
-        leg=(0.19, 0.055),
-        head=(0.42, -0.13, 0.08, 0.11, -0.25),
-        ears="sideways_small",
-        tail="stub",
-        head_colour=(55, 45, 40),
-        colours=((235, 230, 210), (215, 205, 185), (190, 185, 180)),
-        textures=("wool",),
-        textured_parts=("torso",),
-    ),
-}
-
-
-def _quadruped(name: str, rng: np.random.Generator) -> _Object:
-    spec = _QUADRUPEDS[name]
-    body = _jitter(rng, spec.colours[rng.integers(len(spec.colours))])
-    head_colour = _jitter(rng, spec.head_colour, 10) if spec.head_colour else body
-    leg_colour = head_colour if spec.head_colour else _shade(body, 0.92)
-    rx, ry, power = spec.torso
-    rx *= rng.uniform(0.92, 1.08)
-    ry *= rng.uniform(0.9, 1.1)
-    leg_len, leg_w = spec.leg[0] * rng.uniform(0.9, 1.12), spec.leg[1]
-    hx, hy, hrx, hry, hangle = spec.head
-    hangle += rng.uniform(-0.2, 0.2)
-    hy += rng.uniform(-0.04, 0.04)
-    shapes: list[_Shape] = []
-
-    def leg(x: float, far: bool) -> _Shape:
-        angle = rng.uniform(-0.35, 0.35)
-        colour = _shade(leg_colour, 0.72 if far else 1.0)
-        top = ry * 0.3
-        return _Shape(
-            "leg", _limb(x, top, leg_len + ry * 0.7, angle, leg_w * 1.25, leg_w * 0.85), colour
-        )
-
-    stride = rng.uniform(0.02, 0.08)
-    for x in (rx * 0.62 - stride, -rx * 0.62 + stride):  # far side, behind the torso
-        shapes.append(leg(x, far=True))
-    shapes.extend(_tail(spec.tail, rx, ry, _shade(body, 0.95), rng))
-    shapes.append(_Shape("torso", _ellipse(0.0, 0.0, rx, ry, power=power), body))
-    for x in (rx * 0.62, -rx * 0.62):
-        shapes.append(leg(x, far=False))
-    if spec.neck:
-        shapes.append(
-            _Shape(
-                "neck",
-                _poly(
-                    (rx * 0.45, -ry * 0.6),
-                    (rx * 0.95, -ry * 0.1),
-                    (hx + 0.03, hy + 0.06),
-                    (hx - 0.08, hy - 0.07),
-                ),
-                _shade(body, 0.97),
-            )
-        )
-    if spec.horns:
-        for dx in (-0.03, 0.03):
-            horn = _limb(hx + dx, hy - hry * 0.7, hry * 0.6, math.pi * 0.85 + dx * 8, 0.03, 0.012)
-            shapes.append(_Shape("horn", _rotate_about(horn, hx, hy, hangle), (225, 215, 180)))
-    ear_shapes = _ears(spec.ears, hx, hy, hrx, hry, hangle, _shade(head_colour, 0.8))
-    floppy = spec.ears == "floppy"
-    if not floppy:
-        shapes.extend(ear_shapes)
-    shapes.append(_Shape("head", _ellipse(hx, hy, hrx, hry, hangle), head_colour))
-    if spec.snout:
-        snout = _ellipse(hx + hrx * 0.95, hy + hry * 0.35, hrx * 0.65, hry * 0.5, hangle)
-        shapes.append(
-            _Shape("head", _rotate_about(snout, hx, hy, hangle), head_colour, extends=True)
-        )
-    if floppy:
-        shapes.extend(ear_shapes)
-    eye = _rotate_about(_poly((hx + hrx * 0.35, hy - hry * 0.25)), hx, hy, hangle)[0]
-    shapes.append(
-        _Shape("head", _ellipse(eye[0], eye[1], 0.014, 0.014, num=8), (15, 15, 15), decor=True)
-    )
-    return _Object(
-        name,
-        shapes,
-        texture=str(rng.choice(spec.textures)),
-        textured_parts=spec.textured_parts,
-        texture_colour=spec.texture_colours[rng.integers(len(spec.texture_colours))],
-    )
-
-
-def _tail(
-    kind: str, rx: float, ry: float, colour: Colour, rng: np.random.Generator
-) -> list[_Shape]:
-    bend = rng.uniform(-0.05, 0.05)
-    x0 = -rx * 0.92
-    if kind == "raised_long":
-        pts, width = (
-            _poly(
-                (x0, -ry * 0.2),
-                (x0 - 0.1, -ry - 0.02),
-                (x0 - 0.12 + bend, -ry - 0.15),
-                (x0 - 0.05 + bend, -ry - 0.24),
-            ),
-            0.035,
-        )
-    elif kind == "raised_short":
-        pts, width = (
-            _poly((x0, -ry * 0.4), (x0 - 0.08, -ry - 0.04), (x0 - 0.06 + bend, -ry - 0.13)),
-            0.045,
-        )
-    elif kind == "hanging_thin":
-        pts = _poly((x0 + 0.02, -ry * 0.6), (x0 - 0.03, -ry * 0.1), (x0 - 0.02 + bend, ry + 0.12))
-        tuft = _ellipse(pts[-1, 0], pts[-1, 1] + 0.02, 0.025, 0.04)
-        return [
-            _Shape("tail", pts, colour, width=0.018),
-            _Shape("tail", tuft, _shade(colour, 0.6), extends=True),
-        ]
-    elif kind == "hanging_thick":
-        pts, width = (
-            _poly((x0 + 0.02, -ry * 0.6), (x0 - 0.08, -ry * 0.1), (x0 - 0.08 + bend, ry + 0.2)),
-            0.07,
-        )
-        colour = _shade(colour, 0.6)
-    else:  # stub
-        pts, width = _poly((x0 + 0.02, -ry * 0.3), (x0 - 0.06, -ry * 0.1 + bend)), 0.06
-    return [_Shape("tail", pts, colour, width=width)]
-
-
-def _ears(
-    kind: str, hx: float, hy: float, hrx: float, hry: float, angle: float, colour: Colour
-) -> list[_Shape]:
-    if kind == "pointed":
-        ears = [
-            _poly(
-                (hx + dx - hrx * 0.3, hy - hry * 0.5),
-                (hx + dx + hrx * 0.3, hy - hry * 0.6),
-                (hx + dx, hy - hry * 1.55),
-            )
-            for dx in (-hrx * 0.5, hrx * 0.4)
-        ]
-    elif kind == "floppy":
-        ears = [_ellipse(hx - hrx * 0.45, hy + hry * 0.25, hrx * 0.3, hry * 0.75, 0.35)]
-    elif kind == "sideways":
-        ears = [_ellipse(hx - hrx * 1.1, hy - hry * 0.55, hrx * 0.65, hry * 0.22, 0.3)]
-    elif kind == "sideways_small":
-        ears = [_ellipse(hx - hrx * 0.95, hy - hry * 0.5, hrx * 0.55, hry * 0.22, 0.4)]
-    else:  # small, upright (horse)
-        ears = [
-            _poly(
-                (hx - hrx * 0.5, hy - hry * 0.85),
-                (hx + hrx * 0.3, hy - hry * 0.9),
-                (hx - hrx * 0.2, hy - hry * 1.35),
-            )
-        ]
-    return [_Shape("ear", _rotate_about(e, hx, hy, angle), colour) for e in ears]
-
-
-_BIRD_COLOURS = (
-    (90, 70, 50),
-    (60, 90, 160),
-    (200, 60, 40),
-    (230, 200, 60),
-    (40, 40, 45),
-    (150, 150, 150),
-)
-_VEHICLE_COLOURS = (
-    (200, 30, 35),
-    (30, 70, 170),
-    (235, 200, 40),
-    (235, 235, 235),
-    (40, 130, 60),
-    (70, 70, 75),
-    (180, 180, 185),
-)
-_GLASS = ((60, 90, 120), (150, 190, 215), (40, 50, 60))
-_TYRE = (28, 28, 30)
-
-
-def _bird(rng: np.random.Generator) -> _Object:
-    body = _jitter(rng, _BIRD_COLOURS[rng.integers(len(_BIRD_COLOURS))])
-    leg_colour = (200, 150, 60)
-    tilt = rng.uniform(-0.35, 0.05)
-    shapes = [
-        _Shape("tail", _poly((-0.22, -0.02), (-0.5, -0.1), (-0.48, 0.06)), _shade(body, 0.8)),
-        *[
-            _Shape("leg", _poly((x, 0.1), (x - 0.04, 0.34)), leg_colour, width=0.025)
-            for x in (-0.02, 0.07)
-        ],
-        _Shape("torso", _ellipse(0.0, 0.0, 0.28, 0.16, tilt), body),
-        _Shape("wing", _ellipse(-0.06, -0.02, 0.2, 0.085, tilt - 0.2), _shade(body, 0.7)),
-        _Shape("head", _ellipse(0.28, -0.17, 0.11, 0.1), _shade(body, 1.1)),
-        _Shape("beak", _poly((0.36, -0.2), (0.37, -0.13), (0.5, -0.16)), (235, 170, 40)),
-        _Shape("head", _ellipse(0.31, -0.2, 0.018, 0.018, num=8), (10, 10, 10), decor=True),
-    ]
-    return _Object("bird", shapes, texture="plain")
-
-
-def _aeroplane(rng: np.random.Generator) -> _Object:
-    body = _jitter(rng, _VEHICLE_COLOURS[rng.integers(len(_VEHICLE_COLOURS))], 10)
-    shapes = [
-        _Shape(
-            "wing",
-            _poly((0.0, -0.03), (0.08, -0.03), (-0.12, -0.14), (-0.17, -0.14)),
-            _shade(body, 0.7),
-        ),
-        _Shape("body", _ellipse(0.0, 0.0, 0.5, 0.065, power=2.6), body),
-        _Shape(
-            "tail",
-            _poly((-0.47, -0.02), (-0.36, -0.03), (-0.45, -0.25), (-0.5, -0.25)),
-            _shade(body, 0.9),
-        ),
-        _Shape(
-            "wing",
-            _poly((-0.04, 0.01), (0.1, 0.01), (-0.1, 0.24), (-0.18, 0.24)),
-            _shade(body, 0.85),
-        ),
-    ]
-    for i in range(7):
-        shapes.append(
-            _Shape(
-                "body", _ellipse(0.3 - 0.09 * i, -0.015, 0.015, 0.015, num=8), _GLASS[0], decor=True
-            )
-        )
-    if rng.random() < 0.6:  # landing gear out
-        for x in (-0.25, 0.3):
-            shapes.append(_Shape("wheel", _ellipse(x, 0.11, 0.035, 0.035, num=12), _TYRE))
-    return _Object("aeroplane", shapes, texture="plain")
-
-
-def _car(rng: np.random.Generator) -> _Object:
-    body = _jitter(rng, _VEHICLE_COLOURS[rng.integers(len(_VEHICLE_COLOURS))], 10)
-    glass = _GLASS[rng.integers(len(_GLASS))]
-    shapes = [
-        _Shape(
-            None,
-            _poly(
-                (-0.5, 0.12),
-                (-0.5, -0.02),
-                (-0.42, -0.07),
-                (0.3, -0.08),
-                (0.48, -0.03),
-                (0.5, 0.05),
-                (0.5, 0.12),
-            ),
-            body,
-        ),
-        _Shape(None, _poly((-0.33, -0.06), (-0.22, -0.25), (0.1, -0.25), (0.25, -0.07)), body),
-        _Shape(
-            "window", _poly((-0.28, -0.08), (-0.19, -0.22), (-0.06, -0.22), (-0.06, -0.08)), glass
-        ),
-        _Shape("window", _poly((-0.02, -0.08), (-0.02, -0.22), (0.08, -0.22), (0.2, -0.08)), glass),
-        _Shape(
-            "door",
-            _poly((-0.27, -0.05), (-0.04, -0.05), (-0.04, 0.1), (-0.27, 0.1)),
-            _shade(body, 0.85),
-        ),
-        _Shape(
-            "door",
-            _poly((-0.02, -0.05), (0.21, -0.05), (0.21, 0.1), (-0.02, 0.1)),
-            _shade(body, 0.85),
-        ),
-        _Shape("headlight", _ellipse(0.465, 0.0, 0.035, 0.028), (250, 240, 170)),
-    ]
-    for x in (-0.3, 0.3):
-        shapes.append(_Shape("wheel", _ellipse(x, 0.12, 0.1, 0.1), _TYRE))
-        shapes.append(
-            _Shape("wheel", _ellipse(x, 0.12, 0.045, 0.045, num=12), (170, 170, 175), decor=True)
-        )
-    return _Object("car", shapes, texture="plain")
-
-
-def _bus(rng: np.random.Generator) -> _Object:
-    body = _jitter(rng, _VEHICLE_COLOURS[rng.integers(len(_VEHICLE_COLOURS))], 10)
-    glass = _GLASS[rng.integers(len(_GLASS))]
-    shapes = [
-        _Shape(
-            None,
-            _poly(
-                (-0.5, -0.22),
-                (-0.47, -0.25),
-                (0.47, -0.25),
-                (0.5, -0.22),
-                (0.5, 0.15),
-                (-0.5, 0.15),
-            ),
-            body,
-        ),
-        _Shape(
-            None,
-            _poly((-0.5, 0.02), (0.5, 0.02), (0.5, 0.05), (-0.5, 0.05)),
-            _shade(body, 0.6),
-            decor=True,
-        ),
-    ]
-    num_windows = int(rng.integers(3, 6))
-    step = 0.72 / num_windows
-    for i in range(num_windows):
-        x0 = -0.45 + i * step
-        shapes.append(
-            _Shape(
-                "window",
-                _poly(
-                    (x0, -0.2), (x0 + step - 0.025, -0.2), (x0 + step - 0.025, -0.04), (x0, -0.04)
-                ),
-                glass,
-            )
-        )
-    shapes.append(
-        _Shape(
-            "door",
-            _poly((0.31, -0.2), (0.43, -0.2), (0.43, 0.13), (0.31, 0.13)),
-            _shade(glass, 0.8),
-        )
-    )
-    shapes.append(_Shape("headlight", _ellipse(0.47, 0.09, 0.025, 0.025), (250, 240, 170)))
-    for x in (-0.3, 0.22):
-        shapes.append(_Shape("wheel", _ellipse(x, 0.15, 0.085, 0.085), _TYRE))
-        shapes.append(
-            _Shape("wheel", _ellipse(x, 0.15, 0.04, 0.04, num=12), (170, 170, 175), decor=True)
-        )
-    return _Object("bus", shapes, texture="plain")
-
-
-def _build_object(name: str, rng: np.random.Generator) -> _Object:
-    if name in _QUADRUPEDS:
-        return _quadruped(name, rng)
-    return {"bird": _bird, "aeroplane": _aeroplane, "car": _car, "bus": _bus}[name](rng)
 
 
 # Object length relative to the other classes (a bird is drawn smaller than a bus).
@@ -639,7 +168,7 @@ def draw_scene(
     slots: list[tuple[int, str | None]] = []  # id-map value - 1 -> (object, part)
     objects = []
     for _, name, length, centre in sorted(placed, key=lambda p: p[0]):  # far (higher) first
-        obj = _build_object(name, rng)
+        obj = build_object(name, rng)
         tilt = rng.uniform(-1, 1) * _MAX_TILT.get(name, _DEFAULT_TILT)
         flip = -1.0 if rng.random() < 0.5 else 1.0
         stretch = rng.uniform(0.9, 1.1)
@@ -708,7 +237,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image
         r = size * rng.uniform(0.03, 0.18)
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
-            pts = _ellipse(cx, cy, r, r * rng.uniform(0.4, 1.5), rng.uniform(0, math.pi))
+            pts = ellipse(cx, cy, r, r * rng.uniform(0.4, 1.5), rng.uniform(0, math.pi))
         else:
             pts = np.stack([cx + rng.uniform(-r, r, 5), cy + rng.uniform(-r, r, 5)], axis=1)
         draw.polygon([tuple(p) for p in pts.tolist()], fill=colour)
@@ -723,17 +252,17 @@ def _occluder(
     if rng.random() < 0.5:
         x = rng.uniform(0, size)
         w = size * rng.uniform(0.03, 0.08)
-        pts = _poly((x, -1), (x + w, -1), (x + w, size + 1), (x, size + 1))
+        pts = polygon((x, -1), (x + w, -1), (x + w, size + 1), (x, size + 1))
     else:
         r = size * rng.uniform(0.08, 0.18)
-        pts = _ellipse(rng.uniform(0, size), size - r * rng.uniform(0.2, 1.0), r * 1.4, r)
+        pts = ellipse(rng.uniform(0, size), size - r * rng.uniform(0.2, 1.0), r * 1.4, r)
     xy = [tuple(p) for p in pts.tolist()]
     draw.polygon(xy, fill=colour)
     id_draw.polygon(xy, fill=0)
 
 
 def _apply_texture(
-    rng: np.random.Generator, pixels: np.ndarray, mask: np.ndarray, obj: _Object
+    rng: np.random.Generator, pixels: np.ndarray, mask: np.ndarray, obj: ObjectTemplate
 ) -> None:
     """Paint the object's texture over its ``mask`` pixels of ``pixels`` (in place)."""
     ys, xs = np.nonzero(mask)
@@ -790,118 +319,29 @@ def synthesize_world(
     Raises:
         ValueError: too few images, a tiny image size, a bad fraction or an unknown novel class.
     """
-    if num_images < 2:
-        raise InputError(f"the world needs at least 2 images (train + val), got {num_images}")
-    if image_size < 32:
-        raise InputError(f"image size must be at least 32 px, got {image_size}")
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    unknown = sorted(set(novel_objects) - set(WORLD_PARTS))
-    if unknown:
-        raise InputError(
-            f"unknown novel object(s) {unknown}; the world has {', '.join(WORLD_PARTS)}"
-        )
+    _check_world(num_images, image_size, val_fraction, novel_objects)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     num_val = min(num_images - 1, max(1, round(num_images * val_fraction)))
     num_train = num_images - num_val
     novel = tuple(o for o in WORLD_PARTS if o in set(novel_objects))
     base = tuple(o for o in WORLD_PARTS if o not in novel)
-
-    part_vocab, object_vocab = load_builtin("pascal_part"), load_builtin("voc")
-    part_ids = {
-        f"{o}:{p}": part_vocab[part_vocab.index(f"{o}:{p}")].id
-        for o, parts in WORLD_PARTS.items()
-        for p in parts
-    }
-    object_ids = {o: object_vocab[object_vocab.index(o)].id for o in WORLD_PARTS}
-
-    def split_of(obj: str) -> str:
-        return "novel" if obj in novel else "base"
-
-    def part_categories(objects: Sequence[str]) -> list[dict]:
-        cats = [
-            Category(name=f"{o}:{p}", object=o, part=p, id=part_ids[f"{o}:{p}"], split=split_of(o))
-            for o in objects
-            for p in WORLD_PARTS[o]
-        ]
-        return category_records(Vocabulary(tuple(sorted(cats, key=lambda c: c.id))))
-
-    object_categories = category_records(
-        Vocabulary(
-            tuple(
-                sorted(
-                    (
-                        Category(name=o, object=o, id=object_ids[o], split=split_of(o))
-                        for o in WORLD_PARTS
-                    ),
-                    key=lambda c: c.id,
-                )
-            )
-        )
-    )
+    ids = _WorldIds.of(novel)
     records = {split: {"images": [], "objects": [], "parts": []} for split in ("train", "val")}
     for i in tqdm(range(num_images), desc="synthetic world", disable=None):
-        split = "train" if i < num_train else "val"
         scene = draw_scene(np.random.default_rng([seed, i]), image_size=image_size)
         image_id = i + 1
         file_name = f"images/{image_id:06d}.png"
-        Image.fromarray(scene.image).save(out_dir / file_name, **_PNG_OPTIONS)
-        rec = records[split]
+        picture = Image.fromarray(scene.image)
+        atomic_write(
+            out_dir / file_name, lambda tmp, im=picture: im.save(tmp, "PNG", **_PNG_OPTIONS)
+        )
+        rec = records["train" if i < num_train else "val"]
         rec["images"].append(
             {"id": image_id, "file_name": file_name, "height": image_size, "width": image_size}
         )
-        for obj in scene.objects:
-            object_ann = mask_annotation(
-                obj.mask,
-                ann_id=len(rec["objects"]) + 1,
-                image_id=image_id,
-                category_id=object_ids[obj.name],
-            )
-            rec["objects"].append(object_ann)
-            for part, part_mask in obj.parts:
-                ann = mask_annotation(
-                    part_mask,
-                    ann_id=len(rec["parts"]) + 1,
-                    image_id=image_id,
-                    category_id=part_ids[f"{obj.name}:{part}"],
-                )
-                ann["object_id"] = object_ann["id"]
-                rec["parts"].append(ann)
-
-    train, val = records["train"], records["val"]
-    base_part_ids = {part_ids[f"{o}:{p}"] for o in base for p in WORLD_PARTS[o]}
-    label_ids: dict[int, set[int]] = {img["id"]: set() for img in train["images"]}
-    for ann in train["objects"]:
-        label_ids[ann["image_id"]].add(ann["category_id"])
-    files = {
-        "parts_base_train": {
-            "images": train["images"],
-            "annotations": [a for a in train["parts"] if a["category_id"] in base_part_ids],
-            "categories": part_categories(base),
-        },
-        "objects_train": {
-            "images": train["images"],
-            "annotations": train["objects"],
-            "categories": object_categories,
-        },
-        "image_labels_train": {
-            "images": [
-                dict(img, pos_category_ids=sorted(label_ids[img["id"]])) for img in train["images"]
-            ],
-            "categories": object_categories,
-        },
-        "parts_val": {
-            "images": val["images"],
-            "annotations": val["parts"],
-            "categories": part_categories(tuple(WORLD_PARTS)),
-        },
-        "objects_val": {
-            "images": val["images"],
-            "annotations": val["objects"],
-            "categories": object_categories,
-        },
-    }
+        _annotate(scene, image_id, ids, rec)
+    files = _coco_files(records["train"], records["val"], ids, base)
     paths = {role: out_dir / f"{role}.json" for role in files}
     for role, data in files.items():
         write_coco(paths[role], **data)
@@ -920,8 +360,8 @@ def synthesize_world(
     }
     paths["world"] = out_dir / "world.json"
     write_json_atomic(manifest, paths["world"])
-    num_objects = len(train["objects"]) + len(val["objects"])
-    num_parts = len(train["parts"]) + len(val["parts"])
+    num_objects = sum(len(r["objects"]) for r in records.values())
+    num_parts = sum(len(r["parts"]) for r in records.values())
     logger.info(
         "wrote %d train + %d val images (%d objects, %d parts) to %s",
         num_train,
@@ -938,3 +378,120 @@ def synthesize_world(
         num_objects=num_objects,
         num_parts=num_parts,
     )
+
+
+def _check_world(
+    num_images: int, image_size: int, val_fraction: float, novel_objects: Sequence[str]
+) -> None:
+    if num_images < 2:
+        raise InputError(f"the world needs at least 2 images (train + val), got {num_images}")
+    if image_size < 32:
+        raise InputError(f"image size must be at least 32 px, got {image_size}")
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    unknown = sorted(set(novel_objects) - set(WORLD_PARTS))
+    if unknown:
+        raise InputError(
+            f"unknown novel object(s) {unknown}; the world has {', '.join(WORLD_PARTS)}"
+        )
+
+
+@dataclass(frozen=True)
+class _WorldIds:
+    """Category ids of the world's parts (``pascal_part``) and objects (``voc``), and the set
+    of novel objects."""
+
+    parts: dict[str, int]
+    objects: dict[str, int]
+    novel: tuple[str, ...]
+
+    @classmethod
+    def of(cls, novel: tuple[str, ...]) -> _WorldIds:
+        part_vocab, object_vocab = load_builtin("pascal_part"), load_builtin("voc")
+        parts = {
+            f"{o}:{p}": part_vocab[part_vocab.index(f"{o}:{p}")].id
+            for o, names in WORLD_PARTS.items()
+            for p in names
+        }
+        objects = {o: object_vocab[object_vocab.index(o)].id for o in WORLD_PARTS}
+        return cls(parts, objects, novel)
+
+    def split_of(self, obj: str) -> str:
+        return "novel" if obj in self.novel else "base"
+
+    def part_categories(self, objects: Sequence[str]) -> list[dict]:
+        cats = [
+            Category(
+                name=f"{o}:{p}", object=o, part=p, id=self.parts[f"{o}:{p}"], split=self.split_of(o)
+            )
+            for o in objects
+            for p in WORLD_PARTS[o]
+        ]
+        return category_records(Vocabulary(tuple(sorted(cats, key=lambda c: c.id))))
+
+    def object_categories(self) -> list[dict]:
+        cats = (
+            Category(name=o, object=o, id=self.objects[o], split=self.split_of(o))
+            for o in WORLD_PARTS
+        )
+        return category_records(Vocabulary(tuple(sorted(cats, key=lambda c: c.id))))
+
+
+def _annotate(scene: Scene, image_id: int, ids: _WorldIds, rec: dict[str, list]) -> None:
+    """Append the object and part annotations of ``scene`` to the split's records ``rec``."""
+    for obj in scene.objects:
+        object_ann = mask_annotation(
+            obj.mask,
+            ann_id=len(rec["objects"]) + 1,
+            image_id=image_id,
+            category_id=ids.objects[obj.name],
+        )
+        rec["objects"].append(object_ann)
+        for part, part_mask in obj.parts:
+            ann = mask_annotation(
+                part_mask,
+                ann_id=len(rec["parts"]) + 1,
+                image_id=image_id,
+                category_id=ids.parts[f"{obj.name}:{part}"],
+            )
+            ann["object_id"] = object_ann["id"]
+            rec["parts"].append(ann)
+
+
+def _coco_files(
+    train: dict[str, list], val: dict[str, list], ids: _WorldIds, base: tuple[str, ...]
+) -> dict[str, dict]:
+    """The COCO files of the world by role (``write_coco`` keyword arguments)."""
+    base_part_ids = {ids.parts[f"{o}:{p}"] for o in base for p in WORLD_PARTS[o]}
+    label_ids: dict[int, set[int]] = {img["id"]: set() for img in train["images"]}
+    for ann in train["objects"]:
+        label_ids[ann["image_id"]].add(ann["category_id"])
+    object_categories = ids.object_categories()
+    return {
+        "parts_base_train": {
+            "images": train["images"],
+            "annotations": [a for a in train["parts"] if a["category_id"] in base_part_ids],
+            "categories": ids.part_categories(base),
+        },
+        "objects_train": {
+            "images": train["images"],
+            "annotations": train["objects"],
+            "categories": object_categories,
+        },
+        "image_labels_train": {
+            "images": [
+                dict(img, pos_category_ids=sorted(label_ids[img["id"]])) for img in train["images"]
+            ],
+            "categories": object_categories,
+        },
+        "parts_val": {
+            "images": val["images"],
+            "annotations": val["parts"],
+            "categories": ids.part_categories(tuple(WORLD_PARTS)),
+        },
+        "objects_val": {
+            "images": val["images"],
+            "annotations": val["objects"],
+            "categories": object_categories,
+        },
+    }

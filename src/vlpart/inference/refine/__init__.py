@@ -21,7 +21,8 @@ Two backends: :class:`SamRefiner` (SAM, ``segment-anything``) and :class:`Sam2Re
 ``sam2``); the ``sam`` extra installs both, and each is imported only when its refiner is built.
 Weights come by variant name (SAM: ``vit_b``, ``vit_l``, ``vit_h``; SAM 2.1: ``tiny``, ``small``,
 ``base_plus``, ``large``) through :func:`vlpart.core.weights.fetch` (cache, mirror, download) or
-from a local file; they are loaded with ``torch.load(weights_only=True)`` and strictly.
+from a local file; they are loaded with :func:`vlpart.core.weights.load_torch_file`
+(``weights_only=True``) and strictly.
 
 Modules: :mod:`~vlpart.inference.refine.base` (the shared pipeline, cleaning, weight files),
 :mod:`~vlpart.inference.refine.sam`, :mod:`~vlpart.inference.refine.sam2` (one backend each).

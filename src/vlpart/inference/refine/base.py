@@ -13,6 +13,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.weights import load_torch_file
 from vlpart.inference.prediction import Prediction
 
 __all__ = [
@@ -192,8 +193,8 @@ def weights_file(weights: str | Path, urls: dict[str, str | None], what: str) ->
 
 def load_state(path: Path, what: str) -> dict[str, Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean "unreadable"
+        state = load_torch_file(path, what=f"{what} checkpoint")
+    except InputError as err:  # a refused pickle, a zip or unpickler error: "unreadable"
         raise InputError(f"{path}: not a readable {what} checkpoint ({err})") from None
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a {what} checkpoint (a {type(state).__name__})")
