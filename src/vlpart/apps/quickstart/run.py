@@ -45,14 +45,15 @@ from vlpart.core.config import Config, config_from_dict, read_yaml
 from vlpart.core.errors import InputError
 from vlpart.core.fileio import atomic_write, read_image, write_json_atomic, write_text_atomic
 from vlpart.core.vocab import load_builtin, parse_vocabulary
-from vlpart.evaluation.coco_eval import EvalReport
 from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.evaluation.report import EvalReport
 from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import build_model, load_checkpoint
 from vlpart.parsing import build_feature_extractor
 from vlpart.parsing.run import build_base_bank, parse_novel_objects
 from vlpart.text import build_text_encoder
-from vlpart.training.train import build_sources, train
+from vlpart.training.sources import build_sources
+from vlpart.training.train import train
 
 __all__ = [
     "QuickstartSettings",
