@@ -165,11 +165,22 @@ def _object_keys() -> frozenset[str]:
 
 
 @cache
+def _part_index() -> dict[tuple[str, str], Category]:
+    """``(object in lower case, part key)`` -> that part in the first part taxonomy that has
+    it, in taxonomy order (``*:head`` looks in every taxonomy: PartImageNet's aeroplane has a
+    head, Pascal-Part's has none)."""
+    index: dict[tuple[str, str], Category] = {}
+    for tax in _PART_TAXONOMIES:
+        for c in load_builtin(tax):
+            if c.is_part:
+                index.setdefault((c.object.lower(), name_key(c.part)), c)
+    return index
+
+
+@cache
 def _part_keys() -> frozenset[str]:
     """Keys of every part name of the built-in part taxonomies."""
-    return frozenset(
-        name_key(c.part) for tax in _PART_TAXONOMIES for c in load_builtin(tax) if c.part
-    )
+    return frozenset(part for _, part in _part_index())
 
 
 def _warn_if_typo(word: str, spec: str) -> None:
@@ -248,52 +259,54 @@ def _every_part(obj: str, source: str, *, entry: str) -> list[Category]:
 def _expand_star(star: _Star, listed: dict[str, str], source: str) -> list[Category]:
     """``*:head,leg`` or ``*:*`` over the ``listed`` objects (lower-case name -> name as typed),
     or over every object of the part taxonomies when none is listed; grouped by object, its
-    parts in the order named. The taxonomy's split travels with the parts."""
-    known = _known_parts()
-    if listed:
-        pool = [(name, None, known.get(key, [])) for key, name in listed.items()]
-    else:
-        pool = [(cats[0].object, cats[0].object_text, cats) for cats in known.values()]
+    parts in the order named. The taxonomy's split travels with the parts.
+
+    A named part is looked up in every part taxonomy; ``*`` gives an object's parts in the
+    first taxonomy that has the object, as ``dog:*`` does."""
+    index = _part_index()
+    objects = listed or {obj: obj for obj, _ in index}
     out: list[Category] = []
     for part in star.parts:
-        found = [
-            Category(
-                f"{obj}:{c.part}",
-                obj,
-                part=c.part,
-                split=c.split,
-                object_text=text,
-                entry=star.entry,
-            )
-            for obj, text, cats in pool
-            for c in cats
-            if part == STAR or name_key(c.part) == name_key(part)
-        ]
+        if part == STAR:
+            found = [c for key in objects for c in _known_parts().get(key, [])]
+        else:
+            found = [
+                index[key, name_key(part)] for key in objects if (key, name_key(part)) in index
+            ]
         if not found:
             raise InputError(_no_such_part(star, part, listed, source))
-        out += found
-    order = {name_key(obj): i for i, (obj, _, _) in enumerate(pool)}
-    return sorted(out, key=lambda c: order[name_key(c.object)])
+        out += [
+            Category(
+                f"{listed.get(c.object.lower(), c.object)}:{c.part}",
+                listed.get(c.object.lower(), c.object),
+                part=c.part,
+                split=c.split,
+                object_text=None if listed else c.object_text,
+                entry=star.entry,
+            )
+            for c in found
+        ]
+    order = {key: i for i, key in enumerate(objects)}
+    return sorted(out, key=lambda c: order[c.object.lower()])
 
 
 def _no_such_part(star: _Star, part: str, listed: dict[str, str], source: str) -> str:
     """The one-line message of a ``*:part`` that finds no such part."""
+    where = source if source == repr(star.entry) else f"{source}: {star.entry!r}"
     if not listed:
         return (
-            f"{source}: {star.entry!r}: no built-in taxonomy has a part {part!r}"
+            f"{where}: no built-in taxonomy has a part {part!r}"
             f"{_suggest(part, sorted(_part_keys()))}; name its object, e.g. dog:{part}"
         )
-    owners = [
-        cats[0].object
-        for cats in _known_parts().values()
-        if any(name_key(c.part) == name_key(part) for c in cats)
-    ]
-    has = f" ({part!r} is a part of {', '.join(owners[:4])}, ...)" if owners else ""
+    owners = [c.object for (_, key), c in _part_index().items() if key == name_key(part)]
+    more = ", ..." if len(owners) > 4 else ""
+    has = f" ({part!r} is a part of {', '.join(owners[:4])}{more})" if owners else ""
     first = next(iter(listed.values()))
     example = f"{first}:head,body" if part == STAR else f"{first}:{part}"
+    what = "parts" if part == STAR else repr(part)
     return (
-        f"{source}: {star.entry!r} finds no part of {', '.join(listed.values())} in the "
-        f"built-in taxonomies{has}; name the parts instead, e.g. {example}"
+        f"{where}: the built-in taxonomies know no {what} of {', '.join(listed.values())}"
+        f"{has or _suggest(part, sorted(_part_keys()))}; name the parts instead, e.g. {example}"
     )
 
 
@@ -354,5 +367,5 @@ def parse_entries(spec: str, source: str) -> list[Category]:
     for star in dict.fromkeys(i.entry for i in reading.items if isinstance(i, _Star)):
         names = [c.name for c in unique.values() if c.entry == star]
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        logger.info("%s: %r gives %d categories: %s", source, star, len(names), shown)
+        logger.info("%s: %r gives %d: %s", source, star, len(names), shown)
     return [dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())]
