@@ -213,7 +213,9 @@ def _read_entry(entry: str, source: str, reading: _Reading, *, typed: str) -> No
     """Append the categories (or the star) of one entry to ``reading``: ``entry`` is canonical
     but for plurals; ``typed`` is what the user wrote (differs when it was rewritten)."""
     if ":" not in entry:
-        reading.items.append(Category(entry, entry, entry=typed if typed != entry else None))
+        reading.items.append(
+            Category(name=entry, object=entry, entry=typed if typed != entry else None)
+        )
         reading.typed_words.append(entry)
         return
     obj, _, part_list = (s.strip() for s in entry.partition(":"))
