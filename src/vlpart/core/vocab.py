@@ -9,8 +9,14 @@ Specs accepted by :func:`parse_vocabulary` (and ``--vocab`` on the command line)
 * entries separated by ``;`` or new lines, each one of
   ``dog`` (an object; ``dog,cat`` is two objects),
   ``dog:head,torso,leg,tail`` (parts of an object: the granularity the user asks for),
-  ``dog:*`` (every part of ``dog`` a built-in taxonomy knows);
+  ``dog:*`` (every part of ``dog`` a built-in taxonomy knows),
+  ``*:head,leg`` (those parts of every object listed in the spec, or, when it lists none, of
+  every object the built-in part taxonomies know), ``*:*`` (every part of them);
 * a path to a text file holding such entries (``#`` starts a comment).
+
+Names are read as people write them (:mod:`vlpart.core.vocab_normalize`): ``legs`` is ``*:leg``,
+``dog's head`` and ``head of a dog`` are ``dog:head``; a warning says what was rewritten and
+:attr:`Category.entry` keeps what was typed. A spec gives at most :data:`MAX_CATEGORIES`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "PROMPT_TEMPLATES",
     "DEFAULT_TEMPLATE",
     "GRANULARITIES",
+    "MAX_CATEGORIES",
     "Category",
     "Vocabulary",
     "at_granularity",
@@ -66,6 +73,10 @@ SPLITS = ("base", "novel")
 # Levels of :func:`at_granularity`, coarse to fine.
 GRANULARITIES = ("objects", "parts", "every_part")
 
+# Most categories a spec may give (LVIS, the largest built-in vocabulary, has 1,203): a ``*``
+# entry over many objects is a slip, and a text encoder would take minutes on it.
+MAX_CATEGORIES = 2000
+
 
 @dataclass(frozen=True)
 class Category:
@@ -79,6 +90,9 @@ class Category:
         split: ``"base"``, ``"novel"`` or ``None`` when the taxonomy has no split.
         image_count: training images containing it (LVIS/PACO; federated loss weights), or None.
         object_text: how the object is written in prompts (defaults to ``object.lower()``).
+        entry: the spec entry as typed when the category was rewritten or expanded from it
+            (``dog's head``, ``*:head``, ``dog:*``), else None; not saved by
+            :meth:`Vocabulary.to_json` and not compared.
     """
 
     name: str
@@ -88,6 +102,7 @@ class Category:
     split: str | None = None
     image_count: int | None = None
     object_text: str | None = None
+    entry: str | None = field(default=None, compare=False)
 
     @property
     def is_part(self) -> bool:
@@ -191,7 +206,10 @@ class Vocabulary(Sequence[Category]):
 
     def to_json(self) -> list[dict]:
         """Plain records (for checkpoint sidecars and result files)."""
-        return [{k: v for k, v in vars(c).items() if v is not None} for c in self.categories]
+        return [
+            {k: v for k, v in vars(c).items() if v is not None and k != "entry"}
+            for c in self.categories
+        ]
 
     @classmethod
     def from_json(cls, records: Sequence[dict], name: str = "custom") -> Vocabulary:
@@ -348,68 +366,21 @@ def _known_words() -> set[str]:
     return words
 
 
-def _warn_if_typo(word: str, spec: str) -> None:
-    """Open vocabulary accepts any word, but a near miss of a known name is probably a typo."""
-    if word.lower() in _known_words():
-        return
-    close = difflib.get_close_matches(word.lower(), sorted(_known_words()), n=1, cutoff=0.66)
-    if close:
-        logger.warning("%r in %r is not a known name; did you mean %r?", word, spec, close[0])
-
-
-def _parse_entries(spec: str, source: str) -> list[Category]:
-    cats: list[Category] = []
-    lines = [line.split("#", 1)[0] for line in spec.splitlines()]
-    entries = [e.strip() for line in lines for e in line.split(";")]
-    for entry in filter(None, entries):
-        if ":" not in entry:
-            for obj in filter(None, (o.strip() for o in entry.split(","))):
-                _warn_if_typo(obj, source)
-                cats.append(Category(name=obj, object=obj))
-            continue
-        obj, _, part_list = (s.strip() for s in entry.partition(":"))
-        if not obj:
-            raise InputError(f"{source}: entry {entry!r} has no object before ':'")
-        parts = [p.strip() for p in part_list.split(",") if p.strip()]
-        if not parts:
-            raise InputError(
-                f"{source}: entry {entry!r} names no parts; write {obj}:head,leg or {obj}:*"
-            )
-        if parts == ["*"]:
-            known = _known_parts()
-            if obj.lower() not in known:
-                raise InputError(
-                    f"{source}: no built-in taxonomy has parts of {obj!r}"
-                    f"{_suggest(obj, sorted(known))}; list its parts, e.g. {obj}:head,body"
-                )
-            # The taxonomy's base/novel split travels with its parts.
-            cats.extend(
-                Category(name=f"{obj}:{c.part}", object=obj, part=c.part, split=c.split)
-                for c in known[obj.lower()]
-            )
-            continue
-        _warn_if_typo(obj, source)
-        for part in parts:
-            if part == "*":
-                raise InputError(f"{source}: '*' must be the only part in {entry!r}")
-            _warn_if_typo(part, source)
-            cats.append(Category(name=f"{obj}:{part}", object=obj, part=part))
-    unique: dict[str, Category] = {}
-    for c in cats:  # the first occurrence of a name wins
-        unique.setdefault(name_key(c.name), c)
-    return [dataclasses.replace(c, id=i + 1) for i, c in enumerate(unique.values())]
-
-
 def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
     """Turn a spec (built-in name, entries, or a file of entries) into a :class:`Vocabulary`.
 
-    Duplicate entries are merged (first occurrence wins the position).
+    Duplicate entries are merged (first occurrence wins the position); names are read as people
+    type them and ``*`` entries expanded (:mod:`vlpart.core.vocab_normalize`).
 
     Raises:
         ValueError: unknown built-in name (with close matches), malformed entry, ``obj:*`` for an
-            object no taxonomy knows, or an empty spec.
+            object no taxonomy knows, a ``*:part`` that finds nothing, more than
+            :data:`MAX_CATEGORIES` categories, or an empty spec.
         FileNotFoundError: ``spec`` names a ``.txt`` file that does not exist.
     """
+    # The entry reader builds on this module's categories and taxonomies, hence imported here.
+    from vlpart.core.vocab_normalize import parse_entries
+
     if isinstance(spec, Vocabulary):
         return spec
     text = str(spec).strip()
@@ -417,7 +388,7 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
         return load_builtin(text)
     path = Path(text)
     if isinstance(spec, Path) or text.endswith((".txt", ".vocab")):
-        cats = _parse_entries(read_text_file(path, "vocabulary"), str(path))
+        cats = parse_entries(read_text_file(path, "vocabulary"), str(path))
         if not cats:
             raise InputError(f"{path}: vocabulary file has no entries")
         return Vocabulary(tuple(cats), name=path.stem)
@@ -432,7 +403,8 @@ def parse_vocabulary(spec: str | Path | Vocabulary) -> Vocabulary:
     close_builtin = difflib.get_close_matches(text, BUILTIN_VOCABULARIES, n=1, cutoff=0.85)
     if is_plain_word and close_builtin and text.lower() not in _known_words():
         raise InputError(f"unknown vocabulary {text!r}; did you mean {close_builtin[0]!r}?")
-    return Vocabulary(tuple(_parse_entries(text, repr(text))), name=text)
+    shown = repr(text if len(text) <= 60 else text[:57] + "...")
+    return Vocabulary(tuple(parse_entries(text, shown)), name=text)
 
 
 def at_granularity(vocabulary: Vocabulary, granularity: str) -> Vocabulary:

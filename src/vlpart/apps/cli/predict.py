@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (required with "
+        help="vocabulary: 'dog:head,torso', 'dog; *:head', 'head', 'pascal_part', a .txt file, "
+        "... (`vlpart vocab show SPEC` prints its categories and prompts; required with "
         "--weights; with --model default: the vocabulary the model was evaluated on)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
