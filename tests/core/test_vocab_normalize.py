@@ -7,13 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from vlpart.core.vocab import (
-    _PART_TAXONOMIES,
-    MAX_CATEGORIES,
-    Vocabulary,
-    load_builtin,
-    parse_vocabulary,
-)
+from vlpart.core.taxonomy import _PART_TAXONOMIES
+from vlpart.core.vocab import MAX_CATEGORIES, Vocabulary, load_builtin, parse_vocabulary
 from vlpart.core.vocab_normalize import normalize_item, singular
 from vlpart.text.precomputed import PrecomputedTextEncoder
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from vlpart.core.errors import InputError
-from vlpart.core.vocab import (
+from vlpart.core.taxonomy import (
     _PART_TAXONOMIES,
     BUILTIN_VOCABULARIES,
     MAX_CATEGORIES,
