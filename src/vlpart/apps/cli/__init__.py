@@ -80,4 +80,3 @@ def user_message(err: VlpartError | OSError | ImportError) -> str:
             reason = (err.strerror or "").rstrip(".") or type(err).__name__
             return f"{err.filename}: {reason[:1].lower() + reason[1:]}"
     return " ".join(str(err).split()) or type(err).__name__
-
