@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from vlpart.core.coco import category_vocabulary, load_coco
-from vlpart.core.fileio import read_image
+from vlpart.core.errors import MissingFileError
+from vlpart.core.fileio import OutputSet, read_image
 from vlpart.core.vocab import Vocabulary
 from vlpart.evaluation.coco_eval import PROPOSAL_KS, EvalReport, evaluate_results, proposal_recall
-from vlpart.inference.segmenter import PartSegmenter
+from vlpart.evaluation.semantic import IGNORE_LABEL, SemanticScores, evaluate_label_maps
+from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import VLPartDetector
 
-__all__ = ["dataset_proposal_recall", "dataset_vocabulary", "evaluate_model", "predict_dataset"]
+__all__ = [
+    "dataset_proposal_recall",
+    "dataset_vocabulary",
+    "evaluate_model",
+    "evaluate_semantic_model",
+    "predict_dataset",
+    "semantic_predictor",
+]
+
+# Photo extensions looked for, in this order, beside a ground-truth label map's stem.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
 def dataset_vocabulary(ann_file: str | Path) -> Vocabulary:
@@ -102,3 +116,70 @@ def dataset_proposal_recall(
         with torch.inference_mode():
             proposals[info["id"]] = model.propose([tensor])[0]["boxes"].cpu()
     return proposal_recall(data, proposals, ks=ks)
+
+
+def semantic_predictor(
+    segmenter: PartSegmenter,
+    image_root: str | Path,
+    vocabulary: Vocabulary,
+    *,
+    score_thresh: float = SCORE_THRESH,
+    ignore_label: int = IGNORE_LABEL,
+) -> Callable[[str], np.ndarray]:
+    """``stem -> np.ndarray[H, W]``: the label map of image ``image_root/<stem>.jpg`` (or
+    another of :data:`IMAGE_SUFFIXES`), :meth:`PartSegmenter.predict` with ``vocabulary`` and
+    ``score_thresh``, then :meth:`~vlpart.inference.prediction.Prediction.semantic_map`.
+
+    Raises (when called):
+        FileNotFoundError: no image of that stem.
+    """
+    root = Path(image_root)
+
+    def predict(stem: str) -> np.ndarray:
+        path = next(
+            (root / (stem + s) for s in IMAGE_SUFFIXES if (root / (stem + s)).is_file()), None
+        )
+        if path is None:
+            raise MissingFileError(f"{root / (stem + '.jpg')}: no image for ground truth {stem}")
+        pred = segmenter.predict(path, vocabulary=vocabulary, score_threshold=score_thresh)
+        return pred.semantic_map(ignore_label=ignore_label)
+
+    return predict
+
+
+def evaluate_semantic_model(
+    segmenter: PartSegmenter,
+    gt_dir: str | Path,
+    image_root: str | Path,
+    vocabulary: Vocabulary,
+    *,
+    object_dir: str | Path | None = None,
+    score_thresh: float = SCORE_THRESH,
+    pred_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SemanticScores:
+    """The OV-PARTS numbers of a model (``vlpart eval --semantic --weights``): a
+    :func:`semantic_predictor` label map for every ground-truth PNG of ``gt_dir``, scored by
+    :func:`~vlpart.evaluation.semantic.evaluate_label_maps`.
+
+    Args:
+        pred_dir: also write the predicted maps there as ``<stem>.png`` (all of them, replacing
+            the folder, once every image is evaluated), to score again with ``--pred``.
+    """
+    predict = semantic_predictor(segmenter, image_root, vocabulary, score_thresh=score_thresh)
+    with OutputSet() as out:
+        if pred_dir is not None:
+            out.folder(pred_dir)
+
+        def predict_and_keep(stem: str) -> np.ndarray:
+            label_map = predict(stem)
+            if pred_dir is not None:
+                image = Image.fromarray(label_map)
+                out.write(Path(pred_dir) / f"{stem}.png", lambda tmp: image.save(tmp, "PNG"))
+            return label_map
+
+        scores = evaluate_label_maps(
+            gt_dir, predict_and_keep, vocabulary, object_dir=object_dir, progress=progress
+        )
+        out.commit()
+    return scores
