@@ -16,8 +16,9 @@ Both folders are written together or not at all. Sources:
 * :func:`pascal_part_mat_to_116` — raw Pascal-Part ``.mat`` files: each raw part label is mapped
   onto a Pascal-Part-116 part by :data:`PASCAL_PART_116_RAW` (sides and numbering dropped,
   ``lfuleg`` -> ``leg``, ``llarm`` -> ``lower arm``, ``fliplate`` -> ``license plate``).
-  OV-PARTS does not publish these rules; the table is ours, read off the class names, and the
-  released PNGs stay the reference (their authors also refined some masks).
+  Within an object, parts are painted largest first (a car's side mask covers its doors,
+  windows and plates). OV-PARTS does not publish these rules; the table is ours, read off the
+  class names, and the released PNGs stay the reference (their authors refined the masks).
 * :func:`coco_to_label_maps` — any COCO part file (the quickstart world): category ``i`` in id
   order is label ``i``; masks are painted largest first, so a small part lying on a large one
   keeps its pixels.
@@ -169,6 +170,8 @@ def convert_ov_parts(
     if dataset not in OV_PARTS_DATASETS:
         raise InputError(f"unknown OV-PARTS dataset {dataset!r}; choose {OV_PARTS_DATASETS}")
     split = split or _DEFAULT_SPLIT[dataset]
+    if dataset == "ade20k_part_234" and split not in _ADE_JSON:
+        raise InputError(f"unknown ADE20K-Part-234 split {split!r}; choose {tuple(_ADE_JSON)}")
     root = Path(root)
     part_dir = root / "annotations_detectron2_part" / split
     if not part_dir.is_dir():
@@ -180,8 +183,6 @@ def convert_ov_parts(
     if dataset == "pascal_part_116":
         maps = _released_pascal(files, root / "annotations_detectron2_obj" / split, num_classes)
     else:
-        if split not in _ADE_JSON:
-            raise InputError(f"unknown ADE20K-Part-234 split {split!r}; choose {tuple(_ADE_JSON)}")
         maps = _released_ade(files, root / _ADE_JSON[split], num_classes)
     gt_dir, obj_dir, count = _write_maps(out, maps)
     return LabelMapSummary(gt_dir, obj_dir, count)
@@ -284,7 +285,8 @@ def _mat_maps(files: list[Path], vocab: Vocabulary, image_dir: Path | None, drop
             if obj_mask.shape != shape:
                 raise InputError(f"{path}: masks of different sizes in one file")
             objects[obj_mask.astype(bool)] = VOC_OBJECTS.index(obj)
-            for raw, mask in raw_parts:
+            # Largest first: car and bus sides overlap their plates, doors and windows.
+            for raw, mask in sorted(raw_parts, key=lambda rm: -int(rm[1].sum())):
                 base = _NUMBERED.sub("", raw)
                 name = f"{obj}:{PASCAL_PART_116_RAW.get(base, base)}"
                 if name not in vocab:
