@@ -381,7 +381,9 @@ def evaluate_label_maps(
         ValueError: see :func:`confusion_matrix`, and :func:`vlpart.core.fileio.read_label_map`.
     """
     evaluator = SemanticEvaluator(vocabulary, ignore_label=ignore_label)
-    for gt_path in tqdm(label_map_files(gt_dir), desc="semantic eval", disable=not progress):
+    for gt_path in tqdm(
+        label_map_files(gt_dir), desc="semantic eval", disable=None if progress else True
+    ):
         stem = gt_path.stem
         gt = read_label_map(gt_path)
         if callable(predictions):
