@@ -61,6 +61,8 @@ def test_pred_needs_semantic_and_results_do_not_mix(maps, capsys):
     assert "add --semantic" in capsys.readouterr().err
     assert main(["eval", "--semantic", "--gt", "g", "--results", "r.json", "--vocab", "voc"]) == 2
     assert "give --pred PRED_DIR or --weights" in capsys.readouterr().err
+    assert main(["eval", "--gt", "g.json", "--results", "r.json", "--vocab", "voc"]) == 2
+    assert "--vocab goes with --semantic" in capsys.readouterr().err
 
 
 def test_a_model_on_the_fly_writes_its_maps(synthetic_world, tiny_checkpoint, tmp_path, capsys):

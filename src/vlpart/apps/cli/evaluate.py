@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> None:
     if args.semantic or args.pred:
         _semantic(args)
         return
+    semantic_only = {"--vocab": args.vocab, "--oracle-objects": args.oracle_objects}
+    semantic_only["--score-thresh"] = args.score_thresh
+    for flag in (f for f, v in semantic_only.items() if v is not None):
+        raise InputError(f"{flag} goes with --semantic")
     if args.proposals:
         _proposal_recall(args)
         return
