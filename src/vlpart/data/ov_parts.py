@@ -26,7 +26,6 @@ Both folders are written together or not at all. Sources:
 
 from __future__ import annotations
 
-import logging
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -51,8 +50,6 @@ __all__ = [
     "convert_ov_parts",
     "pascal_part_mat_to_116",
 ]
-
-logger = logging.getLogger(__name__)
 
 IGNORE = 255
 # ADE20K-Part-234's 16-bit ignore value.

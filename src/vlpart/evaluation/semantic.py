@@ -381,9 +381,14 @@ def evaluate_label_maps(
         ValueError: see :func:`confusion_matrix`, and :func:`vlpart.core.fileio.read_label_map`.
     """
     evaluator = SemanticEvaluator(vocabulary, ignore_label=ignore_label)
-    for gt_path in tqdm(
-        label_map_files(gt_dir), desc="semantic eval", disable=None if progress else True
-    ):
+    gt_files = label_map_files(gt_dir)
+    if not callable(predictions) and Path(predictions).is_dir():
+        extra = {p.name for p in Path(predictions).glob("*.png")} - {p.name for p in gt_files}
+        if extra:
+            logger.info(
+                "%s: %d label maps without ground truth, not scored", predictions, len(extra)
+            )
+    for gt_path in tqdm(gt_files, desc="semantic eval", disable=None if progress else True):
         stem = gt_path.stem
         gt = read_label_map(gt_path)
         if callable(predictions):
