@@ -14,10 +14,12 @@ from vlpart.core.coco import encode_mask
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.vocab import load_builtin
 from vlpart.data.ov_parts import (
+    ADE20K_OBJECTS,
     VOC_OBJECTS,
     coco_to_label_maps,
     convert_ov_parts,
     pascal_part_mat_to_116,
+    read_object_names,
 )
 from vlpart.data.pascal_part import read_mat
 
@@ -44,6 +46,7 @@ def mat_maps(shared_data, tmp_path_factory):
 def test_mat_to_116_labels_follow_the_raw_masks(mat_maps):
     examples, out, summary = mat_maps
     assert summary.num_images == 14 and summary.dropped == {}
+    assert read_object_names(summary.objects_dir, load_builtin("voc")) == tuple(VOC_OBJECTS)
     vocab = load_builtin("pascal_part_116")
     checked = set()
     for mat in sorted(examples.glob("*.mat")):
@@ -151,3 +154,16 @@ def test_coco_part_file_to_label_maps(synthetic_world, tmp_path):
         mask = decode_segmentation(ann["segmentation"], info["height"], info["width"]) > 0
         ids = sorted(c["id"] for c in data["categories"])
         assert np.mean(gt[mask] == ids.index(ann["category_id"])) > 0.5
+
+
+def test_object_lists_match_the_vocabularies(tmp_path):
+    for name, objects in (("pascal_part_116", VOC_OBJECTS), ("ade20k_part_234", ADE20K_OBJECTS)):
+        vocab = load_builtin(name)
+        # Pascal-Part-116 has no parts of boat, chair, diningtable and sofa.
+        assert set(vocab.objects) <= set(objects) and len(objects) in (20, 44)
+        assert read_object_names(tmp_path, vocab) == tuple(objects)  # no names.json: built in
+    assert set(load_builtin("ade20k_part_234").objects) == set(ADE20K_OBJECTS)
+    assert read_object_names(tmp_path, load_builtin("voc")) is None
+    (tmp_path / "names.json").write_text('{"a": 1}')
+    with pytest.raises(InputError, match="names.json: expected a JSON list"):
+        read_object_names(tmp_path, load_builtin("voc"))

@@ -4,6 +4,7 @@ Every converter writes the same layout, which ``vlpart eval --semantic`` reads::
 
     OUT/gt/<stem>.png       part labels, uint8: label c = row c of the vocabulary, 255 = ignore
     OUT/objects/<stem>.png  object labels, uint8: object index, 255 = no object (Oracle-Obj)
+    OUT/objects/names.json  the object name of each index (``["aeroplane", ...]``)
 
 Both folders are written together or not at all. Sources:
 
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vlpart.core.coco import category_vocabulary, decode_segmentation, load_coco
+from vlpart.core.coco import category_vocabulary, decode_segmentation, load_coco, read_json
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import OutputSet, read_image_size, read_label_map
 from vlpart.core.vocab import Vocabulary, load_builtin
@@ -44,11 +45,13 @@ from vlpart.data.pascal_part import read_mat
 
 __all__ = [
     "OV_PARTS_DATASETS",
+    "OBJECT_NAMES",
     "PASCAL_PART_116_RAW",
     "LabelMapSummary",
     "coco_to_label_maps",
     "convert_ov_parts",
     "pascal_part_mat_to_116",
+    "read_object_names",
 ]
 
 IGNORE = 255
@@ -96,6 +99,17 @@ VOC_OBJECTS = (
     "aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike "
     "person pottedplant sheep sofa train tvmonitor"
 ).split()
+# ADE20K-Part-234's 44 objects in OV-PARTS' order (its instance files' category_id values).
+ADE20K_OBJECTS = (
+    "airplane, armchair, bed, bench, bookcase, bus, cabinet, car, chair, chandelier, "
+    "chest of drawers, clock, coffee table, computer, cooking stove, desk, dishwasher, door, fan, "
+    "glass, kitchen island, lamp, light, microwave, minibike, ottoman, oven, person, pool table, "
+    "refrigerator, sconce, shelf, sink, sofa, stool, swivel chair, table, television receiver, "
+    "toilet, traffic light, truck, van, wardrobe, washer"
+).split(", ")
+# Object index -> name of the released object maps, by vocabulary.
+OBJECT_NAMES = {"pascal_part_116": tuple(VOC_OBJECTS), "ade20k_part_234": tuple(ADE20K_OBJECTS)}
+NAMES_FILE = "names.json"
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,26 @@ class LabelMapSummary:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def _write_maps(out: str | Path, maps: Iterator[tuple[str, np.ndarray, np.ndarray]]):
+def read_object_names(object_dir: str | Path, vocabulary: Vocabulary) -> tuple[str, ...] | None:
+    """The object name of each index of an ``objects/`` folder: its ``names.json`` (written by
+    every converter here), else the released maps' list for a built-in OV-PARTS vocabulary
+    (:data:`OBJECT_NAMES`), else ``None``.
+
+    Raises:
+        ValueError: a ``names.json`` that is not a list of strings.
+    """
+    path = Path(object_dir) / NAMES_FILE
+    if path.is_file():
+        names = read_json(path, what="object names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"{path}: expected a JSON list of object names")
+        return tuple(names)
+    return OBJECT_NAMES.get(vocabulary.name)
+
+
+def _write_maps(
+    out: str | Path, maps: Iterator[tuple[str, np.ndarray, np.ndarray]], object_names: Sequence[str]
+):
     """Stage ``OUT/gt`` and ``OUT/objects`` from ``(stem, parts, objects)`` and commit them."""
     out = Path(out)
     gt_dir, obj_dir = out / "gt", out / "objects"
@@ -130,6 +163,7 @@ def _write_maps(out: str | Path, maps: Iterator[tuple[str, np.ndarray, np.ndarra
             count += 1
         if count == 0:
             raise InputError(f"{out}: nothing to convert (no images)")
+        staged.write_json(obj_dir / NAMES_FILE, list(object_names))
         staged.commit()
     return gt_dir, obj_dir, count
 
@@ -181,7 +215,7 @@ def convert_ov_parts(
         maps = _released_pascal(files, root / "annotations_detectron2_obj" / split, num_classes)
     else:
         maps = _released_ade(files, root / _ADE_JSON[split], num_classes)
-    gt_dir, obj_dir, count = _write_maps(out, maps)
+    gt_dir, obj_dir, count = _write_maps(out, maps, OBJECT_NAMES[dataset])
     return LabelMapSummary(gt_dir, obj_dir, count)
 
 
@@ -201,7 +235,7 @@ def _released_pascal(files: list[Path], obj_dir: Path, num_classes: int):
 
 def _released_ade(files: list[Path], instance_json: Path, num_classes: int):
     data = load_coco(instance_json, what="ADE20K-Part-234 instance file")
-    num_objects = len(load_builtin("ade20k_part_234").objects)
+    num_objects = len(ADE20K_OBJECTS)
     by_stem = {Path(im["file_name"]).stem: im for im in data["images"]}
     anns: dict[int, list[dict]] = {}
     for ann in data["annotations"]:
@@ -257,7 +291,7 @@ def pascal_part_mat_to_116(
     vocab = load_builtin("pascal_part_116")
     dropped: Counter[str] = Counter()
     maps = _mat_maps(files, vocab, None if image_dir is None else Path(image_dir), dropped)
-    gt_dir, obj_dir, count = _write_maps(out, maps)
+    gt_dir, obj_dir, count = _write_maps(out, maps, VOC_OBJECTS)
     return LabelMapSummary(gt_dir, obj_dir, count, dict(sorted(dropped.items())))
 
 
@@ -312,10 +346,11 @@ def coco_to_label_maps(
         raise InputError(f"{parts_json}: {len(vocab)} categories do not fit 8-bit label maps")
     label = {c.id: i for i, c in enumerate(vocab)}
     obj_data = load_coco(objects_json, masks=True) if objects_json else None
-    obj_label = {}
+    obj_label, obj_names = {}, []
     if obj_data is not None:
-        obj_ids = sorted(c["id"] for c in obj_data["categories"])
-        obj_label = {cid: i for i, cid in enumerate(obj_ids)}
+        obj_cats = sorted(obj_data["categories"], key=lambda c: c["id"])
+        obj_label = {c["id"]: i for i, c in enumerate(obj_cats)}
+        obj_names = [str(c["name"]) for c in obj_cats]
 
     def by_image(coco: dict | None) -> dict[int, list[dict]]:
         grouped: dict[int, list[dict]] = {}
@@ -339,5 +374,5 @@ def coco_to_label_maps(
                     target[masks[i]] = table[anns[i]["category_id"]]
             yield Path(info["file_name"]).stem, parts, objects
 
-    gt_dir, obj_dir, count = _write_maps(out, maps())
+    gt_dir, obj_dir, count = _write_maps(out, maps(), obj_names)
     return LabelMapSummary(gt_dir, obj_dir, count), vocab

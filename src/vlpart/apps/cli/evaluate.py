@@ -159,6 +159,17 @@ def _semantic(args: argparse.Namespace) -> None:
 
         if not args.image_root:
             raise InputError("--semantic --weights needs --image-root (the images of --gt)")
+        names = None
+        if args.oracle_objects:
+            from vlpart.data.ov_parts import read_object_names
+
+            names = read_object_names(args.oracle_objects, vocab)
+            if names is None:
+                logging.getLogger(__name__).warning(
+                    "%s has no names.json: the model is not told the objects, so its "
+                    "Oracle-Obj numbers equal the whole-image ones",
+                    args.oracle_objects,
+                )
         config_text = Config.from_yaml(args.config).text if args.config else None
         text = text_options(args, vocabulary=vocab, config_text=config_text)
         segmenter = segmenter_spec(args, text=text, device=args.device).build()
@@ -168,6 +179,7 @@ def _semantic(args: argparse.Namespace) -> None:
             args.image_root,
             vocab,
             object_dir=args.oracle_objects,
+            object_names=names,
             score_thresh=SCORE_THRESH if args.score_thresh is None else args.score_thresh,
             pred_dir=Path(args.out) / "pred" if args.out else None,
         )
