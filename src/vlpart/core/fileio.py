@@ -39,6 +39,7 @@ __all__ = [
     "fsync_dir",
     "read_image",
     "read_image_size",
+    "read_label_map",
     "read_text_file",
     "remove_orphans",
     "temp_name",
@@ -419,6 +420,34 @@ def read_image_size(path: str | Path, *, max_pixels: int | None = None) -> tuple
         if opened.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
             width, height = height, width
     return height, width
+
+
+# Pixel modes that hold one class index per pixel (8-bit gray or palette, 16/32-bit integer).
+_LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
+
+
+def read_label_map(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """A label map (semantic segmentation PNG: one class index per pixel), as stored:
+    ``np.ndarray[H, W]`` uint8 (``L``, ``P``: the palette indices), uint16 (``I;16``) or int32
+    (``I``). No EXIF orientation, no conversion: the values are the labels.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable image, above the pixel limit, or not one channel of indices
+            (an RGB rendering of the labels, say); the message starts with the file name.
+    """
+    path = Path(path)
+    with _open(path, max_pixels) as opened:
+        if opened.mode not in _LABEL_MODES:
+            raise InputError(
+                f"{path}: image of mode {opened.mode}, not a label map; save one channel of class "
+                "indices (8-bit gray or palette PNG, or 16-bit gray), not colours"
+            )
+        try:
+            values = np.array(opened)
+        except (OSError, SyntaxError) as err:
+            raise InputError(f"{path}: not a readable image ({err})") from None
+    return values if values.dtype.kind == "u" else values.astype(np.int32)
 
 
 def _open(path: Path, max_pixels: int | None) -> Image.Image:

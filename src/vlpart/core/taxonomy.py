@@ -35,7 +35,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_VOCABULARIES = ("pascal_part", "partimagenet", "paco", "voc", "coco", "lvis")
+BUILTIN_VOCABULARIES = (
+    "pascal_part",
+    "partimagenet",
+    "paco",
+    "voc",
+    "coco",
+    "lvis",
+    "pascal_part_116",
+    "ade20k_part_234",
+)
 # Order in which ``obj:*`` looks up the parts of an object.
 _PART_TAXONOMIES = ("pascal_part", "partimagenet", "paco")
 

@@ -5,7 +5,9 @@ ordered tuple of categories; row ``i`` of its text-embedding matrix is category 
 
 Specs accepted by :func:`parse_vocabulary` (and ``--vocab`` on the command line):
 
-* a built-in taxonomy: ``pascal_part``, ``partimagenet``, ``paco``, ``voc``, ``coco``, ``lvis``;
+* a built-in taxonomy: ``pascal_part``, ``partimagenet``, ``paco``, ``voc``, ``coco``, ``lvis``,
+  and the OV-PARTS benchmarks ``pascal_part_116`` and ``ade20k_part_234`` (their ``"dog's head"``
+  is ``dog:head`` here; row ``i`` is label value ``i`` of their PNGs; seen = ``base``);
 * entries separated by ``;`` or new lines, each one of
   ``dog`` (an object; ``dog,cat`` is two objects),
   ``dog:head,torso,leg,tail`` (parts of an object: the granularity the user asks for),

@@ -35,7 +35,7 @@ from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import OutputSet, read_image_size, read_text_file, remove_orphans
 from vlpart.core.vocab import Vocabulary, load_builtin, pascal_part_mat_tokens
 
-__all__ = ["PascalPartSummary", "convert_pascal_part", "read_split_file"]
+__all__ = ["PascalPartSummary", "convert_pascal_part", "read_mat", "read_split_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def convert_pascal_part(
     for mat_path, image_id in tqdm(
         list(zip(mat_files, image_ids, strict=True)), desc="pascal-part", disable=None
     ):
-        records = _read_mat(mat_path)
+        records = read_mat(mat_path)
         height, width = records[0][1].shape if records else _image_size(image_dir, mat_path)
         _check_image(image_dir, mat_path, height, width)
         image = {
@@ -306,7 +306,7 @@ def _image_ids(stems: Sequence[str]) -> list[int]:
     return list(range(1, len(stems) + 1))
 
 
-def _read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
+def read_mat(path: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
     """``[(class, object mask [H, W] uint8, [(raw part name, part mask [H, W] uint8)])]``."""
     try:
         anno = scipy.io.loadmat(str(path))["anno"][0, 0]

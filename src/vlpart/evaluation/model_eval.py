@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from vlpart.core.coco import category_vocabulary, load_coco
-from vlpart.core.fileio import read_image
+from vlpart.core.errors import InputError, MissingFileError
+from vlpart.core.fileio import OutputSet, read_image, read_label_map
 from vlpart.core.vocab import Vocabulary
 from vlpart.evaluation.coco_eval import evaluate_results
 from vlpart.evaluation.proposals import PROPOSAL_KS, proposal_recall
 from vlpart.evaluation.report import EvalReport
-from vlpart.inference.segmenter import PartSegmenter
+from vlpart.evaluation.semantic import IGNORE_LABEL, SemanticScores, evaluate_label_maps
+from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import VLPartDetector
 
-__all__ = ["dataset_proposal_recall", "dataset_vocabulary", "evaluate_model", "predict_dataset"]
+__all__ = [
+    "dataset_proposal_recall",
+    "dataset_vocabulary",
+    "evaluate_model",
+    "evaluate_semantic_model",
+    "predict_dataset",
+    "semantic_predictor",
+]
+
+# Photo extensions looked for, in this order, beside a ground-truth label map's stem.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
 def dataset_vocabulary(ann_file: str | Path) -> Vocabulary:
@@ -104,3 +118,114 @@ def dataset_proposal_recall(
         with torch.inference_mode():
             proposals[info["id"]] = model.propose([tensor])[0]["boxes"].cpu()
     return proposal_recall(data, proposals, ks=ks)
+
+
+def semantic_predictor(
+    segmenter: PartSegmenter,
+    image_root: str | Path,
+    vocabulary: Vocabulary,
+    *,
+    score_thresh: float = SCORE_THRESH,
+    object_dir: str | Path | None = None,
+    object_names: Sequence[str] | None = None,
+    ignore_label: int = IGNORE_LABEL,
+) -> Callable[[str], np.ndarray]:
+    """``stem -> np.ndarray[H, W]``: the label map of image ``image_root/<stem>.jpg`` (or
+    another of :data:`IMAGE_SUFFIXES`), :meth:`PartSegmenter.predict` with ``vocabulary`` and
+    ``score_thresh``, then :meth:`~vlpart.inference.prediction.Prediction.semantic_map`.
+
+    Oracle-Obj (``object_dir`` and ``object_names``): the ground-truth objects are given, as
+    OV-PARTS gives them to its models. Inside the pixels of object ``k`` of
+    ``object_dir/<stem>.png`` only the parts of object ``object_names[k]`` compete; pixels of
+    no object get ``ignore_label``.
+
+    Raises (when called):
+        FileNotFoundError: no image, or no object map, of that stem.
+        ValueError: an object map of another size than the image, or an object index beyond
+            ``object_names``.
+    """
+    root = Path(image_root)
+    part_object = [c.object.lower() for c in vocabulary]
+
+    def predict(stem: str) -> np.ndarray:
+        path = next(
+            (root / (stem + s) for s in IMAGE_SUFFIXES if (root / (stem + s)).is_file()), None
+        )
+        if path is None:
+            raise MissingFileError(f"{root / (stem + '.jpg')}: no image for ground truth {stem}")
+        pred = segmenter.predict(path, vocabulary=vocabulary, score_threshold=score_thresh)
+        if object_dir is None or object_names is None:
+            return pred.semantic_map(ignore_label=ignore_label)
+        obj_path = Path(object_dir) / f"{stem}.png"
+        if not obj_path.is_file():
+            raise MissingFileError(f"{obj_path}: no object map for image {path}")
+        objects = read_label_map(obj_path)
+        if objects.shape != pred.image_size:
+            raise InputError(f"{obj_path}: object map is not the size of its image {path}")
+        out = np.full(
+            objects.shape, ignore_label, dtype=np.uint8 if ignore_label < 256 else np.int32
+        )
+        for k in np.unique(objects[objects != ignore_label]):
+            if k >= len(object_names):
+                raise InputError(
+                    f"{obj_path}: object index {k}, but only {len(object_names)} names"
+                )
+            name = object_names[k].lower()
+            keep = [i for i, row in enumerate(pred.label_ids) if part_object[row] == name]
+            region = objects == k
+            out[region] = pred.subset(keep).semantic_map(ignore_label=ignore_label)[region]
+        return out
+
+    return predict
+
+
+def evaluate_semantic_model(
+    segmenter: PartSegmenter,
+    gt_dir: str | Path,
+    image_root: str | Path,
+    vocabulary: Vocabulary,
+    *,
+    object_dir: str | Path | None = None,
+    object_names: Sequence[str] | None = None,
+    score_thresh: float = SCORE_THRESH,
+    pred_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SemanticScores:
+    """The OV-PARTS numbers of a model (``vlpart eval --semantic --weights``): a
+    :func:`semantic_predictor` label map for every ground-truth PNG of ``gt_dir``, scored by
+    :func:`~vlpart.evaluation.semantic.evaluate_label_maps`.
+
+    Args:
+        object_dir: Oracle-Obj: the object maps (``objects/`` of ``vlpart data
+            convert-ov-parts``).
+        object_names: the object of each index of those maps; given, the model is told the
+            objects (see :func:`semantic_predictor`), else only the evaluator cuts its
+            predictions to them (which, with every ground-truth part inside an object, changes
+            no number).
+        pred_dir: also write the predicted maps there as ``<stem>.png`` (all of them, replacing
+            the folder, once every image is evaluated), to score again with ``--pred``.
+    """
+    predict = semantic_predictor(
+        segmenter,
+        image_root,
+        vocabulary,
+        score_thresh=score_thresh,
+        object_dir=object_dir,
+        object_names=object_names,
+    )
+    with OutputSet() as out:
+        if pred_dir is not None:
+            out.folder(pred_dir)
+
+        def predict_and_keep(stem: str) -> np.ndarray:
+            label_map = predict(stem)
+            if pred_dir is not None:
+                image = Image.fromarray(label_map)
+                out.write(Path(pred_dir) / f"{stem}.png", lambda tmp: image.save(tmp, "PNG"))
+            return label_map
+
+        scores = evaluate_label_maps(
+            gt_dir, predict_and_keep, vocabulary, object_dir=object_dir, progress=progress
+        )
+        out.commit()
+    return scores

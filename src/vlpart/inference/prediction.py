@@ -78,6 +78,46 @@ class Prediction:
             record["parent"] = int(parent)
         return out
 
+    def semantic_map(
+        self,
+        *,
+        score_thresh: float = 0.0,
+        parts_only: bool = True,
+        ignore_label: int = 255,
+    ) -> np.ndarray:
+        """The instances as one semantic label map (the OV-PARTS format).
+
+        Each pixel takes the label id (vocabulary row) of the highest-scoring instance whose
+        mask covers it, among those scoring at least ``score_thresh`` (and, with
+        ``parts_only``, being parts: objects would hide their own parts); a pixel no such mask
+        covers gets ``ignore_label``.
+
+        Returns:
+            np.ndarray[H, W]: uint8 when every label id and ``ignore_label`` fit in 8 bits,
+            else int32.
+
+        Raises:
+            ValueError: a label id equal to ``ignore_label`` (a vocabulary of more than 255
+                classes needs another ignore value, e.g. 65535); ``parts_only`` without
+                :attr:`is_part` on a non-empty prediction.
+        """
+        if parts_only and self.is_part is None and len(self):
+            raise InputError("semantic_map(parts_only=True) needs the prediction's is_part flags")
+        if np.any(self.label_ids == ignore_label):
+            raise InputError(
+                f"label id {ignore_label} equals ignore_label; pass another ignore_label"
+            )
+        keep = self.scores >= score_thresh
+        if parts_only and self.is_part is not None:
+            keep &= self.is_part
+        small = ignore_label < 256 and (len(self) == 0 or int(self.label_ids.max()) < 256)
+        out = np.full(self.image_size, ignore_label, dtype=np.uint8 if small else np.int32)
+        # Paint from the lowest score up, so that the best-scoring mask of a pixel wins.
+        for i in np.argsort(self.scores, kind="stable"):
+            if keep[i]:
+                out[self.masks[i]] = self.label_ids[i]
+        return out
+
     def subset(self, keep: Sequence[int] | np.ndarray) -> Prediction:
         """The instances at indices ``keep``, in that order; ``parent`` is re-indexed into the
         subset (-1 where the parent is not kept)."""

@@ -1,4 +1,5 @@
-"""``vlpart eval``: box and mask AP of a results file or of a model on a dataset."""
+"""``vlpart eval``: box and mask AP of a results file or of a model on a dataset; with
+``--semantic``, the OV-PARTS semantic part segmentation numbers (mIoU, seen/unseen, h-IoU)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="COCO box and mask AP / AP50 / AP75 against COCO-format ground truth, with "
         "base/novel means, per-category AP and per-part AP of chosen objects; --lvis for PACO's "
         "federated (LVIS) protocol. Either evaluate a results file (--results) or run a model "
-        "(--weights) over the ground truth's images with its categories as the vocabulary.",
+        "(--weights) over the ground truth's images with its categories as the vocabulary. "
+        "--semantic: OV-PARTS semantic part segmentation (mIoU of seen and unseen classes, "
+        "h-IoU) of label PNGs (--pred) or of a model (--weights, --image-root) against label "
+        "PNGs (--gt), with --vocab naming the classes (pascal_part_116, ade20k_part_234).",
     )
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", help="COCO results JSON (list of detections)")
     source.add_argument("--weights", help="model checkpoint to run over the --gt images")
-    ev.add_argument("--gt", required=True, help="COCO-format ground-truth JSON")
+    source.add_argument(
+        "--pred", help="with --semantic: folder of predicted label PNGs (<stem>.png, 255 = ignore)"
+    )
+    ev.add_argument(
+        "--gt",
+        required=True,
+        help="COCO-format ground-truth JSON; with --semantic a folder of label PNGs "
+        "(class index per pixel, 255 = ignore), e.g. annotations_detectron2_part/val",
+    )
+    ev.add_argument(
+        "--semantic",
+        action="store_true",
+        help="OV-PARTS semantic part segmentation metrics instead of AP",
+    )
+    ev.add_argument(
+        "--vocab", help="with --semantic: the classes, label i = row i (e.g. pascal_part_116)"
+    )
+    ev.add_argument(
+        "--oracle-objects",
+        metavar="OBJ_DIR",
+        help="with --semantic: Oracle-Obj setting; folder of object label PNGs "
+        "(annotations_detectron2_obj/val): predictions outside the objects are ignored",
+    )
+    ev.add_argument(
+        "--score-thresh",
+        type=float,
+        help="with --semantic --weights: keep detections scoring at least this (default 0.3)",
+    )
     ev.add_argument(
         "--image-root",
         help="folder the --gt file_name entries are relative to "
@@ -75,6 +106,13 @@ def _model_results(args: argparse.Namespace) -> list[dict]:
 def run(args: argparse.Namespace) -> None:
     from vlpart.evaluation.coco_eval import evaluate_results
 
+    if args.semantic or args.pred:
+        _semantic(args)
+        return
+    semantic_only = {"--vocab": args.vocab, "--oracle-objects": args.oracle_objects}
+    semantic_only["--score-thresh"] = args.score_thresh
+    for flag in (f for f, v in semantic_only.items() if v is not None):
+        raise InputError(f"{flag} goes with --semantic")
     if args.proposals:
         _proposal_recall(args)
         return
@@ -97,6 +135,57 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"{args.out}: cannot write the metrics ({err.strerror})") from None
         logging.getLogger(__name__).info("wrote %s and %s", json_path, md_path)
     print(report.to_markdown(), end="")
+
+
+def _semantic(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlpart.core.vocab import parse_vocabulary
+    from vlpart.evaluation.semantic import evaluate_label_maps
+
+    if not args.semantic:
+        raise InputError("--pred holds label maps: add --semantic")
+    if args.results:
+        raise InputError("--semantic scores label maps: give --pred PRED_DIR or --weights")
+    if not args.vocab:
+        raise InputError("--semantic needs --vocab, e.g. --vocab pascal_part_116")
+    vocab = parse_vocabulary(args.vocab)
+    if args.pred:
+        scores = evaluate_label_maps(args.gt, args.pred, vocab, object_dir=args.oracle_objects)
+    else:
+        from vlpart.core.config import Config
+        from vlpart.evaluation.model_eval import evaluate_semantic_model
+        from vlpart.inference.segmenter import SCORE_THRESH
+
+        if not args.image_root:
+            raise InputError("--semantic --weights needs --image-root (the images of --gt)")
+        names = None
+        if args.oracle_objects:
+            from vlpart.data.ov_parts import read_object_names
+
+            names = read_object_names(args.oracle_objects, vocab)
+            if names is None:
+                logging.getLogger(__name__).warning(
+                    "%s has no names.json: the model is not told the objects, so its "
+                    "Oracle-Obj numbers equal the whole-image ones",
+                    args.oracle_objects,
+                )
+        config_text = Config.from_yaml(args.config).text if args.config else None
+        text = text_options(args, vocabulary=vocab, config_text=config_text)
+        segmenter = segmenter_spec(args, text=text, device=args.device).build()
+        scores = evaluate_semantic_model(
+            segmenter,
+            args.gt,
+            args.image_root,
+            vocab,
+            object_dir=args.oracle_objects,
+            object_names=names,
+            score_thresh=SCORE_THRESH if args.score_thresh is None else args.score_thresh,
+            pred_dir=Path(args.out) / "pred" if args.out else None,
+        )
+    if args.out:
+        scores.save(args.out)
+    print(scores.to_markdown(), end="")
 
 
 def _proposal_recall(args: argparse.Namespace) -> None:
