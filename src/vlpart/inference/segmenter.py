@@ -244,8 +244,9 @@ class PartSegmenter:
         Args:
             text_encoder: an encoder, its name, or None for the one the checkpoint was trained
                 with (``clip`` for official checkpoints and precomputed CLIP embeddings).
-            embeddings, vocabulary: for ``text_encoder="precomputed"``: the ``.npy`` file and the
-                vocabulary whose rows it holds.
+            embeddings: for ``text_encoder="precomputed"``: the ``.npy`` file.
+            vocabulary: for ``text_encoder="precomputed"``: the vocabulary whose rows
+                ``embeddings`` holds.
             clip_weights: local CLIP weights for the ``clip`` encoder.
             cache_dir: embedding cache of the encoder (default: ``$VLPART_CACHE/text``).
             precision: ``"fp32"`` (exact) or ``"bf16"`` (see :data:`PRECISIONS`).

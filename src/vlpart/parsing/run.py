@@ -93,8 +93,9 @@ def object_crops(
         parts_json: COCO file of part annotations whose ``object_id`` names the object
             annotation (what ``vlpart data synth`` and ``convert-pascal-part`` write).
         require_parts: skip instances without any part (for the base bank).
-        rank, world_size: yield only this rank's share of the instances; the others' images
-            are never read.
+        rank: yield only this rank's share of the instances; the others' images are never
+            read.
+        world_size: the number of ranks sharing the instances.
     """
     objects = load_coco(Path(objects_json), masks=True)
     names = {c["id"]: c["name"] for c in objects["categories"]}

@@ -52,7 +52,8 @@ def build_text_encoder(
         vocabulary: for ``precomputed``: the vocabulary whose categories are the rows of
             ``embeddings``, in order (their prompts under ``template`` become the lookup keys).
         embeddings: for ``precomputed``: the ``[C, D]`` ``.npy`` file.
-        clip_model, clip_weights: for ``clip``: see :class:`~vlpart.text.clip.ClipTextEncoder`.
+        clip_model: for ``clip``: see :class:`~vlpart.text.clip.ClipTextEncoder`.
+        clip_weights: for ``clip``: see :class:`~vlpart.text.clip.ClipTextEncoder`.
         cache_dir: embedding cache; ``None`` uses :func:`default_cache_dir`.
     """
     if name == "precomputed":
