@@ -54,11 +54,16 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            self.export.proto.SerializeToString(),
-            options,
-            providers=list(providers or ["CPUExecutionProvider"]),
-        )
+        try:
+            self.session = ort.InferenceSession(
+                self.export.proto.SerializeToString(),
+                options,
+                providers=list(providers or ["CPUExecutionProvider"]),
+            )
+        except Exception as err:  # onnxruntime's Fail, InvalidGraph, ... share no base class
+            raise InputError(
+                f"{self.path}: onnxruntime cannot load it ({_first_line(err)})"
+            ) from None
 
     @property
     def transform(self):
@@ -89,7 +94,13 @@ class OnnxBackend:
         detections = []
         for i, (h, w) in enumerate(batch.image_sizes):
             image = np.ascontiguousarray(batch.tensors[i : i + 1, :, :h, :w].numpy())
-            outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
+            try:
+                outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
+            except Exception as err:  # onnxruntime's errors share no base class
+                raise InputError(
+                    f"{self.path}: onnxruntime failed to run it ({_first_line(err)}); is it a "
+                    "vlpart export?"
+                ) from None
             det = {
                 name: torch.from_numpy(out) for name, out in zip(OUTPUT_NAMES, outs, strict=True)
             }
@@ -116,3 +127,8 @@ class OnnxBackend:
                 "choose the vocabulary at run time"
             )
         return {}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vlpart.core.coco import category_ids
+from vlpart.core.distributed import parse_device
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import ImageSource, read_image
 from vlpart.core.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
@@ -91,6 +92,9 @@ class SegmenterSpec:
     refiner: RefinerSpec | None = None
     onnx_providers: tuple[str, ...] | None = None
     num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        parse_device(self.device)  # "banana" or a CUDA device this machine lacks: InputError
 
     def build(self) -> PartSegmenter:
         """The segmenter this spec describes (:meth:`PartSegmenter.from_spec`)."""
