@@ -300,6 +300,8 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
+        if kind == "unknown":  # torch.save writes a zip or a protocol-2+ pickle, nothing else
+            raise InputError(f"{path}: not a {what} ({FILE_KIND_TEXT[kind]})") from None
         message = str(err)
         found = re.search(r"GLOBAL ([\w.]+)", message)
         if found or "Weights only load failed" in message:
@@ -309,8 +311,6 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
                 "loaded with weights_only=True, which allows only tensors and plain "
                 "containers"
             ) from None
-        if kind == "unknown":
-            raise InputError(f"{path}: not a {what} ({FILE_KIND_TEXT[kind]})") from None
         raise InputError(
             f"{path}: truncated or corrupt {what} ({type(err).__name__}: {one_line(err)})"
         ) from None
