@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from robust_helpers import cli_error
 
+from vlpart import PartSegmenter
 from vlpart.core.download import DOWNLOAD_DEADLINE_ENV, download_deadline
 from vlpart.core.errors import InputError, VlpartError
 from vlpart.core.weights import DownloadError, fetch
-from vlpart import PartSegmenter
 from vlpart.inference.refine.sam import load_sam
 
 DATA = bytes(range(256)) * 64  # 16 KiB
