@@ -104,6 +104,7 @@ class OnnxBackend:
             det = {
                 name: torch.from_numpy(out) for name, out in zip(OUTPUT_NAMES, outs, strict=True)
             }
+            self._check_outputs(det)
             keep = det["scores"] >= score_threshold
             det = {key: value[keep] for key, value in det.items()}
             det["masks"] = det["masks"][:, None]
@@ -112,6 +113,22 @@ class OnnxBackend:
         for out in outputs:
             out["masks"] = out["masks"][:, 0] >= MASK_THRESH
         return outputs
+
+    def _check_outputs(self, det: dict[str, Tensor]) -> None:
+        """boxes [N, 4], scores [N], labels [N], masks [N, M, M]: what an export returns."""
+        n = det["scores"].shape[0] if det["scores"].dim() == 1 else -1
+        shapes = {name: list(value.shape) for name, value in det.items()}
+        if not (
+            n >= 0
+            and shapes["boxes"] == [n, 4]
+            and shapes["labels"] == [n]
+            and det["masks"].dim() == 3
+            and shapes["masks"][0] == n
+        ):
+            raise InputError(
+                f"{self.path}: the graph returned {shapes}, not the boxes [N, 4], scores [N], "
+                "labels [N] and masks [N, M, M] of a vlpart export"
+            )
 
     def _vocabulary_feed(self, text_embeddings: Tensor) -> dict[str, np.ndarray]:
         baked = self.baked_embeddings
