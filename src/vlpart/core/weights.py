@@ -312,7 +312,8 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
                 "containers"
             ) from None
         raise InputError(
-            f"{path}: truncated or corrupt {what} ({type(err).__name__}: {one_line(err)})"
+            f"{path}: truncated or corrupt {what} ({type(err).__name__}: "
+            f"{one_line(err).split('. ')[0]})"
         ) from None
 
 

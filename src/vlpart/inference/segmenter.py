@@ -404,6 +404,13 @@ class PartSegmenter:
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
+
+        Raises:
+            MissingFileError: an image file does not exist.
+            InputError: an image that cannot be read: not an image, truncated, above the pixel
+                limit (:data:`vlpart.core.fileio.MAX_PIXELS`, ``$VLPART_MAX_PIXELS``; e.g. a
+                20000×20000 PNG), or an array of the wrong shape or dtype.
+            InputTypeError: an image of none of the accepted types.
         """
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)
