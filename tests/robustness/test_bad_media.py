@@ -27,7 +27,7 @@ from vlpart.data.sampler import MultiDatasetBatchSampler
 from vlpart.export.onnx import METADATA_KEY, load_export
 from vlpart.inference.segmenter import SegmenterSpec
 from vlpart.inference.video import predict_video, write_video
-from vlpart.training.train import build_sources
+from vlpart.training.sources import build_sources
 
 # ------------------------------------------------------------------------------------ devices
 BAD_DEVICES = ["banana", "cuda:x", "cpu:0:1", "", "cuda:99"]
