@@ -120,7 +120,7 @@ def test_bad_deadline_setting_is_one_line(value, monkeypatch):
 
 def test_progress_bar_shows_the_deadline(mirror, cache_dir, capsys):
     mirror.files["/m/files/a.bin"] = DATA
-    mirror.trickle["/m/files/a.bin"] = 0.01
+    mirror.trickle["/m/files/a.bin"] = 0.003  # ~0.8 s in all: a few bar refreshes
     fetch("https://example.invalid/a.bin", subdir="files", sha256=SHA, deadline=60)
     assert "deadline in " in capsys.readouterr().err
 
