@@ -90,6 +90,11 @@ class LocalFileServer:
             before closing the connection (an interrupted transfer).
         ignore_range: paths answered in full (200) even to a Range request.
         hanging: paths whose requests get no answer until the server stops.
+        announce: path → the size the server claims (``Content-Length`` and the total of
+            ``Content-Range``) instead of the true one.
+        trickle: path → seconds between body chunks of 64 bytes (a slow server).
+        stop_after: path → body bytes sent before the whole server stops (later requests are
+            refused).
     """
 
     def __init__(self) -> None:
@@ -98,7 +103,12 @@ class LocalFileServer:
         self.cuts: dict[str, list[int]] = {}
         self.ignore_range: set[str] = set()
         self.hanging: set[str] = set()
+        self.announce: dict[str, int] = {}
+        self.trickle: dict[str, float] = {}
+        self.stop_after: dict[str, int] = {}
         self._release = threading.Event()
+        self._closing = threading.Lock()
+        self._closed = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -114,27 +124,46 @@ class LocalFileServer:
                     self.send_error(404)
                     return
                 start = 0
+                size = owner.announce.get(self.path, len(data))
                 match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
                 if match and self.path not in owner.ignore_range:
                     start = int(match.group(1))
-                    if start >= len(data):
+                    if start >= size:
                         self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Range", f"bytes */{size}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Length", str(size - start))
                 self.end_headers()
                 body = data[start:]
                 cuts = owner.cuts.get(self.path)
                 if cuts:
                     body = body[: cuts.pop(0)]
-                    self.close_connection = True
-                self.wfile.write(body)
+                if self.path in owner.stop_after:
+                    body = body[: owner.stop_after[self.path]]
+                # A body shorter or longer than announced ends the connection (HTTP/1.1).
+                self.close_connection = len(body) != size - start
+                try:
+                    self._send(body, owner.trickle.get(self.path))
+                except OSError:  # the client gave up
+                    return
+                if self.path in owner.stop_after:
+                    threading.Thread(target=owner.close, daemon=True).start()
+
+            def _send(self, body: bytes, delay: float | None) -> None:
+                if delay is None:
+                    self.wfile.write(body)
+                    return
+                for i in range(0, len(body), 64):
+                    self.wfile.write(body[i : i + 64])
+                    self.wfile.flush()
+                    if owner._release.wait(delay):
+                        return
 
             def log_message(self, *args) -> None:
                 pass
@@ -148,9 +177,13 @@ class LocalFileServer:
         self._thread.start()
 
     def close(self) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._release.set()
+            self._server.shutdown()
+            self._server.server_close()
 
 
 @pytest.fixture

@@ -48,7 +48,15 @@ CONFIG_CASES = {
         lambda d: d["train"].update(warmup_iters=-5),
         "train.warmup_iters: must be at least 0, got -5",
     ),
-    "ratio 0": (lambda d: d["data"][0].update(ratio=0), "data[0].ratio: must be greater than 0"),
+    "negative ratio": (
+        lambda d: d["data"][0].update(ratio=-1),
+        "data[0].ratio: must be at least 0",
+    ),
+    "every ratio 0": (lambda d: d["data"][0].update(ratio=0), "data: every source has ratio 0"),
+    "huge min_size": (
+        lambda d: d["data"][0].update(min_size=[100000]),
+        "data[0].min_size: must be at most 8192, got 100000",
+    ),
     "batch size 0": (lambda d: d["data"][0].update(batch_size=0), "data[0].batch_size"),
     "empty min_size": (lambda d: d["data"][0].update(min_size=[]), "must not be empty"),
     "keep 0 checkpoints": (
@@ -239,6 +247,26 @@ SAFETENSORS_CASES = {
     ),
     "sidecar is binary": (_sidecar(lambda d: b"\xff\x00\x01"), "model.json: not a text file"),
     "sidecar is not JSON": (_sidecar(lambda d: b"{format_version: 1"), "not valid JSON"),
+    "sidecar min_size 100000": (
+        _sidecar(lambda d: d["config"].update(min_size=100000)),
+        "model.json: model.min_size: must be at most 8192, got 100000",
+    ),
+    "sidecar max_size 100000": (
+        _sidecar(lambda d: d["config"].update(max_size=100000)),
+        "model.json: model.max_size: must be at most 8192",
+    ),
+    "sidecar huge fpn_channels": (
+        _sidecar(lambda d: d["config"].update(fpn_channels=10**7)),
+        "model.json: model.fpn_channels: must be at most 8192",
+    ),
+    "sidecar huge detections": (
+        _sidecar(lambda d: d["config"].update(detections_per_image=10**9)),
+        "model.json: model.detections_per_image: must be at most 100000",
+    ),
+    "sidecar huge text_dim": (
+        _sidecar(lambda d: d.update(text_dim=10**8)),
+        "model.json: text_dim: expected an integer from 1 to 8192",
+    ),
     "sidecar from the future": (
         _sidecar(lambda d: d.update(format_version=99)),
         "checkpoint format 99 is not supported",

@@ -119,9 +119,9 @@ def load_coco(
     if not data["categories"]:
         raise InputError(f"{name}: categories: the file lists no categories")
     cat_ids = _check_categories(data["categories"], name)
-    image_ids = _check_images(data["images"], cat_ids, name)
+    images = _check_images(data["images"], cat_ids, name)
     for i, ann in enumerate(data.get("annotations", [])):
-        _check_annotation(ann, f"{name}: annotations[{i}]", image_ids, cat_ids, masks=masks)
+        _check_annotation(ann, f"{name}: annotations[{i}]", images, cat_ids, masks=masks)
     return data
 
 
@@ -171,12 +171,9 @@ def load_results(
                     f"{where}.segmentation: expected RLE {{'size': [h, w], 'counts': ...}}, "
                     f"got a JSON {_kind(segm)}"
                 )
-            _check_rle(segm, f"{where}.segmentation")
-            if list(segm["size"]) != [img["height"], img["width"]]:
-                raise InputError(
-                    f"{where}.segmentation: mask size {list(segm['size'])} differs from image "
-                    f"{det['image_id']} ({img['height']}x{img['width']})"
-                )
+            _check_rle(segm, f"{where}.segmentation", image=img)
+            if isinstance(segm["counts"], list):  # uncompressed: the evaluators take strings
+                det = {**det, "segmentation": _to_string_rle(segm)}
         elif "bbox" not in det:
             raise InputError(f"{where}: neither 'bbox' nor 'segmentation'")
         dets.append(dict(det))
@@ -244,21 +241,34 @@ def category_records(vocabulary: Vocabulary) -> list[dict]:
 # ---- masks ---------------------------------------------------------------------------------------
 
 
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+def decode_segmentation(
+    segmentation: Any, height: int, width: int, *, where: str = "segmentation"
+) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as a binary mask.
+
+    Files read by :func:`load_coco` are checked already; ``where`` names the value in the error
+    for one that was not.
 
     Returns:
         np.ndarray[H, W], uint8 in {0, 1}.
+
+    Raises:
+        InputError: a malformed segmentation, or an RLE whose size is not ``height`` x ``width``.
     """
-    if isinstance(segmentation, list):  # polygons
-        if not segmentation:
-            return np.zeros((height, width), dtype=np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = _compressed(segmentation)
-    return mask_utils.decode(rle).astype(np.uint8, copy=False)
+    if isinstance(segmentation, list) and not segmentation:
+        return np.zeros((height, width), dtype=np.uint8)
+    image = {"id": "of the annotation", "height": height, "width": width}
+    _check_segmentation(segmentation, where, image=image)
+    try:
+        if isinstance(segmentation, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation["counts"], list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            rle = _compressed(segmentation)
+        return mask_utils.decode(rle).astype(np.uint8, copy=False)
+    except (ValueError, OverflowError, TypeError) as err:
+        raise InputError(f"{where}: pycocotools cannot decode it ({err})") from None
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -279,10 +289,10 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
 
 
 def segmentation_box(segmentation: Mapping[str, Any]) -> list[float]:
-    """XYWH box of a compressed or uncompressed RLE."""
+    """XYWH box of a compressed or uncompressed RLE (checked, as :func:`load_results` does)."""
     rle = segmentation
     if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(dict(rle), *rle["size"])
+        rle = _to_string_rle(rle)
     return [float(v) for v in mask_utils.toBbox(_compressed(rle))]
 
 
@@ -484,8 +494,9 @@ def _check_categories(categories: list, name: str) -> set[int]:
     return ids
 
 
-def _check_images(images: list, cat_ids: set[int], name: str) -> set[int]:
-    ids: set[int] = set()
+def _check_images(images: list, cat_ids: set[int], name: str) -> dict[int, dict]:
+    """Image id -> image record, every record checked."""
+    ids: dict[int, dict] = {}
     for i, img in enumerate(images):
         where = f"{name}: images[{i}]"
         if not isinstance(img, dict):
@@ -509,7 +520,7 @@ def _check_images(images: list, cat_ids: set[int], name: str) -> set[int]:
             unknown = [v for v in values if v not in cat_ids]
             if unknown:
                 raise InputError(f"{where}.{key}: {unknown[0]} is not a category of the file")
-        ids.add(img["id"])
+        ids[img["id"]] = img
     return ids
 
 
@@ -528,18 +539,20 @@ def _check_refs(record: dict, where: str, image_ids: Any, cat_ids: set[int]) -> 
 
 
 def _check_annotation(
-    ann: Any, where: str, image_ids: set[int], cat_ids: set[int], *, masks: bool
+    ann: Any, where: str, images: Mapping[int, dict], cat_ids: set[int], *, masks: bool
 ) -> None:
     if not isinstance(ann, dict):
         raise InputError(f"{where}: expected an annotation object, got a JSON {_kind(ann)}")
     if "id" not in ann:
         raise InputError(f"{where}: no 'id'")
-    _check_refs(ann, where, image_ids, cat_ids)
+    _check_refs(ann, where, images, cat_ids)
     if "bbox" not in ann:
         raise InputError(f"{where}: no 'bbox' [x, y, w, h]")
     _check_box(ann["bbox"], f"{where}.bbox")
     if "segmentation" in ann:
-        _check_segmentation(ann["segmentation"], f"{where}.segmentation")
+        _check_segmentation(
+            ann["segmentation"], f"{where}.segmentation", image=images[ann["image_id"]]
+        )
     elif masks:
         raise InputError(f"{where}: no 'segmentation' (this file needs masks)")
 
@@ -551,7 +564,7 @@ def _check_box(box: Any, where: str) -> None:
         raise InputError(f"{where}: negative width or height in {box!r}")
 
 
-def _check_segmentation(segm: Any, where: str) -> None:
+def _check_segmentation(segm: Any, where: str, *, image: Mapping[str, Any]) -> None:
     if isinstance(segm, list):
         for k, poly in enumerate(segm):
             if not isinstance(poly, list) or not all(map(_is_number, poly)):
@@ -567,19 +580,86 @@ def _check_segmentation(segm: Any, where: str) -> None:
                     f"{where}[{k}]: a polygon needs at least 3 points, got {len(poly) // 2}"
                 )
     elif isinstance(segm, dict):
-        _check_rle(segm, where)
+        _check_rle(segm, where, image=image)
     else:
         raise InputError(f"{where}: expected polygons or RLE, got a JSON {_kind(segm)}")
 
 
-def _check_rle(segm: dict, where: str) -> None:
+def _check_rle(segm: dict, where: str, *, image: Mapping[str, Any] | None = None) -> None:
+    """A structurally sound RLE whose runs cover exactly its ``size`` (and, given ``image``,
+    whose size is the image's): pycocotools reads anything else as garbage or fails inside."""
     size, counts = segm.get("size"), segm.get("counts")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_id(v) and v >= 0 for v in size)):
         raise InputError(f"{where}.size: expected [height, width], got {size!r}")
-    if not isinstance(counts, str) and not (
-        isinstance(counts, list) and all(_is_id(v) and v >= 0 for v in counts)
-    ):
-        raise InputError(f"{where}.counts: expected an RLE string or run lengths, got {counts!r}")
+    if image is not None and list(size) != [image["height"], image["width"]]:
+        raise InputError(
+            f"{where}.size: mask size {list(size)} differs from image {image['id']} "
+            f"({image['height']}x{image['width']})"
+        )
+    if isinstance(counts, str):
+        runs = _string_runs(counts, f"{where}.counts")
+    elif isinstance(counts, list) and all(_is_id(v) and 0 <= v < _MAX_RUN for v in counts):
+        runs = np.asarray(counts, dtype=np.int64)
+    else:
+        shown = repr(counts) if len(repr(counts)) <= 60 else repr(counts)[:57] + "..."
+        raise InputError(
+            f"{where}.counts: expected an RLE string or a list of run lengths (integers from 0 "
+            f"to 2^32 - 1), got {shown}"
+        )
+    if int(runs.sum()) != size[0] * size[1]:
+        raise InputError(
+            f"{where}.counts: the runs cover {int(runs.sum())} pixels, not the "
+            f"{size[0]}x{size[1]} = {size[0] * size[1]} of its size; the RLE is corrupt"
+        )
+
+
+_MAX_RUN = 1 << 32  # pycocotools stores runs as uint32
+
+
+def _string_runs(counts: str, where: str) -> np.ndarray:
+    """Run lengths ``np.ndarray[K]`` int64 of a compressed RLE string, checked.
+
+    The format is pycocotools' (``rleToString``): each run is a group of 5-bit digits, least
+    significant first, stored as characters ``'0' + digit`` with bit 0x20 meaning "another digit
+    follows" and bit 0x10 of the last digit the sign; runs from the fourth on are stored as the
+    difference to the run two before. pycocotools' own reader does not check any of it.
+    """
+    try:
+        digits = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    except UnicodeEncodeError:
+        raise InputError(f"{where}: not an RLE string (non-ASCII characters)") from None
+    if not digits.size:
+        return digits
+    bad = np.flatnonzero((digits < 0) | (digits > 63))
+    if bad.size:
+        raise InputError(
+            f"{where}: character {counts[bad[0]]!r} at {bad[0]} is not an RLE digit ('0' to 'o')"
+        )
+    more = (digits & 0x20) != 0
+    if more[-1]:
+        raise InputError(f"{where}: the string ends inside a run; it is truncated")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 7:
+        raise InputError(f"{where}: a run of {lengths.max()} digits overflows 32 bits")
+    shift = 5 * (np.arange(digits.size) - np.repeat(starts, lengths))
+    runs = np.add.reduceat((digits & 0x1F) << shift, starts)
+    negative = (digits[ends] & 0x10) != 0
+    runs[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs[1::2] = np.cumsum(runs[1::2])  # run i >= 3 is stored minus run i - 2
+    runs[2::2] = np.cumsum(runs[2::2])
+    if ((runs < 0) | (runs >= _MAX_RUN)).any():
+        raise InputError(f"{where}: a run length is negative or overflows 32 bits; it is corrupt")
+    return runs
+
+
+def _to_string_rle(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked uncompressed RLE (``counts`` a list) as compressed RLE (``counts`` a str)."""
+    packed = mask_utils.frPyObjects(
+        {"size": list(rle["size"]), "counts": rle["counts"]}, *rle["size"]
+    )
+    return {"size": list(rle["size"]), "counts": packed["counts"].decode("ascii")}
 
 
 def _compressed(rle: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,12 +41,25 @@ class ConfigError(InputError):
     """A config file or dict does not match the :class:`Config` schema."""
 
 
+# Bounds of the size fields: far above any real use, low enough that a wrong value (a typo, a
+# hand-edited checkpoint sidecar) fails at load time instead of exhausting memory later.
+MAX_IMAGE_SIDE = 8192  # input sides (min_size, max_size) in pixels
+MAX_CHANNELS = 8192  # feature and text-embedding widths
+MAX_COUNT = 100_000  # proposals, RoIs and detections per image
+
+
 def _at_least(
     minimum: float, default: Any = None, *, factory: Any = None, allow_empty: bool = False
 ) -> Any:
     """A field whose value (each item, for a list) must be >= ``minimum``; a list field may be
     empty only with ``allow_empty``."""
     return _ranged(default, factory, {"ge": minimum, "allow_empty": allow_empty})
+
+
+def _within(minimum: float, maximum: float, default: Any = None, *, factory: Any = None) -> Any:
+    """A field whose value (each item, for a list) must lie in ``[minimum, maximum]``: sizes,
+    whose absurd values (from a hand-edited sidecar, say) would exhaust memory."""
+    return _ranged(default, factory, {"ge": minimum, "le": maximum})
 
 
 def _above(minimum: float, default: Any = None, *, factory: Any = None) -> Any:
@@ -73,6 +86,8 @@ def _check_range(value: Any, bound: Mapping[str, float], *, key: str, source: st
             raise ConfigError(f"{source}: {key}: must be at least {bound['ge']}, got {item!r}")
         if "gt" in bound and item <= bound["gt"]:
             raise ConfigError(f"{source}: {key}: must be greater than {bound['gt']}, got {item!r}")
+        if "le" in bound and item > bound["le"]:
+            raise ConfigError(f"{source}: {key}: must be at most {bound['le']}, got {item!r}")
 
 
 @dataclass
@@ -98,29 +113,29 @@ class ModelConfig:
     # "imagenet" (bundled file or download, see vlpart.model.resolve_weights), a local weights
     # file, or null for random initialisation.
     backbone_weights: str | None = "imagenet"
-    fpn_channels: int = _at_least(1, 256)
+    fpn_channels: int = _within(1, MAX_CHANNELS, 256)
     # Cascade R-CNN box heads (3 stages), as the paper uses with Swin-B.
     cascade: bool = False
-    min_size: int = _at_least(1, 800)
-    max_size: int = _at_least(1, 1333)
+    min_size: int = _within(1, MAX_IMAGE_SIDE, 800)
+    max_size: int = _within(1, MAX_IMAGE_SIDE, 1333)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = _above(0, (58.395, 57.12, 57.375))
     # Width of the text embeddings (CLIP RN50: 1024).
-    text_dim: int = _at_least(1, 1024)
-    rpn_pre_nms_top_n_train: int = _at_least(1, 2000)
-    rpn_pre_nms_top_n_test: int = _at_least(1, 1000)
-    rpn_post_nms_top_n_train: int = _at_least(1, 1000)
-    rpn_post_nms_top_n_test: int = _at_least(1, 1000)
+    text_dim: int = _within(1, MAX_CHANNELS, 1024)
+    rpn_pre_nms_top_n_train: int = _within(1, MAX_COUNT, 2000)
+    rpn_pre_nms_top_n_test: int = _within(1, MAX_COUNT, 1000)
+    rpn_post_nms_top_n_train: int = _within(1, MAX_COUNT, 1000)
+    rpn_post_nms_top_n_test: int = _within(1, MAX_COUNT, 1000)
     rpn_nms_thresh: float = _above(0, 0.7)
-    roi_batch_size_per_image: int = _at_least(1, 512)
+    roi_batch_size_per_image: int = _within(1, MAX_COUNT, 512)
     roi_positive_fraction: float = _above(0, 0.25)
     # Cap on positive RoIs per image that train the mask head; null = no cap.
-    mask_rois_per_image: int | None = _at_least(1, None)
+    mask_rois_per_image: int | None = _within(1, MAX_COUNT, None)
     # Channels of the mask head's convs (256 in the paper and the released checkpoints).
-    mask_head_dim: int = _at_least(1, 256)
+    mask_head_dim: int = _within(1, MAX_CHANNELS, 256)
     score_thresh: float = _at_least(0, 0.05)
     nms_thresh: float = _above(0, 0.5)
-    detections_per_image: int = _at_least(1, 100)
+    detections_per_image: int = _within(1, MAX_COUNT, 100)
     # Federated sigmoid loss (LVIS/PACO-size vocabularies); needs per-class image counts.
     federated_loss: bool = False
     image_label_mode: Literal["max_size", "max_score"] = "max_size"
@@ -142,11 +157,12 @@ class SourceConfig:
     # Keep only the categories of this split (their ``split`` field in the file), e.g. train on
     # the base parts of a file that holds all of them.
     split: Literal["base", "novel"] | None = None
-    ratio: float = _above(0, 1.0)
+    # Relative frequency of this source's batches; 0 turns the source off (it is not loaded).
+    ratio: float = _at_least(0, 1.0)
     batch_size: int = _at_least(1, 2)
     # Training short sides, one drawn per image, and the long-side cap.
-    min_size: list[int] = _at_least(1, factory=lambda: [800])
-    max_size: int = _at_least(1, 1333)
+    min_size: list[int] = _within(1, MAX_IMAGE_SIDE, factory=lambda: [800])
+    max_size: int = _within(1, MAX_IMAGE_SIDE, 1333)
     flip: bool = True
     # LVIS repeat-factor threshold t; null = uniform sampling.
     repeat_thresh: float | None = _above(0, None)
@@ -192,7 +208,7 @@ class ParsingConfig:
     weights: str = "pretrained"
     # DINO patch stride: 8, or 4 for denser features (null: the backbone's own).
     stride: int | None = _at_least(1, None)
-    image_size: int = _at_least(1, 224)
+    image_size: int = _within(1, MAX_IMAGE_SIDE, 224)
     batch_size: int = _at_least(1, 8)
     # Base objects: COCO object file, part file (parts carry ``object_id``) and image folder.
     base_objects: str = ""
@@ -236,6 +252,8 @@ class Config:
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Build a :class:`Config` from nested dicts, validating every key, type and range."""
     cfg = _build(Config, data, prefix="", source=source)
+    if cfg.data and not any(src.ratio > 0 for src in cfg.data):
+        raise ConfigError(f"{source}: data: every source has ratio 0; turn at least one on")
     try:
         prompt_template(cfg.text.template)
     except ValueError as err:

@@ -14,7 +14,13 @@ import torch.distributed as dist
 
 from vlpart.core.errors import InputError, RunError
 
-__all__ = ["DistInfo", "init_distributed", "one_torch_thread", "shutdown_distributed"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "one_torch_thread",
+    "parse_device",
+    "shutdown_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,31 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has.
+
+    Raises:
+        InputError: a string torch does not read as a device (``"banana"``), or a CUDA device
+            this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        parsed = device
+    else:
+        try:
+            parsed = torch.device(str(device).strip())
+        except (RuntimeError, ValueError, TypeError):
+            raise InputError(
+                f"unknown device {str(device)!r}; expected cpu, cuda or cuda:N (an index)"
+            ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"device {str(device)!r}: this machine has {count} CUDA device(s)")
+    return parsed
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -1,8 +1,12 @@
 """HTTP downloads for :mod:`vlpart.core.weights`: resumable, size- and checksum-checked.
 
 A download goes to ``<target>.part`` (never mistaken for a complete file), shows a progress
-bar, resumes with an HTTP ``Range`` request after an interruption, is checked against the
-announced size and the SHA-256 when known, and is renamed onto the target only when complete.
+bar (with the time left before its deadline), resumes with an HTTP ``Range`` request after an
+interruption, is checked against the announced size and the SHA-256 when known, and is renamed
+onto the target only when complete. Two clocks bound it: :data:`DOWNLOAD_TIMEOUT_S` without a
+byte, and a total deadline (:data:`DOWNLOAD_DEADLINE_S`, ``$VLPART_DOWNLOAD_DEADLINE``) that a
+server trickling bytes cannot dodge. A ``.part`` file left by an interruption or a missed
+deadline is kept, and the next download resumes it; one with wrong bytes is deleted.
 Callers go through :func:`vlpart.core.weights.resolve` (or :func:`~vlpart.core.weights.fetch`);
 this module holds only the transfer.
 """
@@ -14,20 +18,35 @@ import http.client
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from vlpart.core.errors import MissingFileError, RunError
+from vlpart.core.errors import InputError, MissingFileError, RunError
 
-__all__ = ["DOWNLOAD_ATTEMPTS", "DOWNLOAD_TIMEOUT_S", "DownloadError", "download", "verify"]
+__all__ = [
+    "DOWNLOAD_ATTEMPTS",
+    "DOWNLOAD_DEADLINE_ENV",
+    "DOWNLOAD_DEADLINE_S",
+    "DOWNLOAD_TIMEOUT_S",
+    "DownloadError",
+    "download",
+    "download_deadline",
+    "verify",
+]
 
 logger = logging.getLogger(__name__)
 
 # Seconds without a byte from the server (connect or read) before a download is abandoned.
 DOWNLOAD_TIMEOUT_S = 60.0
+# Seconds a whole download (all its attempts) may take: a server sending a byte now and then
+# never trips the timeout above, but misses this. An hour fetches the largest zoo file (Swin-B,
+# about 1.2 GB) at 350 kB/s; ``$VLPART_DOWNLOAD_DEADLINE`` (seconds, 0 = none) changes it.
+DOWNLOAD_DEADLINE_S = 3600.0
+DOWNLOAD_DEADLINE_ENV = "VLPART_DOWNLOAD_DEADLINE"
 # Attempts per download; a later attempt resumes where the previous one stopped, and is made
 # only when the previous one received data (a server that never answers fails at once).
 DOWNLOAD_ATTEMPTS = 3
@@ -36,6 +55,26 @@ _CHUNK = 1 << 20
 
 class DownloadError(RunError):
     """A download failed (network error, timeout, size or checksum mismatch)."""
+
+
+def download_deadline(deadline: float | None = None) -> float | None:
+    """Seconds a download may take: ``deadline``, else ``$VLPART_DOWNLOAD_DEADLINE``, else
+    :data:`DOWNLOAD_DEADLINE_S`; None (no deadline) for 0.
+
+    Raises:
+        InputError: a negative or non-numeric value.
+    """
+    if deadline is None:
+        env = os.environ.get(DOWNLOAD_DEADLINE_ENV, "").strip()
+        try:
+            deadline = float(env) if env else DOWNLOAD_DEADLINE_S
+        except ValueError:
+            raise InputError(
+                f"${DOWNLOAD_DEADLINE_ENV}={env!r}: expected seconds (a number; 0 = no deadline)"
+            ) from None
+    if not deadline >= 0:  # also NaN
+        raise InputError(f"download deadline must be >= 0 seconds, got {deadline!r}")
+    return deadline or None
 
 
 def download(
@@ -47,20 +86,34 @@ def download(
     timeout: float | None,
     where: Path,
     mirror: bool = False,
+    deadline: float | None = None,
 ) -> None:
-    """Download ``url`` onto ``target`` through ``target.part``, resuming and verifying."""
+    """Download ``url`` onto ``target`` through ``target.part``, resuming and verifying.
+
+    Args:
+        timeout: seconds without a byte (default :data:`DOWNLOAD_TIMEOUT_S`).
+        deadline: seconds for the whole download (see :func:`download_deadline`).
+    """
     part = part_file(target)
     timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
+    seconds = download_deadline(deadline)
+    clock = _Clock(None if seconds is None else time.monotonic() + seconds, seconds)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         before = part.stat().st_size if part.exists() else 0
         try:
             total = _download_once(
-                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
+                url,
+                part,
+                progress=progress,
+                timeout=timeout,
+                where=where,
+                mirror=mirror,
+                clock=clock,
             )
             break
         except _Interrupted as err:
             got = part.stat().st_size if part.exists() else 0
-            if got <= before or attempt == DOWNLOAD_ATTEMPTS:
+            if err.final or got <= before or attempt == DOWNLOAD_ATTEMPTS:
                 raise DownloadError(
                     f"{url}: {err.reason} after {got} bytes; the partial file {part} is kept and "
                     "the next attempt resumes it"
@@ -70,14 +123,42 @@ def download(
     os.replace(part, target)
 
 
+class _Clock:
+    """The deadline of one download: ``end`` on :func:`time.monotonic`, None for none."""
+
+    def __init__(self, end: float | None, seconds: float | None) -> None:
+        self.end, self.seconds = end, seconds
+
+    def left(self) -> float | None:
+        return None if self.end is None else self.end - time.monotonic()
+
+    def check(self) -> None:
+        left = self.left()
+        if left is not None and left <= 0:
+            raise _Interrupted(
+                f"not complete within the deadline of {self.seconds:g} s (set "
+                f"${DOWNLOAD_DEADLINE_ENV} to allow more)",
+                final=True,
+            )
+
+
 class _Interrupted(Exception):
-    def __init__(self, reason: str) -> None:
+    """A transfer that stopped; ``final``: not worth another attempt now (the deadline)."""
+
+    def __init__(self, reason: str, *, final: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.final = reason, final
 
 
 def _download_once(
-    url: str, part: Path, *, progress: bool, timeout: float, where: Path, mirror: bool
+    url: str,
+    part: Path,
+    *,
+    progress: bool,
+    timeout: float,
+    where: Path,
+    mirror: bool,
+    clock: _Clock,
 ) -> int | None:
     """One HTTP request appending to ``part``; returns the full size if the server said it."""
     offset = part.stat().st_size if part.exists() else 0
@@ -95,7 +176,13 @@ def _download_once(
                 return offset  # complete already (interrupted before the rename)
             part.unlink()
             return _download_once(
-                url, part, progress=progress, timeout=timeout, where=where, mirror=mirror
+                url,
+                part,
+                progress=progress,
+                timeout=timeout,
+                where=where,
+                mirror=mirror,
+                clock=clock,
             )
         if err.code in (404, 410):
             put = f"; put the file at {where}" + ("" if mirror else " by other means")
@@ -135,9 +222,15 @@ def _download_once(
             ) as bar,
         ):
             try:
-                while chunk := response.read(_CHUNK):
+                # read1: what has arrived (up to _CHUNK), so the deadline is checked as bytes
+                # trickle in; read() would wait for a full chunk.
+                while chunk := response.read1(_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    left = clock.left()
+                    if left is not None:
+                        bar.set_postfix_str(f"deadline in {max(left, 0):.0f} s", refresh=False)
+                    clock.check()
             except TimeoutError:
                 raise _Interrupted(f"no data for {timeout:g} s") from None
             except (http.client.IncompleteRead, ConnectionError) as err:

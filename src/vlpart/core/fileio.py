@@ -164,12 +164,18 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise MissingFileError(f"{path}: {what} file not found")
     if not path.is_file():
         raise InputError(f"{path}: expected a {what} file, found a folder")
+    data = path.read_bytes()
     try:
-        return path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InputError(
             f"{path}: not a text file (byte {err.start} is not UTF-8); expected a {what} file"
         ) from None
+    if "\x00" in text:  # valid UTF-8, but binary: no text file holds NUL bytes
+        raise InputError(
+            f"{path}: not a text file (byte {data.index(0)} is NUL); expected a {what} file"
+        )
+    return text
 
 
 def fsync_dir(path: str | Path) -> None:

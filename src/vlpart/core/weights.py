@@ -170,6 +170,7 @@ def fetch(
     sha256: str | None = None,
     progress: bool = True,
     timeout: float | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """The cached copy of ``url``, else the mirror's, else a verified, resumable download.
 
@@ -180,6 +181,8 @@ def fetch(
         sha256: expected SHA-256 hex digest (or a prefix of one); checked on arrival.
         progress: show a tqdm progress bar.
         timeout: seconds without data before giving up (default :data:`DOWNLOAD_TIMEOUT_S`).
+        deadline: seconds the whole download may take (default ``$VLPART_DOWNLOAD_DEADLINE``,
+            else :data:`~vlpart.core.download.DOWNLOAD_DEADLINE_S`; 0 = none).
 
     Returns:
         The complete file in the cache.
@@ -187,8 +190,9 @@ def fetch(
     Raises:
         FileNotFoundError: offline, HTTP 404/410, or not in the mirror; one line naming the URL
             and the path to put the file at.
-        DownloadError: timeout, connection failure, or a size/checksum mismatch (the bad bytes
-            are not cached).
+        DownloadError: timeout, missed deadline, connection failure, or a size/checksum
+            mismatch (the bad bytes are not cached; an interrupted ``.part`` file is kept and
+            resumed by the next call).
     """
     source = WeightSource(
         what=filename or _url_filename(url),
@@ -197,7 +201,7 @@ def fetch(
         filename=filename,
         sha256=sha256,
     )
-    return resolve(source, progress=progress, timeout=timeout).path
+    return resolve(source, progress=progress, timeout=timeout, deadline=deadline).path
 
 
 def resolve(
@@ -206,6 +210,7 @@ def resolve(
     *,
     progress: bool = True,
     timeout: float | None = None,
+    deadline: float | None = None,
 ) -> ResolvedWeights:
     """Find ``source``'s file: ``explicit`` › cache › package › mirror › download.
 
@@ -215,6 +220,7 @@ def resolve(
         progress: show a progress bar when downloading.
         timeout: seconds without data before a download gives up (default
             :data:`DOWNLOAD_TIMEOUT_S`).
+        deadline: seconds a whole download may take (see :func:`fetch`).
 
     Raises:
         FileNotFoundError: ``explicit`` does not exist, or no place had the file (the message
@@ -247,7 +253,7 @@ def resolve(
             return ResolvedWeights(Path(source.package()), "package")
         except ImportError:
             pass
-    return _fetch(source, progress=progress, timeout=timeout)
+    return _fetch(source, progress=progress, timeout=timeout, deadline=deadline)
 
 
 def file_kind(path: str | Path) -> str:
@@ -294,6 +300,8 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind mean "unreadable"
+        if kind == "unknown":  # torch.save writes a zip or a protocol-2+ pickle, nothing else
+            raise InputError(f"{path}: not a {what} ({FILE_KIND_TEXT[kind]})") from None
         message = str(err)
         found = re.search(r"GLOBAL ([\w.]+)", message)
         if found or "Weights only load failed" in message:
@@ -303,10 +311,9 @@ def load_torch_file(path: str | Path, *, what: str = "PyTorch checkpoint") -> An
                 "loaded with weights_only=True, which allows only tensors and plain "
                 "containers"
             ) from None
-        if kind == "unknown":
-            raise InputError(f"{path}: not a {what} ({FILE_KIND_TEXT[kind]})") from None
         raise InputError(
-            f"{path}: truncated or corrupt {what} ({type(err).__name__}: {one_line(err)})"
+            f"{path}: truncated or corrupt {what} ({type(err).__name__}: "
+            f"{one_line(err).split('. ')[0]})"
         ) from None
 
 
@@ -350,7 +357,7 @@ def torch_hub_cached(filename: str) -> Callable[[], Path | None]:
 
 # ------------------------------------------------------------------------------ internals
 def _fetch(
-    source: WeightSource, *, progress: bool, timeout: float | None = None
+    source: WeightSource, *, progress: bool, timeout: float | None, deadline: float | None
 ) -> ResolvedWeights:
     assert source.url is not None
     target = cache_dir(source.subdir) / source.name
@@ -362,7 +369,9 @@ def _fetch(
             return ResolvedWeights(target, "cache")
         mirror = os.environ.get(MIRROR_ENV, "").strip()
         if mirror:
-            _from_mirror(source, mirror, target, progress=progress, timeout=timeout)
+            _from_mirror(
+                source, mirror, target, progress=progress, timeout=timeout, deadline=deadline
+            )
             return ResolvedWeights(target, "mirror")
         if is_offline():
             raise MissingFileError(
@@ -377,12 +386,19 @@ def _fetch(
             progress=progress,
             timeout=timeout,
             where=target,
+            deadline=deadline,
         )
         return ResolvedWeights(target, "download")
 
 
 def _from_mirror(
-    source: WeightSource, mirror: str, target: Path, *, progress: bool, timeout: float | None
+    source: WeightSource,
+    mirror: str,
+    target: Path,
+    *,
+    progress: bool,
+    timeout: float | None,
+    deadline: float | None,
 ) -> None:
     rel = f"{source.subdir}/{source.name}"
     if re.match(r"^https?://", mirror):
@@ -396,6 +412,7 @@ def _from_mirror(
             timeout=timeout,
             where=target,
             mirror=True,
+            deadline=deadline,
         )
         return
     path = Path(mirror.removeprefix("file://")).expanduser() / rel

@@ -26,6 +26,7 @@ refuses data-dependent Python branches instead of freezing the branch taken whil
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
+from vlpart.core.config import MAX_CHANNELS, MAX_IMAGE_SIDE
 from vlpart.core.errors import InputError, MissingFileError, RunError
 from vlpart.core.fileio import atomic_write
 from vlpart.core.vocab import Vocabulary
@@ -211,7 +213,8 @@ def load_export(path: str | Path) -> OnnxExport:
 
     Raises:
         MissingFileError: no such file.
-        InputError: not an ONNX file, or not a vlpart export of this format.
+        InputError: not an ONNX file, not a vlpart export of this format (its graph's inputs
+            and outputs differ), or metadata of the wrong type or out of range.
     """
     import onnx
     from onnx import numpy_helper
@@ -226,13 +229,18 @@ def load_export(path: str | Path) -> OnnxExport:
     raw = {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{path}: not a vlpart export (no '{METADATA_KEY}' metadata)")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT_VERSION:
-        raise InputError(
-            f"{path}: export format {meta.get('format')!r}, this vlpart reads "
-            f"{FORMAT_VERSION}; export the model again"
-        )
+    meta = _check_metadata(raw, path)
+    _check_graph(proto, path, dynamic_vocab=meta["vocabulary"] is None)
     baked = [i for i in proto.graph.initializer if i.name == "text_embeddings"]
+    embeddings = None
+    if meta["vocabulary"] is not None:
+        shape = [list(b.dims) for b in baked]
+        if shape != [[len(meta["vocabulary"]), meta["text_dim"]]]:
+            raise InputError(
+                f"{path}: the baked text embeddings have shape {shape or 'none'}, expected "
+                f"[{len(meta['vocabulary'])}, {meta['text_dim']}]; export the model again"
+            )
+        embeddings = torch.from_numpy(numpy_helper.to_array(baked[0]).copy())
     return OnnxExport(
         path=path,
         proto=proto,
@@ -242,7 +250,79 @@ def load_export(path: str | Path) -> OnnxExport:
         template=meta["template"],
         vocabulary=meta["vocabulary"],
         prompts=meta["prompts"],
-        baked_embeddings=(
-            torch.from_numpy(numpy_helper.to_array(baked[0]).copy()) if baked else None
-        ),
+        baked_embeddings=embeddings,
     )
+
+
+def _check_metadata(raw: str, path: Path) -> dict[str, Any]:
+    """The ``vlpart`` metadata entry of an export, every field checked (types, and sizes within
+    the bounds a config accepts): a damaged or hand-made file fails here, in one line."""
+    where = f"{path}: metadata '{METADATA_KEY}'"
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg}); export the model again") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT_VERSION:
+        raise InputError(
+            f"{path}: export format {meta.get('format')!r:.40}, this vlpart reads "
+            f"{FORMAT_VERSION}; export the model again"
+        )
+    transform = meta.get("transform")
+    if not isinstance(transform, dict) or set(transform) != set(_TRANSFORM_FIELDS):
+        raise InputError(
+            f"{where}: transform: expected an object with {', '.join(_TRANSFORM_FIELDS)}, got "
+            f"{transform!r:.80}"
+        )
+    for key in ("min_size", "max_size"):
+        _check_int(transform[key], f"{where}: transform.{key}", 1, MAX_IMAGE_SIDE)
+    _check_int(transform["size_divisible"], f"{where}: transform.size_divisible", 1, 1024)
+    for key in ("pixel_mean", "pixel_std"):
+        values = transform[key]
+        if not (
+            isinstance(values, list)
+            and len(values) == 3
+            and all(_is_real(v) and (key == "pixel_mean" or v > 0) for v in values)
+        ):
+            raise InputError(
+                f"{where}: transform.{key}: expected 3 finite numbers, got {values!r:.80}"
+            )
+    _check_int(meta.get("text_dim"), f"{where}: text_dim", 1, MAX_CHANNELS)
+    for key in ("text_encoder", "template"):
+        if not isinstance(meta.get(key), str):
+            raise InputError(f"{where}: {key}: expected a string, got {meta.get(key)!r:.60}")
+    names, prompts = meta.get("vocabulary"), meta.get("prompts")
+    for key, value in (("vocabulary", names), ("prompts", prompts)):
+        if value is not None and not (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        ):
+            raise InputError(f"{where}: {key}: expected a list of strings, got {value!r:.60}")
+    if (names is None) != (prompts is None) or (names and len(names) != len(prompts)):
+        raise InputError(f"{where}: vocabulary and prompts do not match; export the model again")
+    return meta
+
+
+_TRANSFORM_FIELDS = ("min_size", "max_size", "pixel_mean", "pixel_std", "size_divisible")
+
+
+def _check_int(value: Any, where: str, low: int, high: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise InputError(f"{where}: expected an integer from {low} to {high}, got {value!r:.40}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_graph(proto: Any, path: Path, *, dynamic_vocab: bool) -> None:
+    """The graph has the inputs and outputs of an export: a foreign model that carries our
+    metadata is refused here rather than failing inside onnxruntime."""
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    wanted = list(INPUT_NAMES if dynamic_vocab else INPUT_NAMES[:1])
+    if inputs != wanted or outputs != list(OUTPUT_NAMES):
+        raise InputError(
+            f"{path}: not a vlpart export: the graph takes {inputs} and returns {outputs}, "
+            f"expected {wanted} and {list(OUTPUT_NAMES)}"
+        )

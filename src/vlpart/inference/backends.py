@@ -22,6 +22,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from vlpart.core.distributed import parse_device
 from vlpart.core.errors import InputError
 from vlpart.model import VLPartDetector
 from vlpart.model.ops import paste_masks_binary
@@ -84,7 +85,7 @@ class TorchBackend:
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.precision = precision
         self.model = model.eval().to(self.device)
         self._fast: tuple[tuple[int, ...], VLPartDetector] | None = None

@@ -54,11 +54,16 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            self.export.proto.SerializeToString(),
-            options,
-            providers=list(providers or ["CPUExecutionProvider"]),
-        )
+        try:
+            self.session = ort.InferenceSession(
+                self.export.proto.SerializeToString(),
+                options,
+                providers=list(providers or ["CPUExecutionProvider"]),
+            )
+        except Exception as err:  # onnxruntime's Fail, InvalidGraph, ... share no base class
+            raise InputError(
+                f"{self.path}: onnxruntime cannot load it ({_first_line(err)})"
+            ) from None
 
     @property
     def transform(self):
@@ -89,10 +94,17 @@ class OnnxBackend:
         detections = []
         for i, (h, w) in enumerate(batch.image_sizes):
             image = np.ascontiguousarray(batch.tensors[i : i + 1, :, :h, :w].numpy())
-            outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
+            try:
+                outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
+            except Exception as err:  # onnxruntime's errors share no base class
+                raise InputError(
+                    f"{self.path}: onnxruntime failed to run it ({_first_line(err)}); is it a "
+                    "vlpart export?"
+                ) from None
             det = {
                 name: torch.from_numpy(out) for name, out in zip(OUTPUT_NAMES, outs, strict=True)
             }
+            self._check_outputs(det)
             keep = det["scores"] >= score_threshold
             det = {key: value[keep] for key, value in det.items()}
             det["masks"] = det["masks"][:, None]
@@ -101,6 +113,22 @@ class OnnxBackend:
         for out in outputs:
             out["masks"] = out["masks"][:, 0] >= MASK_THRESH
         return outputs
+
+    def _check_outputs(self, det: dict[str, Tensor]) -> None:
+        """boxes [N, 4], scores [N], labels [N], masks [N, M, M]: what an export returns."""
+        n = det["scores"].shape[0] if det["scores"].dim() == 1 else -1
+        shapes = {name: list(value.shape) for name, value in det.items()}
+        if not (
+            n >= 0
+            and shapes["boxes"] == [n, 4]
+            and shapes["labels"] == [n]
+            and det["masks"].dim() == 3
+            and shapes["masks"][0] == n
+        ):
+            raise InputError(
+                f"{self.path}: the graph returned {shapes}, not the boxes [N, 4], scores [N], "
+                "labels [N] and masks [N, M, M] of a vlpart export"
+            )
 
     def _vocabulary_feed(self, text_embeddings: Tensor) -> dict[str, np.ndarray]:
         baked = self.baked_embeddings
@@ -116,3 +144,8 @@ class OnnxBackend:
                 "choose the vocabulary at run time"
             )
         return {}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]

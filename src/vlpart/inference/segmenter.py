@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vlpart.core.coco import category_ids
+from vlpart.core.distributed import parse_device
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import ImageSource, read_image
 from vlpart.core.vocab import DEFAULT_TEMPLATE, Vocabulary, parse_vocabulary
@@ -91,6 +92,9 @@ class SegmenterSpec:
     refiner: RefinerSpec | None = None
     onnx_providers: tuple[str, ...] | None = None
     num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        parse_device(self.device)  # "banana" or a CUDA device this machine lacks: InputError
 
     def build(self) -> PartSegmenter:
         """The segmenter this spec describes (:meth:`PartSegmenter.from_spec`)."""
@@ -401,6 +405,13 @@ class PartSegmenter:
 
         Returns:
             One :class:`Prediction` per image (a single one for a single image).
+
+        Raises:
+            MissingFileError: an image file does not exist.
+            InputError: an image that cannot be read: not an image, truncated, above the pixel
+                limit (:data:`vlpart.core.fileio.MAX_PIXELS`, ``$VLPART_MAX_PIXELS``; e.g. a
+                20000×20000 PNG), or an array of the wrong shape or dtype.
+            InputTypeError: an image of none of the accepted types.
         """
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from vlpart.core.config import ConfigError, ModelConfig, config_from_dict
+from vlpart.core.config import MAX_CHANNELS, ConfigError, ModelConfig, config_from_dict
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import read_text_file, write_bytes_atomic, write_text_atomic
 from vlpart.core.weights import FILE_KIND_TEXT, file_kind, load_torch_file, one_line
@@ -233,8 +233,14 @@ def read_sidecar(path: str | Path) -> CheckpointInfo:
     if text_encoder is not None and not isinstance(text_encoder, str):
         raise InputError(f"{side}: text_encoder: expected a string, got {text_encoder!r:.60}")
     text_dim = data.get("text_dim")
-    if text_dim is not None and (not isinstance(text_dim, int) or isinstance(text_dim, bool)):
-        raise InputError(f"{side}: text_dim: expected an integer, got {text_dim!r:.60}")
+    if text_dim is not None and (
+        not isinstance(text_dim, int)
+        or isinstance(text_dim, bool)
+        or not 1 <= text_dim <= MAX_CHANNELS
+    ):
+        raise InputError(
+            f"{side}: text_dim: expected an integer from 1 to {MAX_CHANNELS}, got {text_dim!r:.60}"
+        )
     try:
         model_config = config_from_dict({"model": config}, source=str(side)).model
     except ConfigError as err:

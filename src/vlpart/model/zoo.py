@@ -447,17 +447,16 @@ def prepare(name: str, *, progress: bool = True) -> Path:
         if is_cached(name):
             return target
         raw = fetch(spec.url, subdir=CHECKPOINT_SUBDIR, progress=progress)
-        try:
-            state = load_official_state_dict(raw)
-        except ValueError as err:  # truncated, or not a checkpoint at all: do not keep it
+        try:  # truncated, corrupt, not a checkpoint or another model: do not keep it
+            model, info = official_checkpoint(load_official_state_dict(raw), source=str(raw))
+            if (info.config.backbone, info.config.cascade) != (spec.backbone, spec.cascade):
+                raise InputError(
+                    f"{raw}: holds a {info.config.backbone} (cascade={info.config.cascade}) "
+                    f"detector, but {name} is a {spec.architecture}"
+                )
+        except ValueError as err:
             raw.unlink(missing_ok=True)
             raise InputError(f"{err}; removed the download, run again to fetch it anew") from None
-        model, info = official_checkpoint(state, source=str(raw))
-        if (info.config.backbone, info.config.cascade) != (spec.backbone, spec.cascade):
-            raise InputError(
-                f"{raw}: holds a {info.config.backbone} (cascade={info.config.cascade}) "
-                f"detector, but {name} is a {spec.architecture}; remove the file and run again"
-            )
         save_checkpoint(model, target, config=info.config, text_encoder=info.text_encoder)
         logger.info("converted %s to %s", raw, target)
         raw.unlink(missing_ok=True)  # the converted checkpoint replaces the download

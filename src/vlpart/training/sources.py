@@ -47,12 +47,16 @@ class TrainSource:
 
 
 def build_sources(cfg: Config) -> list[TrainSource]:
-    """Datasets of ``cfg.data`` with per-source transforms and text embeddings."""
+    """Datasets of ``cfg.data`` with per-source transforms and text embeddings; sources of
+    ``ratio: 0`` are off and left out (not loaded)."""
     if not cfg.data:
         raise InputError("the config lists no training data: add entries under 'data:'")
     encoder = None
     sources = []
     for src in cfg.data:
+        if src.ratio == 0:
+            logger.info("source %s: ratio 0, off", src.name)
+            continue
         if not src.ann_file:
             raise InputError(f"data source {src.name!r} has no ann_file")
         steps = [ResizeShortestEdge(src.min_size, max_size=src.max_size)]

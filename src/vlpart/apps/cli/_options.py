@@ -134,8 +134,10 @@ def check_common_options(args: argparse.Namespace) -> None:
         except ValueError as err:
             raise InputError(f"--template: {err}") from None
     device = getattr(args, "device", None)
-    if device is not None and device.startswith("cuda"):
-        import torch
+    if device is not None:
+        from vlpart.core.distributed import parse_device
 
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        try:
+            parse_device(device)
+        except InputError as err:
+            raise InputError(f"--device: {err}") from None

@@ -3,7 +3,9 @@ box-prompt pipeline (:class:`BoxRefiner`) and weight-file handling."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -12,6 +14,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
+from vlpart.core.distributed import parse_device
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.weights import load_torch_file
 from vlpart.inference.prediction import Prediction
@@ -123,7 +126,7 @@ class BoxRefiner:
     ) -> None:
         if min_region_area < 0:
             raise InputError(f"min_region_area must be >= 0, got {min_region_area}")
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.mask_prompt = mask_prompt
         self.clip_to_parent = clip_to_parent
         self.min_region_area = min_region_area
@@ -191,11 +194,24 @@ def weights_file(weights: str | Path, urls: dict[str, str | None], what: str) ->
     return path
 
 
-def load_state(path: Path, what: str) -> dict[str, Tensor]:
+@contextlib.contextmanager
+def discard_bad_download(weights: str | Path, path: Path) -> Iterator[None]:
+    """Reading ``path`` inside: when ``weights`` is a variant name (``path`` was downloaded)
+    and the file proves unreadable or foreign (:class:`InputError`), it is deleted from the
+    cache, so that the next run fetches it anew instead of failing the same way."""
+    from vlpart.core.weights import is_name
+
     try:
-        state = load_torch_file(path, what=f"{what} checkpoint")
-    except InputError as err:  # a refused pickle, a zip or unpickler error: "unreadable"
-        raise InputError(f"{path}: not a readable {what} checkpoint ({err})") from None
+        yield
+    except InputError as err:
+        if not is_name(weights):
+            raise
+        path.unlink(missing_ok=True)
+        raise InputError(f"{err}; removed the download, run again to fetch it anew") from None
+
+
+def load_state(path: Path, what: str) -> dict[str, Tensor]:
+    state = load_torch_file(path, what=f"{what} checkpoint")
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a {what} checkpoint (a {type(state).__name__})")
     return state

@@ -19,6 +19,7 @@ from vlpart.inference.refine.base import (
     MASK_PROMPT_LOGIT,
     PROMPT_BATCH,
     BoxRefiner,
+    discard_bad_download,
     load_state,
     select_by_iou,
     weights_file,
@@ -162,9 +163,10 @@ def load_sam(weights: str | Path = DEFAULT_SAM_VARIANT) -> Sam:
     from vlpart.model.checkpoint import load_state_dict_strict
 
     path = weights_file(weights, {k: v.url for k, v in SAM_VARIANTS.items()}, "SAM")
-    state = load_state(path, "SAM")
-    sam = build_sam(_variant_of(state, str(path)))
-    load_state_dict_strict(sam, state, source=str(path))
+    with discard_bad_download(weights, path):
+        state = load_state(path, "SAM")
+        sam = build_sam(_variant_of(state, str(path)))
+        load_state_dict_strict(sam, state, source=str(path))
     return sam
 
 

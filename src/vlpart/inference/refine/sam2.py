@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from vlpart.inference.refine.base import (
     MASK_PROMPT_LOGIT,
     PROMPT_BATCH,
     BoxRefiner,
+    discard_bad_download,
     load_state,
     select_by_iou,
     weights_file,
@@ -91,10 +93,15 @@ def load_sam2(weights: str | Path = DEFAULT_SAM2_VARIANT) -> nn.Module:
     """A SAM 2.1 model with its weights (a name of :data:`SAM2_VARIANTS` or a local ``.pt`` of
     the official format, ``{"model": state}``), on the CPU, in eval mode; raises as
     :func:`load_sam`."""
-    from vlpart.model.checkpoint import load_state_dict_strict
 
     path = weights_file(weights, {k: v.url for k, v in SAM2_VARIANTS.items()}, "SAM 2")
-    state = load_state(path, "SAM 2").get("model")
+    with discard_bad_download(weights, path):
+        return _sam2_from_state(load_state(path, "SAM 2").get("model"), path)
+
+
+def _sam2_from_state(state: Any, path: Path) -> nn.Module:
+    from vlpart.model.checkpoint import load_state_dict_strict
+
     if not isinstance(state, dict) or "image_encoder.trunk.patch_embed.proj.weight" not in state:
         raise InputError(f"{path}: not a SAM 2 checkpoint (no model.image_encoder.trunk)")
     dim = state["image_encoder.trunk.patch_embed.proj.weight"].shape[0]
