@@ -100,12 +100,15 @@ class SceneObject:
         mask: np.ndarray[H, W] bool, visible pixels.
         parts: ``(part name, np.ndarray[H, W] bool)`` per visible part instance.
         placement: index of the object among those :func:`render_scene` drew.
+        part_ids: per visible part, its index among the object's part shapes (the same part
+            of the same object keeps it from one render to the next).
     """
 
     name: str
     mask: np.ndarray
     parts: list[tuple[str, np.ndarray]] = field(default_factory=list)
     placement: int = -1
+    part_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -247,13 +250,13 @@ def render_scene(
         ]
         if textured:
             _apply_texture(rng, pixels, np.isin(id_map, textured), obj)
-        parts = [
-            (part, (id_map_t == slot).T)
-            for slot in obj_slots
-            if (part := slots[slot - 1][1]) is not None and areas[slot] >= _MIN_PART_AREA
-        ]
+        part_slots = [slot for slot in obj_slots if slots[slot - 1][1] is not None]
+        visible = [k for k, slot in enumerate(part_slots) if areas[slot] >= _MIN_PART_AREA]
+        parts = [(slots[part_slots[k] - 1][1], (id_map_t == part_slots[k]).T) for k in visible]
         mask = np.isin(id_map_t, obj_slots).T
-        scene_objects.append(SceneObject(obj.name, mask, parts, placement=obj_index))
+        scene_objects.append(
+            SceneObject(obj.name, mask, parts, placement=obj_index, part_ids=visible)
+        )
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * _PIXEL_NOISE_STD
     return Scene(np.clip(pixels, 0, 255).astype(np.uint8), scene_objects)
 
