@@ -9,6 +9,8 @@ against the tracks left over). vlpart runs one tracker per *key*:
 * objects: one per object category (``dog``);
 * parts with a parent object: one per (the parent's ``track_id``, part category), so a part can
   only ever be matched to parts of the same parent track and never jumps to another object;
+  their boxes are given in the parent box's frame, where a head stays put however its dog
+  runs;
 * parts without a parent (a vocabulary of parts only, a part outside every object): one per
   part category, with ``parent_track_id`` -1.
 
@@ -58,6 +60,8 @@ HIGH_SCORE = 0.5
 ACTIVATION_SCORE = 0.4
 MATCH_IOU = 0.1
 LOST_SECONDS = 2.0
+# Parts with a parent are tracked in the parent box's frame, scaled to this many units.
+PARENT_FRAME_SIZE = 100.0
 # ByteTrack's lost-track buffer is given in frames of a 30 frames/s video.
 _REFERENCE_RATE = 30.0
 NO_TRACK = -1
@@ -130,9 +134,10 @@ class PartTracker:
         self._make = _byte_track_class()
         self.frame_rate = float(frame_rate)
         self.lost_seconds = lost_seconds
-        self._trackers: dict[tuple, object] = {}
+        # key -> (its ByteTrack, that tracker's own ids -> video-wide track ids)
+        self._trackers: dict[tuple, tuple[object, dict[int, int]]] = {}
         self._last_seen: dict[tuple, float] = {}
-        self._ids: dict[tuple, int] = {}  # (key, tracker's own id) -> video-wide track id
+        self._num_ids = 0
 
     def update(self, pred: Prediction, seconds: float) -> tuple[np.ndarray, np.ndarray]:
         """Associate one segmented frame's instances with the tracks.
@@ -151,7 +156,7 @@ class PartTracker:
         groups: dict[tuple, list[int]] = {}
         for i in np.flatnonzero(~is_part):
             groups.setdefault(("object", pred.labels[i]), []).append(int(i))
-        self._assign("object", groups, pred, seconds, track_ids)
+        self._assign("object", groups, pred.boxes, pred.scores, seconds, track_ids)
         groups = {}
         for i in np.flatnonzero(is_part):
             parent = int(pred.parent[i])
@@ -160,7 +165,8 @@ class PartTracker:
                 if parent_ids[i] == NO_TRACK:
                     continue  # a part is tracked only within a tracked parent
             groups.setdefault(("part", int(parent_ids[i]), pred.labels[i]), []).append(int(i))
-        self._assign("part", groups, pred, seconds, track_ids)
+        boxes = _in_parent_frame(pred.boxes, pred.parent, is_part)
+        self._assign("part", groups, boxes, pred.scores, seconds, track_ids)
         self._forget(seconds)
         return track_ids, parent_ids
 
@@ -168,7 +174,8 @@ class PartTracker:
         self,
         kind: str,
         groups: dict[tuple, list[int]],
-        pred: Prediction,
+        boxes: np.ndarray,
+        scores: np.ndarray,
         seconds: float,
         out: np.ndarray,
     ) -> None:
@@ -180,25 +187,33 @@ class PartTracker:
         for key in sorted(keys, key=repr):
             rows = np.asarray(groups.get(key, []), np.int64)
             if key not in self._trackers:
-                self._trackers[key] = self._make(
-                    lost_track_buffer=round(self.lost_seconds * _REFERENCE_RATE),
-                    frame_rate=self.frame_rate,
-                    track_activation_threshold=ACTIVATION_SCORE,
-                    minimum_consecutive_frames=1,
-                    minimum_iou_threshold=MATCH_IOU,
-                    high_conf_det_threshold=HIGH_SCORE,
+                self._trackers[key] = (
+                    self._make(
+                        lost_track_buffer=round(self.lost_seconds * _REFERENCE_RATE),
+                        frame_rate=self.frame_rate,
+                        track_activation_threshold=ACTIVATION_SCORE,
+                        minimum_consecutive_frames=1,
+                        minimum_iou_threshold=MATCH_IOU,
+                        high_conf_det_threshold=HIGH_SCORE,
+                    ),
+                    {},
                 )
             detections = sv.Detections(
-                xyxy=pred.boxes[rows].astype(np.float64).reshape(-1, 4),
-                confidence=pred.scores[rows].astype(np.float64),
+                xyxy=boxes[rows].astype(np.float64).reshape(-1, 4),
+                confidence=scores[rows].astype(np.float64),
                 data={"row": rows},
             )
-            result = self._trackers[key].update(detections, timestamp=seconds)
+            tracker, ids = self._trackers[key]
+            result = tracker.update(detections, timestamp=seconds)
             if len(rows):
                 self._last_seen[key] = seconds
             for row, local in zip(result.data.get("row", []), result.tracker_id, strict=True):
-                if local != NO_TRACK:
-                    out[row] = self._ids.setdefault((key, int(local)), len(self._ids) + 1)
+                if local == NO_TRACK:
+                    continue
+                if int(local) not in ids:
+                    self._num_ids += 1
+                    ids[int(local)] = self._num_ids
+                out[row] = ids[int(local)]
 
     def _forget(self, seconds: float) -> None:
         """Drop the trackers of keys unseen for longer than ``lost_seconds`` (their tracks
@@ -207,6 +222,19 @@ class PartTracker:
             del self._trackers[key], self._last_seen[key]
         for key in [k for k in self._trackers if k not in self._last_seen]:
             del self._trackers[key]
+
+
+def _in_parent_frame(boxes: np.ndarray, parent: np.ndarray, is_part: np.ndarray) -> np.ndarray:
+    """The boxes (np.ndarray[N, 4], XYXY pixels) of parts with a parent in that parent's box
+    frame (0..PARENT_FRAME_SIZE across the parent box), the others unchanged. A part moves
+    little in its object's frame however fast the object moves, so its track survives the
+    sparse frames of ``every=N`` and the object's own motion."""
+    out = boxes.astype(np.float64).copy()
+    for i in np.flatnonzero(is_part & (parent >= 0)):
+        x0, y0, x1, y1 = boxes[parent[i]]
+        scale = PARENT_FRAME_SIZE / np.maximum([x1 - x0, y1 - y0], 1e-6)
+        out[i] = (boxes[i] - [x0, y0, x0, y0]) * np.tile(scale, 2)
+    return out
 
 
 def _is_part(pred: Prediction) -> np.ndarray:
