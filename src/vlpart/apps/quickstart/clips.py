@@ -21,6 +21,8 @@ __all__ = ["PART_ID_BASE", "ClipFrame", "ClipInstance", "synth_clip"]
 
 PART_ID_BASE = 100
 CLIP_CLASSES = ("dog", "cat", "horse", "cow", "sheep", "car", "bus")
+# Frames per back-and-forth sweep (2.5 to 5 s at 30 frames/s).
+PERIOD_FRAMES = (75.0, 150.0)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class ClipFrame:
 def synth_clip(
     seed: int,
     *,
-    num_frames: int = 60,
+    num_frames: int = 150,
     size: int = 192,
     num_objects: int = 3,
     classes: Sequence[str] = CLIP_CLASSES,
@@ -76,7 +78,7 @@ def synth_clip(
                 length=length,
                 row=row,
                 amplitude=size * rng.uniform(0.3, 0.85),
-                period=num_frames * rng.uniform(0.6, 1.2),
+                period=rng.uniform(*PERIOD_FRAMES),
                 phase=rng.uniform(0, 2 * math.pi),
                 flip=-1.0 if rng.random() < 0.5 else 1.0,
                 bob=rng.uniform(2, 8),

@@ -165,7 +165,8 @@ class PartTracker:
                 if parent_ids[i] == NO_TRACK:
                     continue  # a part is tracked only within a tracked parent
             groups.setdefault(("part", int(parent_ids[i]), pred.labels[i]), []).append(int(i))
-        boxes = _in_parent_frame(pred.boxes, pred.parent, is_part)
+        frames = self._object_boxes(pred, track_ids, ~is_part)
+        boxes = _in_parent_frame(pred.boxes, frames, pred.parent, is_part)
         self._assign("part", groups, boxes, pred.scores, seconds, track_ids)
         self._forget(seconds)
         return track_ids, parent_ids
@@ -215,6 +216,20 @@ class PartTracker:
                     ids[int(local)] = self._num_ids
                 out[row] = ids[int(local)]
 
+    def _object_boxes(self, pred: Prediction, track_ids: np.ndarray, objects: np.ndarray):
+        """Each instance's box, the tracked objects' replaced by their track's filtered
+        (Kalman) box: np.ndarray[N, 4] XYXY pixels, steadier than one frame's detection."""
+        filtered = {}
+        for key, (tracker, ids) in self._trackers.items():
+            if key[0] == "object":
+                for tracklet in tracker.tracks:
+                    if tracklet.tracker_id in ids:
+                        filtered[ids[tracklet.tracker_id]] = tracklet.get_state_bbox()
+        out = pred.boxes.astype(np.float64).copy()
+        for i in np.flatnonzero(objects & (track_ids != NO_TRACK)):
+            out[i] = filtered.get(int(track_ids[i]), out[i])
+        return out
+
     def _forget(self, seconds: float) -> None:
         """Drop the trackers of keys unseen for longer than ``lost_seconds`` (their tracks
         are over; a parent track that ended takes its parts' tracker with it)."""
@@ -224,14 +239,16 @@ class PartTracker:
             del self._trackers[key]
 
 
-def _in_parent_frame(boxes: np.ndarray, parent: np.ndarray, is_part: np.ndarray) -> np.ndarray:
-    """The boxes (np.ndarray[N, 4], XYXY pixels) of parts with a parent in that parent's box
-    frame (0..PARENT_FRAME_SIZE across the parent box), the others unchanged. A part moves
+def _in_parent_frame(
+    boxes: np.ndarray, frames: np.ndarray, parent: np.ndarray, is_part: np.ndarray
+) -> np.ndarray:
+    """The boxes (np.ndarray[N, 4], XYXY pixels) of parts with a parent in the frame of the
+    parent's box in ``frames`` (0..PARENT_FRAME_SIZE across it), the others unchanged. A part moves
     little in its object's frame however fast the object moves, so its track survives the
     sparse frames of ``every=N`` and the object's own motion."""
     out = boxes.astype(np.float64).copy()
     for i in np.flatnonzero(is_part & (parent >= 0)):
-        x0, y0, x1, y1 = boxes[parent[i]]
+        x0, y0, x1, y1 = frames[parent[i]]
         scale = PARENT_FRAME_SIZE / np.maximum([x1 - x0, y1 - y0], 1e-6)
         out[i] = (boxes[i] - [x0, y0, x0, y0]) * np.tile(scale, 2)
     return out
