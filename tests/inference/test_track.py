@@ -310,3 +310,42 @@ def test_bad_videos_are_one_line_errors_and_write_nothing(tmp_path, checkpoint, 
 def test_every_must_be_positive(tmp_path, checkpoint, clip, capsys):
     assert _cli(checkpoint, clip, "--out", tmp_path, "--every", "0") == 2
     assert "--every must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sam2_propagates_masks_to_the_frames_between():
+    """A randomly initialised SAM 2.1 Hiera-T (the released weights cannot be downloaded
+    here): the frames between segmented ones get SAM 2's masks (whatever they look like with
+    random weights), boxes from those masks, and the segmented frame's track ids."""
+    pytest.importorskip("sam2", reason="the sam2 package is not installed")
+    from vlpart.inference.refine.sam2 import SAM2_VARIANTS, build_sam2
+    from vlpart.inference.tracking.sam2 import Sam2Propagator
+
+    torch.manual_seed(0)
+    propagator = Sam2Propagator(build_sam2(SAM2_VARIANTS["tiny"], video=True))
+    calls = []
+    seen = []
+
+    class Spy:
+        def propagate(self, frames, masks):
+            out = propagator.propagate(frames, masks)
+            calls.append((len(frames), masks.shape))
+            seen.append(out)
+            return out
+
+    frames = FrameTracker(
+        lambda a: _dogs(int(a[0, 0, 0])).subset([0, 2]), PartTracker(frame_rate=FPS), every=3
+    )
+    frames.propagator = Spy()
+    out = []
+    for t in range(4):
+        out += frames.push(t, t / FPS, np.full((H, W, 3), t, np.uint8))
+    assert calls == [(3, (2, H, W))]
+    assert [f.source for f in out] == ["detector", "sam2", "sam2", "detector"]
+    for k, f in enumerate(out[1:3]):
+        kept = seen[0][k].any(axis=(1, 2))
+        np.testing.assert_array_equal(f.track_ids, out[0].track_ids[kept])
+        np.testing.assert_array_equal(f.pred.masks, seen[0][k][kept])
+        for box, mask in zip(f.pred.boxes, f.pred.masks, strict=True):
+            ys, xs = np.nonzero(mask)
+            np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
