@@ -25,6 +25,7 @@ from vlpart.model import build_model, save_checkpoint  # noqa: E402
 FPS = 10
 H, W = 60, 160
 VOCAB = "dog;dog:head;cat;cat:ear"
+PARTS_ONLY = "dog:head;cat:ear"
 TEXT_DIM = 32
 
 
@@ -208,11 +209,14 @@ def checkpoint(tmp_path_factory, tiny_config):
     rows = torch.randn(len(vocab), TEXT_DIM)
     rows[vocab.names.index("dog:head")] = rows[vocab.names.index("dog")]
     np.save(root / "vocab.npy", rows.numpy())
-    return weights, root / "vocab.npy"
+    parts = [vocab.names.index(name) for name in PARTS_ONLY.split(";")]
+    np.save(root / "parts.npy", rows[parts].numpy())
+    return weights, root / "vocab.npy", root / "parts.npy"
 
 
 def _cli(checkpoint, *args, vocab=VOCAB) -> int:
-    weights, rows = map(str, checkpoint)
+    weights, rows, part_rows = map(str, checkpoint)
+    rows = part_rows if vocab == PARTS_ONLY else rows
     text = ["--encoder", "precomputed", "--embeddings", rows, "--vocab", vocab]
     return main(["track", *map(str, args), "--weights", weights, *text, "--score-thresh", "0.05"])
 
@@ -270,7 +274,7 @@ def test_cli_writes_tracked_video_coco_and_mot(tmp_path, checkpoint, clip):
 
 def test_cli_parts_only_vocabulary(tmp_path, checkpoint, clip):
     out = tmp_path / "out"
-    assert _cli(checkpoint, clip, "--out", out, vocab="dog:head;cat:ear") == 0
+    assert _cli(checkpoint, clip, "--out", out, vocab=PARTS_ONLY) == 0
     data = json.loads((out / "clip.json").read_text())
     tracked = [a for a in data["annotations"] if a["track_id"] >= 0]
     assert tracked and all(a["parent_track_id"] == -1 and a["parent"] == -1 for a in tracked)
