@@ -37,11 +37,13 @@ __all__ = [
     "load_results",
     "mask_annotation",
     "merge_shards",
+    "mot_challenge_rows",
     "rank_share",
     "read_json",
     "result_records",
     "segmentation_box",
     "shard_path",
+    "with_track_ids",
     "write_coco",
     "xywh_box",
 ]
@@ -348,6 +350,35 @@ def result_records(
             rec["segmentation"] = rle
         out.append(rec)
     return out
+
+
+def with_track_ids(
+    records: list[dict], track_ids: Sequence[int], parent_track_ids: Sequence[int]
+) -> list[dict]:
+    """``records`` (one image's results, in instance order) with ``track_id`` and
+    ``parent_track_id`` set (-1: untracked, no parent); returns the same list."""
+    for rec, tid, ptid in zip(records, track_ids, parent_track_ids, strict=True):
+        rec["track_id"], rec["parent_track_id"] = int(tid), int(ptid)
+    return records
+
+
+def mot_challenge_rows(
+    annotations: Sequence[Mapping[str, Any]], images: Sequence[Mapping[str, Any]]
+) -> dict[str, list[str]]:
+    """MOTChallenge rows ``frame,id,x,y,w,h,score,-1,-1,-1`` (``frame`` = the image's
+    ``frame_index`` + 1) of the annotations with a ``track_id`` other than -1, per ``label``,
+    in the order given."""
+    frame_of = {im["id"]: im["frame_index"] for im in images}
+    rows: dict[str, list[str]] = {}
+    for a in annotations:
+        if a["track_id"] == -1:
+            continue
+        x, y, w, h = a["bbox"]
+        rows.setdefault(a["label"], []).append(
+            f"{frame_of[a['image_id']] + 1},{a['track_id']},{x:.2f},{y:.2f},{w:.2f},{h:.2f},"
+            f"{a['score']:.5f},-1,-1,-1"
+        )
+    return rows
 
 
 # ---- writing -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from vlpart.core.coco import result_records
 from vlpart.core.errors import InputError
 from vlpart.core.fileio import read_image
 
-__all__ = ["Prediction", "assign_parents", "tag_layout"]
+__all__ = ["Prediction", "assign_parents", "palette", "tag_layout"]
 
 # A part belongs to an object instance of its object category when at least this fraction of
 # the part's mask lies inside the object's mask.
@@ -151,6 +151,28 @@ class Prediction:
         With ``parts_within_parent`` a part is kept only when its parent object is kept, and its
         mask is cut to the parent's mask (needs ``is_part``).
         """
+        kept = self._display_indices(
+            top_k_per_label=top_k_per_label,
+            overlap_thresh=overlap_thresh,
+            max_instances=max_instances,
+            parts_within_parent=parts_within_parent,
+        )
+        shown = self.subset(kept)
+        if parts_within_parent and len(shown):
+            shown.masks = shown.masks.copy()
+            for i in np.nonzero(shown.is_part & (shown.parent >= 0))[0]:
+                shown.masks[i] &= shown.masks[shown.parent[i]]
+        return shown
+
+    def _display_indices(
+        self,
+        *,
+        top_k_per_label: int | None,
+        overlap_thresh: float | None,
+        max_instances: int | None,
+        parts_within_parent: bool,
+    ) -> list[int]:
+        """The indices :meth:`for_display` keeps, in its order."""
         if parts_within_parent and self.is_part is None and len(self):
             raise InputError("parts_within_parent needs the prediction's is_part flags")
         order = np.argsort(-self.scores, kind="stable")
@@ -171,12 +193,7 @@ class Prediction:
             kept = [i for i in kept if not self.is_part[i] or int(self.parent[i]) in objects]
         if max_instances is not None:
             kept = kept[:max_instances]
-        shown = self.subset(kept)
-        if parts_within_parent and len(shown):
-            shown.masks = shown.masks.copy()
-            for i in np.nonzero(shown.is_part & (shown.parent >= 0))[0]:
-                shown.masks[i] &= shown.masks[shown.parent[i]]
-        return shown
+        return kept
 
     def render(
         self,
@@ -187,6 +204,8 @@ class Prediction:
         overlap_thresh: float | None = DRAW_OVERLAP_THRESH,
         max_instances: int | None = DRAW_MAX_INSTANCES,
         parts_within_parent: bool = False,
+        colors: Sequence[tuple[int, int, int]] | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Image.Image:
         """Overlay masks, boxes and ``label score`` tags on ``image`` (a path,
         ``np.ndarray[H, W, 3]`` uint8 RGB or a PIL image of the prediction's size, or of that
@@ -196,6 +215,8 @@ class Prediction:
 
         Only :meth:`for_display`'s instances are drawn (the keyword arguments are its own);
         tags are placed so that no two overlap (a tag that finds no free place is left out).
+        ``colors`` (RGB) and ``tags`` (text before the score), one per instance, replace the
+        palette by display rank and the labels (a video coloured by track id).
         """
         base = read_image(image)
         height, width = base.shape[:2]
@@ -216,14 +237,18 @@ class Prediction:
                 boxes=self.boxes * scale,
                 masks=self.masks[:, rows[:, None], cols[None, :]],
             )
-        shown = pred.for_display(
+        options = dict(
             top_k_per_label=top_k_per_label,
             overlap_thresh=overlap_thresh,
             max_instances=max_instances,
             parts_within_parent=parts_within_parent,
         )
+        kept = pred._display_indices(**options)
+        shown = pred.for_display(**options)
+        if tags is not None:
+            shown.labels = [tags[i] for i in kept]
+        colors = palette(len(shown)) if colors is None else [colors[i] for i in kept]
         canvas = base.copy()
-        colors = _palette(len(shown))
         areas = np.array([np.count_nonzero(m) for m in shown.masks], dtype=np.int64)
         for i in np.argsort(-areas, kind="stable"):
             window = _mask_window(shown.masks[i])
@@ -355,7 +380,7 @@ def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
-def _palette(n: int) -> list[tuple[int, int, int]]:
+def palette(n: int) -> list[tuple[int, int, int]]:
     """``n`` well-separated saturated colours (golden-ratio hue steps)."""
     return [
         tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 0.95))

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from vlpart.core.coco import category_records, write_coco
@@ -38,10 +40,16 @@ from vlpart.inference.segmenter import PartSegmenter
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "FrameProcessor",
+    "VideoFormat",
     "VideoSummary",
     "default_webcam",
+    "frame_image",
     "is_video",
     "predict_video",
+    "process_video",
+    "video_info",
+    "video_stem",
     "write_video",
 ]
 
@@ -94,6 +102,28 @@ def default_webcam() -> tuple[str, str]:
     return WEBCAMS[sys.platform]
 
 
+@dataclass(frozen=True)
+class VideoFormat:
+    """The decoded stream: frame ``width`` and ``height`` in pixels and frame ``rate`` (1/s)."""
+
+    width: int
+    height: int
+    rate: Fraction
+
+
+class FrameProcessor(Protocol):
+    """What :func:`process_video` feeds the decoded frames to. Both methods return the frames
+    ready to encode, ``(frame index, annotated PIL image)`` in index order; every pushed frame
+    is returned exactly once, by :meth:`push` or by :meth:`finish` (a processor may hold frames
+    back until a later one arrives)."""
+
+    def push(
+        self, index: int, seconds: float, array: np.ndarray
+    ) -> list[tuple[int, Image.Image]]: ...
+
+    def finish(self) -> list[tuple[int, Image.Image]]: ...
+
+
 def predict_video(
     segmenter: PartSegmenter,
     source: str | Path,
@@ -126,13 +156,72 @@ def predict_video(
     """
     if every < 1:
         raise InputError(f"every must be at least 1, got {every}")
+    segmenter.text_embeddings(vocabulary)  # encode once up front; cached for every frame
+    runs: list[_SegmentEvery] = []
+
+    def make(fmt: VideoFormat) -> _SegmentEvery:
+        runs.append(_SegmentEvery(segmenter, vocabulary, score_threshold, every, fmt))
+        return runs[0]
+
+    summary, fmt = process_video(
+        source, make, out_dir=out_dir, input_format=input_format, progress=progress
+    )
+    run = runs[0]
+    summary.frames_processed = len(run.images)
+    summary.num_instances = len(run.results)
+    write_coco(
+        Path(out_dir) / f"{video_stem(source, input_format)}.json",
+        info={"video": video_info(summary, fmt, every=every)},
+        images=run.images,
+        categories=category_records(vocabulary),
+        annotations=run.results,
+    )
+    return summary
+
+
+def video_stem(source: str | Path, input_format: str | None) -> str:
+    """The output name of a video: the file's stem, ``webcam`` for a camera."""
+    return "webcam" if input_format is not None else Path(source).stem
+
+
+def video_info(summary: VideoSummary, fmt: VideoFormat, *, every: int) -> dict:
+    """The ``info.video`` record of a COCO file of a video (module docstring)."""
+    return {
+        "file_name": summary.source,
+        "fps": float(fmt.rate),
+        "width": fmt.width,
+        "height": fmt.height,
+        "frames_decoded": summary.frames_decoded,
+        "every": every,
+        "complete": summary.error is None,
+        "error": summary.error,
+    }
+
+
+def process_video(
+    source: str | Path,
+    make_processor: Callable[[VideoFormat], FrameProcessor],
+    *,
+    out_dir: str | Path,
+    input_format: str | None = None,
+    progress: bool = True,
+) -> tuple[VideoSummary, VideoFormat]:
+    """Decode ``source``, pass every frame through the processor ``make_processor`` builds for
+    its format, and encode the frames it returns as ``out_dir/<stem>.mp4`` (atomically, same
+    rate and size; :func:`video_stem`). A truncated or corrupt file ends decoding with
+    ``summary.error`` set; the frames before it are kept. ``frames_processed`` and
+    ``num_instances`` of the summary are the caller's to fill.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file that is not a readable video, or one whose first frame cannot be
+            decoded (nothing is written then).
+    """
     is_device = input_format is not None
     if not is_device and not Path(source).is_file():
         raise MissingFileError(f"{source}: no such video file")
-    segmenter.text_embeddings(vocabulary)  # encode once up front; cached for every frame
     container = _open_video(source, input_format)
-    stem = "webcam" if is_device else Path(source).stem
-    out = Path(out_dir)
+    stem = video_stem(source, input_format)
     summary = VideoSummary(source=str(source))
     with container:
         if not container.streams.video:
@@ -145,22 +234,20 @@ def predict_video(
             why = summary.error or "it holds no frames"
             raise InputError(f"{source}: no frame could be decoded ({why})") from None
         height, width = first[1].shape[:2]
+        fmt = VideoFormat(
+            width, height, stream.average_rate or stream.guessed_rate or FALLBACK_RATE
+        )
         run = _VideoRun(
-            segmenter=segmenter,
-            vocabulary=vocabulary,
-            score_threshold=score_threshold,
-            every=every,
+            processor=make_processor(fmt),
             is_device=is_device,
             summary=summary,
-            width=width,
-            height=height,
-            rate=stream.average_rate or stream.guessed_rate or FALLBACK_RATE,
+            fmt=fmt,
             frames=_chain(first, frames),
             bar=tqdm(total=stream.frames or None, desc=stem, unit="frame", disable=not progress),
         )
         start = time.perf_counter()
         try:
-            atomic_write(out / f"{stem}.mp4", run.encode)
+            atomic_write(Path(out_dir) / f"{stem}.mp4", run.encode)
         finally:
             run.bar.close()
         summary.seconds = time.perf_counter() - start
@@ -169,8 +256,7 @@ def predict_video(
                 f"{source}: truncated: decoded {summary.frames_decoded} of the "
                 f"{stream.frames} frames its header lists"
             )
-    run.write_coco(out / f"{stem}.json")
-    return summary
+    return summary, fmt
 
 
 def _open_video(source: str | Path, input_format: str | None):
@@ -188,85 +274,82 @@ def _open_video(source: str | Path, input_format: str | None):
 
 
 @dataclass
-class _VideoRun:
-    """One video being segmented and re-encoded: the frames to read, what is collected for
-    the COCO file (``images``, ``results``) and the counts of ``summary``."""
+class _SegmentEvery:
+    """The processor of ``vlpart predict``: segments every ``every``-th frame, draws the latest
+    segmented frame's overlay on each frame, and collects the COCO ``images`` and
+    ``results``."""
 
     segmenter: PartSegmenter
     vocabulary: Vocabulary
     score_threshold: float | None
     every: int
-    is_device: bool
-    summary: VideoSummary
-    width: int
-    height: int
-    rate: Fraction
-    frames: Iterator[tuple[float, np.ndarray]]  # (seconds, np.ndarray[H, W, 3] uint8 RGB)
-    bar: tqdm
+    fmt: VideoFormat
     images: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    latest: Prediction | None = None
 
-    def segment(self, index: int, seconds: float, array: np.ndarray) -> Prediction:
-        """Segment frame ``index`` and record its image entry and COCO results."""
-        pred = self.segmenter.predict(
-            array, vocabulary=self.vocabulary, score_threshold=self.score_threshold
-        )
-        self.images.append(
-            {
-                "id": len(self.images) + 1,
-                "frame_index": index,
-                "time": round(seconds, 4),
-                "width": self.width,
-                "height": self.height,
-            }
-        )
-        self.results.extend(pred.to_coco(len(self.images)))
-        self.summary.frames_processed += 1
-        self.summary.num_instances += len(pred)
-        return pred
+    def push(self, index: int, seconds: float, array: np.ndarray) -> list[tuple[int, Image.Image]]:
+        if index % self.every == 0:
+            self.latest = self.segmenter.predict(
+                array, vocabulary=self.vocabulary, score_threshold=self.score_threshold
+            )
+            self.images.append(frame_image(len(self.images) + 1, index, seconds, self.fmt))
+            self.results.extend(self.latest.to_coco(len(self.images)))
+        return [(index, self.latest.render(array))]
 
-    def write_coco(self, path: Path) -> None:
-        """The COCO file of the segmented frames, with ``info.video`` (module docstring)."""
-        video_info = {
-            "file_name": self.summary.source,
-            "fps": float(self.rate),
-            "width": self.width,
-            "height": self.height,
-            "frames_decoded": self.summary.frames_decoded,
-            "every": self.every,
-            "complete": self.summary.error is None,
-            "error": self.summary.error,
-        }
-        write_coco(
-            path,
-            info={"video": video_info},
-            images=self.images,
-            categories=category_records(self.vocabulary),
-            annotations=self.results,
-        )
+    def finish(self) -> list[tuple[int, Image.Image]]:
+        return []
+
+
+def frame_image(image_id: int, index: int, seconds: float, fmt: VideoFormat) -> dict:
+    """The COCO ``images`` record of frame ``index`` at ``seconds``."""
+    return {
+        "id": image_id,
+        "frame_index": index,
+        "time": round(seconds, 4),
+        "width": fmt.width,
+        "height": fmt.height,
+    }
+
+
+@dataclass
+class _VideoRun:
+    """One video being processed and re-encoded: the frames to read and the counts of
+    ``summary``."""
+
+    processor: FrameProcessor
+    is_device: bool
+    summary: VideoSummary
+    fmt: VideoFormat
+    frames: Iterator[tuple[float, np.ndarray]]  # (seconds, np.ndarray[H, W, 3] uint8 RGB)
+    bar: tqdm
 
     def encode(self, tmp: Path) -> None:
-        """Write every frame with the overlay of the latest segmented one to ``tmp``."""
+        """Write every frame the processor returns to ``tmp``."""
         import av
 
         with _open_sink(tmp) as sink:
-            video = _add_stream(sink, self.width, self.height, self.rate)
-            try:
-                for index, (seconds, array) in enumerate(self.frames):
-                    if index % self.every == 0:
-                        latest = self.segment(index, seconds, array)
-                    frame = av.VideoFrame.from_image(latest.render(array))
+            video = _add_stream(sink, self.fmt.width, self.fmt.height, self.fmt.rate)
+
+            def put(ready: list[tuple[int, Image.Image]]) -> None:
+                for index, image in ready:
+                    frame = av.VideoFrame.from_image(image)
                     frame.pts = index
                     for packet in video.encode(frame):
                         sink.mux(packet)
-                    self.summary.frames_decoded += 1
                     self.bar.update(1)
+
+            try:
+                for index, (seconds, array) in enumerate(self.frames):
+                    self.summary.frames_decoded += 1
+                    put(self.processor.push(index, seconds, array))
             except KeyboardInterrupt:  # a camera's normal stop; a file keeps what it has
                 if not self.is_device:
                     self.summary.error = (
                         f"{self.summary.source}: interrupted after "
                         f"{self.summary.frames_decoded} frames"
                     )
+            put(self.processor.finish())
             for packet in video.encode():
                 sink.mux(packet)
 

@@ -50,11 +50,14 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_NOVEL_OBJECTS",
     "DEFAULT_NUM_IMAGES",
+    "Placement",
     "WORLD_PARTS",
     "Scene",
     "SceneObject",
     "WorldSummary",
+    "background",
     "draw_scene",
+    "render_scene",
     "synthesize_world",
 ]
 
@@ -96,11 +99,16 @@ class SceneObject:
         name: object class (``"dog"``).
         mask: np.ndarray[H, W] bool, visible pixels.
         parts: ``(part name, np.ndarray[H, W] bool)`` per visible part instance.
+        placement: index of the object among those :func:`render_scene` drew.
+        part_ids: per visible part, its index among the object's part shapes (the same part
+            of the same object keeps it from one render to the next).
     """
 
     name: str
     mask: np.ndarray
     parts: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    placement: int = -1
+    part_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -154,8 +162,7 @@ def draw_scene(
         The image and its visible objects (masks of at least a few pixels) with their parts.
     """
     size = image_size
-    image, ids = _background(rng, size)
-    draw, id_draw = ImageDraw.Draw(image), ImageDraw.Draw(ids)
+    image, ids = background(rng, size)
     num_objects = int(rng.choice(len(_NUM_OBJECTS_PROBS), p=_NUM_OBJECTS_PROBS)) + 1
     placed = []
     for _ in range(num_objects):
@@ -165,19 +172,53 @@ def draw_scene(
         margin = min(length * 0.4, size / 2)
         centre = (rng.uniform(margin, size - margin), rng.uniform(size * 0.3, size * 0.78))
         placed.append((centre[1], name, length, centre))
-    slots: list[tuple[int, str | None]] = []  # id-map value - 1 -> (object, part)
-    objects = []
+    placements = []
     for _, name, length, centre in sorted(placed, key=lambda p: p[0]):  # far (higher) first
         obj = build_object(name, rng)
         tilt = rng.uniform(-1, 1) * _MAX_TILT.get(name, _DEFAULT_TILT)
         flip = -1.0 if rng.random() < 0.5 else 1.0
-        stretch = rng.uniform(0.9, 1.1)
-        affine = np.array([[math.cos(tilt), -math.sin(tilt)], [math.sin(tilt), math.cos(tilt)]])
-        affine = affine @ np.diag([flip * length, length * stretch])
-        obj_index = len(objects)
-        objects.append(obj)
+        placements.append(Placement(obj, centre, length, tilt, flip, rng.uniform(0.9, 1.1)))
+    return render_scene(rng, image, ids, placements)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how one object is drawn: ``centre`` ``(x, y)`` pixels, ``length`` pixels,
+    ``tilt`` radians, ``flip`` ±1 (facing), ``stretch`` (height over length factor)."""
+
+    obj: ObjectTemplate
+    centre: tuple[float, float]
+    length: float
+    tilt: float = 0.0
+    flip: float = 1.0
+    stretch: float = 1.0
+
+
+def render_scene(
+    rng: np.random.Generator,
+    image: Image.Image,
+    ids: Image.Image,
+    placements: Sequence[Placement],
+    *,
+    occluder_probability: float = 0.25,
+) -> Scene:
+    """Draw ``placements`` in order (later ones in front) over ``image`` (RGB) and its id map
+    ``ids`` (mode ``L``, zeros; both are drawn on), maybe an occluder, textures and pixel noise.
+
+    Returns:
+        The image and its visible objects; ``SceneObject.placement`` is the index of each in
+        ``placements`` (objects hidden or outside the image are left out).
+    """
+    size = image.size[0]
+    draw, id_draw = ImageDraw.Draw(image), ImageDraw.Draw(ids)
+    slots: list[tuple[int, str | None]] = []  # id-map value - 1 -> (object, part)
+    for obj_index, place in enumerate(placements):
+        obj, length = place.obj, place.length
+        cos, sin = math.cos(place.tilt), math.sin(place.tilt)
+        affine = np.array([[cos, -sin], [sin, cos]])
+        affine = affine @ np.diag([place.flip * length, length * place.stretch])
         for shape in obj.shapes:
-            pts = shape.points @ affine.T + np.asarray(centre)
+            pts = shape.points @ affine.T + np.asarray(place.centre)
             xy = [tuple(p) for p in pts.tolist()]
             if not shape.decor and not shape.extends:
                 slots.append((obj_index, shape.part))
@@ -191,7 +232,7 @@ def draw_scene(
                     canvas.line(xy, fill=fill, width=width, joint="curve")
                 else:
                     canvas.polygon(xy, fill=fill)
-    if rng.random() < 0.25:
+    if rng.random() < occluder_probability:
         _occluder(rng, size, draw, id_draw)
     pixels = np.asarray(image, dtype=np.float32).copy()
     id_map = np.asarray(ids)
@@ -199,7 +240,8 @@ def draw_scene(
     id_map_t = np.ascontiguousarray(id_map.T)
     areas = np.bincount(id_map.ravel(), minlength=len(slots) + 1)
     scene_objects = []
-    for obj_index, obj in enumerate(objects):
+    for obj_index, place in enumerate(placements):
+        obj = place.obj
         obj_slots = [i + 1 for i, (o, _) in enumerate(slots) if o == obj_index]
         if areas[obj_slots].sum() < _MIN_OBJECT_AREA:
             continue
@@ -208,18 +250,18 @@ def draw_scene(
         ]
         if textured:
             _apply_texture(rng, pixels, np.isin(id_map, textured), obj)
-        parts = [
-            (part, (id_map_t == slot).T)
-            for slot in obj_slots
-            if (part := slots[slot - 1][1]) is not None and areas[slot] >= _MIN_PART_AREA
-        ]
+        part_slots = [slot for slot in obj_slots if slots[slot - 1][1] is not None]
+        visible = [k for k, slot in enumerate(part_slots) if areas[slot] >= _MIN_PART_AREA]
+        parts = [(slots[part_slots[k] - 1][1], (id_map_t == part_slots[k]).T) for k in visible]
         mask = np.isin(id_map_t, obj_slots).T
-        scene_objects.append(SceneObject(obj.name, mask, parts))
+        scene_objects.append(
+            SceneObject(obj.name, mask, parts, placement=obj_index, part_ids=visible)
+        )
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * _PIXEL_NOISE_STD
     return Scene(np.clip(pixels, 0, 255).astype(np.uint8), scene_objects)
 
 
-def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image]:
+def background(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image]:
     """A sky/wall gradient over a ground band with unlabelled clutter; and an empty id map."""
     top, bottom = rng.integers(40, 256, 3), rng.integers(20, 230, 3)
     ground = rng.integers(30, 200, 3)

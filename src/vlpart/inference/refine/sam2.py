@@ -78,28 +78,32 @@ SAM2_VARIANTS: dict[str, Sam2Variant] = {
 DEFAULT_SAM2_VARIANT = "tiny"
 
 
-def build_sam2(variant: Sam2Variant) -> nn.Module:
-    """A randomly initialised SAM 2 (``sam2.modeling.sam2_base.SAM2Base``), in eval mode."""
+def build_sam2(variant: Sam2Variant, *, video: bool = False) -> nn.Module:
+    """A randomly initialised SAM 2 (``sam2.modeling.sam2_base.SAM2Base``; with ``video`` its
+    subclass ``SAM2VideoPredictor``, same weights), in eval mode."""
     try:
         from sam2.build_sam import build_sam2 as build
+        from sam2.build_sam import build_sam2_video_predictor
     except ImportError:
         raise MissingDependencyError(
-            "SAM 2 refinement needs the sam2 package: pip install 'vlpart[sam]'"
+            "SAM 2 needs the sam2 package: pip install 'vlpart[sam]'"
         ) from None
+    if video:
+        return build_sam2_video_predictor(variant.config, None, device="cpu").eval()
     return build(variant.config, None, device="cpu").eval()
 
 
-def load_sam2(weights: str | Path = DEFAULT_SAM2_VARIANT) -> nn.Module:
+def load_sam2(weights: str | Path = DEFAULT_SAM2_VARIANT, *, video: bool = False) -> nn.Module:
     """A SAM 2.1 model with its weights (a name of :data:`SAM2_VARIANTS` or a local ``.pt`` of
-    the official format, ``{"model": state}``), on the CPU, in eval mode; raises as
-    :func:`load_sam`."""
+    the official format, ``{"model": state}``), on the CPU, in eval mode (``video``: as
+    ``SAM2VideoPredictor``); raises as :func:`load_sam`."""
 
     path = weights_file(weights, {k: v.url for k, v in SAM2_VARIANTS.items()}, "SAM 2")
     with discard_bad_download(weights, path):
-        return _sam2_from_state(load_state(path, "SAM 2").get("model"), path)
+        return _sam2_from_state(load_state(path, "SAM 2").get("model"), path, video=video)
 
 
-def _sam2_from_state(state: Any, path: Path) -> nn.Module:
+def _sam2_from_state(state: Any, path: Path, *, video: bool = False) -> nn.Module:
     from vlpart.model.checkpoint import load_state_dict_strict
 
     if not isinstance(state, dict) or "image_encoder.trunk.patch_embed.proj.weight" not in state:
@@ -112,7 +116,7 @@ def _sam2_from_state(state: Any, path: Path) -> nn.Module:
             f"{path}: a SAM 2 trunk of width {dim} with {blocks} blocks is none of "
             f"{', '.join(SAM2_VARIANTS)}"
         )
-    model = build_sam2(match[0])
+    model = build_sam2(match[0], video=video)
     load_state_dict_strict(model, state, source=str(path))
     return model
 
