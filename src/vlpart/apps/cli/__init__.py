@@ -29,6 +29,7 @@ COMMANDS = {
     "data": "data",
     "train": "train",
     "predict": "predict",
+    "label": "label",
     "parse": "parse",
     "quickstart": "quickstart",
     "demo": "demo",
