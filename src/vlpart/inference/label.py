@@ -218,6 +218,7 @@ def _claim(job: LabelJob, paths: Sequence[Path]) -> None:
                 f"{job.out}: holds a labelling run with another {', '.join(differ)}; choose a "
                 f"new --out, or delete {job.out} to start over"
             )
+        remove_orphans(job.out)  # what a killed merge staged
         remove_orphans(job.out / SHARDS)
         return
     if job.out.exists() and any(job.out.iterdir()):
