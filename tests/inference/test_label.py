@@ -242,6 +242,7 @@ def _label_command(photos: Path, weights: Path, out: Path) -> list[str]:
         "vlpart.apps.cli",
         "label",
         str(photos),
+        "-r",
         "--weights",
         str(weights),
         "--vocab",
