@@ -14,50 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from PIL import Image
+from label_helpers import VOCAB, make_photos
 
 import vlpart
 from vlpart.apps.cli import main
 from vlpart.core.coco import decode_segmentation
 
-VOCAB = "dog;dog:head,torso"
-
-
-@pytest.fixture(scope="module")
-def label_weights(tmp_path_factory, tiny_model_settings):
-    """The tiny detector (random init, 10 detections) with a mask predictor that draws
-    non-empty masks of varied shapes (a default init gives probabilities of 0.5: empty masks)."""
-    from vlpart.core.config import config_from_dict
-    from vlpart.model import build_model, save_checkpoint
-
-    cfg = config_from_dict({"model": {**tiny_model_settings, "detections_per_image": 10}}).model
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.normal_(0, 0.05)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(0.5)
-    path = tmp_path_factory.mktemp("label_ckpt") / "model.safetensors"
-    return save_checkpoint(model, path, config=cfg, text_encoder="minilm:all-MiniLM-L6-v2")
-
-
-def _photos(root: Path, count: int, *, bad: bool = True) -> Path:
-    """``count`` small noise images (varied sizes, in two subfolders) and one unreadable file."""
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        folder = root / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 255, (60 + 3 * i, 90 - 2 * i, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
-    if bad:
-        (root / "a" / "broken.jpg").write_bytes(b"not a jpeg")
-    return root
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    return _photos(tmp_path_factory.mktemp("photos"), 7)
+    return make_photos(tmp_path_factory.mktemp("photos"), 7)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +167,7 @@ def test_a_folder_of_another_run_is_refused(
     argv += ["--out", str(labelled), "--min-score", "0", "--format", "coco,yolo"]
     argv += ["--shard-size", "2"]
     if change == ["--extra"]:
-        argv.insert(2, str(_photos(tmp_path / "more", 1, bad=False)))
+        argv.insert(2, str(make_photos(tmp_path / "more", 1, bad=False)))
     elif change == ["--other-model"]:
         other = tmp_path / "other.safetensors"
         other.write_bytes(Path(label_weights).read_bytes() + b" ")
@@ -264,7 +231,7 @@ def _label_command(photos: Path, weights: Path, out: Path) -> list[str]:
 def test_resume_after_kill_9_equals_an_uninterrupted_run(label_weights, tmp_path):
     """Kill -9 a run after 1, 3 and 6 of 8 shards and once during the merge (all shards on
     disk), re-running after each; the final files equal those of one uninterrupted run."""
-    photos = _photos(tmp_path / "photos", 7)
+    photos = make_photos(tmp_path / "photos", 7)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
     whole = tmp_path / "whole"
     subprocess.run(_label_command(photos, label_weights, whole), env=env, check=True)
