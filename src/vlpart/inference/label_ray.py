@@ -25,7 +25,9 @@ from vlpart.inference.label import LabelJob, label_shard, shard_paths
 
 __all__ = ["ShardLabeler", "run_on_ray"]
 
-# A dead actor is restarted, and the shard it held retried, this many times.
+# A dead actor is restarted, and the shard it held retried, this many times (Ray Data's default
+# is forever, which loops on an input that kills its worker every time). Ray 2.60 takes these
+# only as ``ray_remote_args`` (deprecated, removed in 2.64: the extra pins ray below it).
 RAY_RETRIES = 1
 
 
