@@ -178,7 +178,9 @@ def main() -> None:
         shard = args.shard_size
         one = _run(_command(small, weights, root / "one", shard), env)
         ray_extra = ("--ray", "--workers", str(args.actors))
-        on_ray = _run(_command(small, weights, root / "ray", shard, ray_extra), env, watch_actors=True)
+        on_ray = _run(
+            _command(small, weights, root / "ray", shard, ray_extra), env, watch_actors=True
+        )
         one_large = _run(_command(large, weights, root / "one_large", shard), env)
         ray_large = _run(
             _command(large, weights, root / "ray_large", shard, ray_extra), env, watch_actors=True
