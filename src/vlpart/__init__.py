@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from vlpart.core.config import Config as Config
     from vlpart.core.vocab import Vocabulary as Vocabulary
     from vlpart.core.vocab import parse_vocabulary as parse_vocabulary
+    from vlpart.inference.label import label as label
     from vlpart.inference.prediction import Prediction as Prediction
     from vlpart.inference.segmenter import PartSegmenter as PartSegmenter
     from vlpart.model import build_model as build_model
@@ -27,6 +28,7 @@ __all__ = [
     "__version__",
     "build_model",
     "build_text_encoder",
+    "label",
     "parse_vocabulary",
 ]
 
@@ -38,6 +40,7 @@ _EXPORTS = {
     "Vocabulary": "vlpart.core.vocab",
     "build_model": "vlpart.model",
     "build_text_encoder": "vlpart.text",
+    "label": "vlpart.inference.label",
     "parse_vocabulary": "vlpart.core.vocab",
 }
 

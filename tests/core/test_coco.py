@@ -248,3 +248,46 @@ def test_shards_merge_into_one_file(tmp_path):
     shard_path(out, 1, 2).unlink()
     with pytest.raises(FileNotFoundError, match="missing shards"):
         merge_shards(out, 2)
+
+
+def test_write_coco_stream_writes_write_cocos_bytes_from_generators(tmp_path):
+    from vlpart.core.coco import write_coco, write_coco_stream
+
+    images = [{"id": i, "file_name": f"{i}.png", "width": 4, "height": 3} for i in (1, 2)]
+    cats = [{"id": 1, "name": "dog"}]
+    anns = [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]
+    info = {"description": "x"}
+    write_coco(tmp_path / "a.json", images=images, categories=cats, annotations=anns, info=info)
+    write_coco_stream(
+        tmp_path / "b.json", images=iter(images), categories=cats, annotations=iter(anns), info=info
+    )
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    write_coco_stream(tmp_path / "c.json", images=iter([]), categories=cats, annotations=iter([]))
+    assert json.loads((tmp_path / "c.json").read_text()) == {
+        "images": [],
+        "categories": cats,
+        "annotations": [],
+    }
+
+
+def test_instance_records_link_parts_and_drop_empty_masks():
+    from vlpart.core.coco import instance_records
+
+    masks = np.zeros((4, 10, 12), dtype=bool)
+    masks[0, 0:8, 0:10] = True  # dog
+    masks[1, 1:3, 1:4] = True  # its head
+    masks[3, 5:7, 5:7] = True  # a part whose parent (2) is empty
+    recs = instance_records(
+        7, masks, np.array([0.9, 0.8, 0.7, 0.6]), [1, 2, 1, 3], [-1, 0, -1, 2], first_id=5
+    )
+    assert [r["id"] for r in recs] == [5, 6, 7]
+    assert [r["parent_id"] for r in recs] == [None, 5, None]
+    assert [r["category_id"] for r in recs] == [1, 2, 3]
+    assert [r["area"] for r in recs] == [80.0, 6.0, 4.0]
+    assert recs[1]["bbox"] == [1.0, 1.0, 3.0, 2.0]
+    assert all(r["iscrowd"] == 0 and r["image_id"] == 7 for r in recs)
+    assert [r["score"] for r in recs] == [0.9, 0.8, 0.6]
+    decoded = mask_utils.decode(
+        {**recs[1]["segmentation"], "counts": recs[1]["segmentation"]["counts"].encode()}
+    )
+    np.testing.assert_array_equal(decoded.astype(bool), masks[1])

@@ -213,3 +213,29 @@ def test_render_on_a_reduced_decode():
     assert (out[20:, 20:] == 128).all()
     with pytest.raises(ValueError, match="prediction is for"):
         pred.render(np.zeros((30, 80, 3), np.uint8))  # not a common reduction
+
+
+def test_to_supervision_keeps_names_masks_and_parent_links():
+    sv = pytest.importorskip("supervision")
+    h, w = 40, 60
+    pred = Prediction(
+        boxes=np.array([[0, 0, 30, 40], [2, 2, 10, 10]], np.float32),
+        scores=np.array([0.9, 0.6], np.float32),
+        labels=["dog", "dog:head"],
+        label_ids=np.array([0, 1]),
+        category_ids=np.array([1, 2]),
+        masks=np.stack([_box_mask(h, w, 0, 0, 30, 40), _box_mask(h, w, 2, 2, 10, 10)]),
+        parent=np.array([-1, 0]),
+    )
+    det = pred.to_supervision()
+    assert isinstance(det, sv.Detections) and len(det) == 2
+    np.testing.assert_array_equal(det.xyxy, pred.boxes)
+    np.testing.assert_array_equal(det.mask, pred.masks)
+    np.testing.assert_array_equal(det.class_id, [0, 1])
+    np.testing.assert_allclose(det.confidence, [0.9, 0.6])
+    assert list(det.data["class_name"]) == ["dog", "dog:head"]
+    np.testing.assert_array_equal(det.data["parent"], [-1, 0])
+    # Selections keep the link data row by row (what supervision's filters do).
+    assert list(det[det.confidence > 0.7].data["class_name"]) == ["dog"]
+    empty = pred.subset([]).to_supervision()
+    assert len(empty) == 0 and empty.mask.shape == (0, h, w)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ __all__ = [
     "decode_segmentation",
     "encode_mask",
     "encode_masks",
+    "instance_records",
     "load_coco",
     "load_results",
     "mask_annotation",
@@ -46,6 +47,7 @@ __all__ = [
     "with_track_ids",
     "write_coco",
     "xywh_box",
+    "write_coco_stream",
 ]
 
 # Decimals of the boxes (pixels) and scores vlpart writes into COCO files.
@@ -320,6 +322,46 @@ def xywh_box(box: Sequence[float] | np.ndarray) -> list[float]:
     return [round(v, BOX_DECIMALS) for v in (x0, y0, x1 - x0, y1 - y0)]
 
 
+def instance_records(
+    image_id: int,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    category_ids: Sequence[int] | np.ndarray,
+    parents: Sequence[int] | np.ndarray,
+    *,
+    first_id: int,
+) -> list[dict]:
+    """COCO *instances* (training annotations) of one image's predicted masks.
+
+    Each is :func:`mask_annotation` (RLE, box and area of the mask, ``iscrowd=0``) plus
+    ``score`` (5 decimals) and ``parent_id``: the id of the object annotation a part lies in, or
+    ``None``. Empty masks are left out (a part whose parent is left out gets ``None``).
+
+    Args:
+        image_id: the image's id.
+        masks (np.ndarray[N, H, W], bool): instance masks.
+        scores (np.ndarray[N]): detection scores.
+        category_ids (N ints): COCO category id of each instance.
+        parents (N ints): index of each instance's parent instance, -1 for none.
+        first_id: the id of the first annotation written; the others follow 1 by 1.
+    """
+    ids: dict[int, int] = {}
+    out = []
+    for i, mask in enumerate(masks):
+        if not mask.any():
+            continue
+        ids[i] = first_id + len(out)
+        rec = mask_annotation(
+            mask, ann_id=ids[i], image_id=int(image_id), category_id=int(category_ids[i])
+        )
+        rec["score"] = round(float(scores[i]), 5)
+        rec["parent_id"] = int(parents[i])  # resolved below, once every id is known
+        out.append(rec)
+    for rec in out:
+        rec["parent_id"] = ids.get(rec["parent_id"])
+    return out
+
+
 def result_records(
     image_id: int,
     boxes: np.ndarray,
@@ -407,6 +449,43 @@ def write_coco(
         outputs.write_json(path, data)
         return Path(path)
     return write_json_atomic(data, path)
+
+
+def write_coco_stream(
+    path: str | Path,
+    *,
+    images: Iterable[Mapping[str, Any]],
+    categories: Sequence[Mapping[str, Any]],
+    annotations: Iterable[Mapping[str, Any]],
+    info: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a COCO file record by record, holding one record at a time: for files too big
+    for memory (``images`` and ``annotations`` may be generators, each read once, in that
+    order). Writes ``path`` in place: stage it with :meth:`OutputSet.write` or
+    :func:`~vlpart.core.fileio.atomic_write`. The bytes equal :func:`write_coco`'s."""
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{")
+        if info is not None:
+            f.write(f'"info":{dumps(dict(info))},')
+        for key, records in (("images", images), ("categories", categories)):
+            f.write(f'"{key}":[')
+            _write_joined(f, map(dumps, records))
+            f.write("],")
+        f.write('"annotations":[')
+        _write_joined(f, map(dumps, annotations))
+        f.write("]}")
+        f.flush()
+
+
+def _write_joined(f: Any, texts: Iterable[str]) -> None:
+    for i, text in enumerate(texts):
+        if i:
+            f.write(",")
+        f.write(text)
 
 
 def rank_share(items: Sequence[T], rank: int, world_size: int) -> list[T]:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vlpart.core.coco import result_records
-from vlpart.core.errors import InputError
+from vlpart.core.errors import InputError, MissingDependencyError
 from vlpart.core.fileio import read_image
 
 __all__ = ["Prediction", "assign_parents", "palette", "tag_layout"]
@@ -117,6 +117,33 @@ class Prediction:
             if keep[i]:
                 out[self.masks[i]] = self.label_ids[i]
         return out
+
+
+    def to_supervision(self):
+        """The instances as a ``supervision.Detections`` (``xyxy``, ``mask``, ``confidence``,
+        ``class_id`` = :attr:`label_ids`; ``data["class_name"]`` = :attr:`labels` and
+        ``data["parent"]`` = :attr:`parent`, -1 for none), for supervision's annotators,
+        trackers and dataset writers.
+
+        Raises:
+            MissingDependencyError: supervision is not installed (the ``label`` extra).
+        """
+        try:
+            import supervision as sv
+        except ImportError:
+            raise MissingDependencyError(
+                "to_supervision needs supervision: pip install 'vlpart[label]'"
+            ) from None
+        return sv.Detections(
+            xyxy=self.boxes.astype(np.float32).reshape(-1, 4),
+            mask=self.masks.astype(bool),
+            confidence=self.scores.astype(np.float32),
+            class_id=self.label_ids.astype(np.int64),
+            data={
+                "class_name": np.array(self.labels, dtype=str),
+                "parent": self.parent.astype(np.int64),
+            },
+        )
 
     def subset(self, keep: Sequence[int] | np.ndarray) -> Prediction:
         """The instances at indices ``keep``, in that order; ``parent`` is re-indexed into the

@@ -30,6 +30,7 @@ COMMANDS = {
     "train": "train",
     "predict": "predict",
     "track": "track",
+    "label": "label",
     "parse": "parse",
     "quickstart": "quickstart",
     "demo": "demo",
