@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from vlpart.inference.segmenter import PartSegmenter as PartSegmenter
     from vlpart.model import build_model as build_model
     from vlpart.text import build_text_encoder as build_text_encoder
+    from vlpart.training.finetune import finetune as finetune
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "__version__",
     "build_model",
     "build_text_encoder",
+    "finetune",
     "parse_vocabulary",
 ]
 
@@ -38,6 +40,7 @@ _EXPORTS = {
     "Vocabulary": "vlpart.core.vocab",
     "build_model": "vlpart.model",
     "build_text_encoder": "vlpart.text",
+    "finetune": "vlpart.training.finetune",
     "parse_vocabulary": "vlpart.core.vocab",
 }
 

@@ -57,8 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (required with "
-        "--weights; with --model default: the vocabulary the model was evaluated on)",
+        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (default: with "
+        "--weights the vocabulary the checkpoint records, with --model the one it was "
+        "evaluated on)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument(
@@ -110,13 +111,11 @@ def run(args: argparse.Namespace) -> None:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
     if not paths and not args.webcam:
         raise InputError("no input images found")
-    if args.vocabulary is None:
-        if args.model is None:
-            raise InputError("--vocab is required with --weights")
+    if args.vocabulary is None and args.model is not None:
         from vlpart.model.zoo import get_model
 
         args.vocabulary = get_model(args.model).vocabulary
-    vocabulary = parse_vocabulary(args.vocabulary)
+    vocabulary = None if args.vocabulary is None else parse_vocabulary(args.vocabulary)
     spec = segmenter_spec(
         args,
         vocabulary=vocabulary,
@@ -125,6 +124,8 @@ def run(args: argparse.Namespace) -> None:
         refiner=refiner_spec(args),
     )
     segmenter = spec.build()
+    if vocabulary is None:  # --weights without --vocab: the one the checkpoint records
+        vocabulary = segmenter.recorded_vocabulary()
     video_errors = _videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
     paths = [p for p in paths if not is_video(p)]
     if not paths:
