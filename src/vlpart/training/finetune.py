@@ -84,7 +84,8 @@ class FinetunePlan:
         freeze: modules that are not trained.
         checkpoint_period: iterations between checkpoints.
         keep_known: whether the starting model's own detections of the categories it knew
-            are added to the training images (see :func:`~vlpart.training.finetune_data.pseudo_label_known`).
+            are added to the training images (see
+            :func:`~vlpart.training.finetune_data.pseudo_label_known`).
         known_categories: how many categories the starting model knew (0: not recorded).
         seconds_per_iteration: one measured training step on this machine.
     """
@@ -128,7 +129,7 @@ class FinetunePlan:
             f"  iterations     {self.iterations} x batch {self.batch_size}, lr {self.lr:g} "
             f"(warm-up {self.warmup_iters}, x0.1 at {self.lr_steps})",
             f"  frozen         {', '.join(self.freeze) or 'nothing beyond the backbone stem'}",
-            f"  keep known     "
+            "  keep known     "
             + (
                 f"yes: its detections of {self.known_categories} known categories added"
                 if self.keep_known and self.known_categories
