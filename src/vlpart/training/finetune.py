@@ -34,7 +34,7 @@ import torch
 
 from vlpart.core.coco import write_coco
 from vlpart.core.config import Config, ModelConfig, SourceConfig, TextConfig, TrainConfig
-from vlpart.core.errors import InputError
+from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import read_text_file, write_json_atomic
 from vlpart.core.kinds import DataKind
 from vlpart.core.vocab import Vocabulary, load_builtin
@@ -170,9 +170,16 @@ def _load_start(start: str | Path) -> _Start:
     Raises:
         UnknownNameError, MissingFileError, InputError: as the loaders do.
     """
-    from vlpart.inference.segmenter import OFFICIAL_SUFFIXES, _checkpoint_file
+    from vlpart.inference.segmenter import OFFICIAL_SUFFIXES
 
-    path = _checkpoint_file(start)
+    if is_name(start):
+        from vlpart.model.zoo import prepare
+
+        path = prepare(str(start))
+    else:
+        path = Path(start)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: starting model not found")
     if path.suffix in OFFICIAL_SUFFIXES:
         from vlpart.model.convert import load_official_checkpoint
 
@@ -203,8 +210,23 @@ def _schedule(num_annotated: int, batch_size: int, iterations: int | None) -> di
     }
 
 
-def _time_step(model: VLPartDetector, dataset: DetectionDataset, encoder, batch_size: int) -> float:
-    """Seconds of one forward + backward pass on a batch of ``dataset`` (weights untouched)."""
+def _time_step(
+    model: VLPartDetector,
+    dataset: DetectionDataset,
+    encoder,
+    *,
+    batch_size: int,
+    freeze: list[str],
+) -> float:
+    """Seconds of one forward + backward pass on a batch of ``dataset`` with the modules of
+    ``freeze`` frozen (weights untouched)."""
+    frozen = [
+        p
+        for name, p in model.named_parameters()
+        if p.requires_grad and any(name == f or name.startswith(f + ".") for f in freeze)
+    ]
+    for param in frozen:
+        param.requires_grad_(False)
     batch = [dataset.get(i % len(dataset), seed=i) for i in range(batch_size)]
     embeddings = torch.nn.functional.normalize(
         encoder.encode(dataset.vocabulary.prompts()).float(), dim=-1
@@ -218,6 +240,8 @@ def _time_step(model: VLPartDetector, dataset: DetectionDataset, encoder, batch_
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     model.eval()
+    for param in frozen:
+        param.requires_grad_(True)
     return seconds
 
 
@@ -276,7 +300,7 @@ def _prepare(train_file, image_root, start, val_file, iterations, keep_known):
         kind=DataKind.PART if train.has_parts else DataKind.OBJECT,
         transform=ResizeShortestEdge([size], max_size=begin.info.config.max_size),
     )
-    seconds = _time_step(begin.model, dataset, encoder, batch_size)
+    seconds = _time_step(begin.model, dataset, encoder, batch_size=batch_size, freeze=freeze)
     plan = FinetunePlan(
         start=str(start),
         text_encoder=encoder.identity,
@@ -366,7 +390,8 @@ def finetune(
             raise InputError(f"{out}: no fine-tuning run to resume ({PLAN_FILE} missing)")
         record = _read_plan(out)
         cfg = Config.from_yaml(out / CONFIG_FILE)
-        weights = train(cfg, out, resume=True)
+        # The start weights count only if the run was killed before its first checkpoint.
+        weights = train(cfg, out, resume=True, init_weights=record["start_weights"])
         return write_report(out, record, weights)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: not empty; choose a new --out folder or pass --resume")
