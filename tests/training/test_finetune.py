@@ -280,7 +280,7 @@ def test_resume_after_kill_9_finishes_the_run(synthetic_world, tmp_path, start_c
     argv = [
         sys.executable, "-m", "vlpart.apps.cli", "finetune",
         str(synthetic_world / "parts_base_train.json"), str(synthetic_world),
-        "--from", str(start_checkpoint), "--out", str(out), "--iterations", "40",
+        "--from", str(start_checkpoint), "--out", str(out), "--iterations", "20",
         "--no-keep-known", "--threads", "1",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -293,7 +293,7 @@ def test_resume_after_kill_9_finishes_the_run(synthetic_world, tmp_path, start_c
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = int((out / "latest").read_text().strip().split("-")[1])
-    assert 0 < killed_at < 40
+    assert 0 < killed_at < 20
     assert not (out / "report.md").exists()
     resumed = subprocess.run(
         [*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600
@@ -302,5 +302,5 @@ def test_resume_after_kill_9_finishes_the_run(synthetic_world, tmp_path, start_c
     assert "resuming from iteration" in resumed.stderr
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
     iterations = [r["iteration"] for r in lines]
-    assert iterations == sorted(set(iterations)) and iterations[-1] == 40
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 20
     assert (out / "report.md").is_file() and (out / "model.safetensors").is_file()
