@@ -23,6 +23,7 @@ Nothing is written to ``out`` before every input has been checked.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -262,8 +263,16 @@ def plan_finetune(
     return _prepare(train_file, image_root, start, val_file, iterations, keep_known)[0]
 
 
-def _prepare(train_file, image_root, start, val_file, iterations, keep_known):
-    """The plan and what building it loaded: start model, datasets, text encoder."""
+def _prepare(
+    train_file: str | Path,
+    image_root: str | Path,
+    start: str | Path,
+    val_file: str | Path | None,
+    iterations: int | None,
+    keep_known: bool,
+) -> tuple[FinetunePlan, _Start, DatasetSummary, DatasetSummary | None, tuple | None, Any]:
+    """The plan and what building it loaded: the start, the checked files, the held-out
+    split (or None) and the text encoder."""
     if iterations is not None and iterations < 1:
         raise InputError(f"iterations must be at least 1, got {iterations}")
     train = inspect_dataset(train_file, image_root)
@@ -463,8 +472,6 @@ def _coco_parts(data: dict) -> dict:
 
 
 def _read_plan(out: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads(read_text_file(out / PLAN_FILE, "fine-tuning plan (JSON)"))
     except json.JSONDecodeError as err:

@@ -7,6 +7,7 @@ vocabulary); the three outputs are committed together (:class:`~vlpart.core.file
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -98,8 +99,6 @@ def write_report(out: Path, record: dict[str, Any], weights: Path) -> dict[str, 
 
 
 def _train_seconds(out: Path) -> float | None:
-    import json
-
     path = out / "metrics.jsonl"
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     return json.loads(lines[-1]).get("seconds") if lines else None
