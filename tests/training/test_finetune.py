@@ -214,8 +214,17 @@ def test_plan_from_data_size_and_start(synthetic_world, start_checkpoint):
     assert plan.estimated_seconds == pytest.approx(plan.iterations * plan.seconds_per_iteration)
     text = str(plan)
     assert "held-out 10 %" in text and f"{plan.iterations} x batch 2" in text
-    for name, n in summary.instances.items():
-        assert any(line.split() == [name, str(n)] for line in text.splitlines())
+    held_out = held_out_split(summary)[1]["images"]
+    assert len(held_out) == 1
+    for name, n in summary.instances.items():  # the training images' instances are listed
+        held = sum(
+            a["image_id"] == held_out[0]["id"]
+            and summary.vocabulary[[c.id for c in summary.vocabulary].index(a["category_id"])].name
+            == name
+            for a in summary.data["annotations"]
+        )
+        assert plan.instances[name] == n - held
+        assert any(line.split() == [name, str(n - held)] for line in text.splitlines())
     short = plan_finetune(ann, synthetic_world, start=start_checkpoint, iterations=7)
     assert (short.iterations, short.warmup_iters, short.checkpoint_period) == (7, 0, 1)
 

@@ -47,6 +47,7 @@ from vlpart.model.checkpoint import CheckpointInfo, save_checkpoint
 from vlpart.text import TextOptions
 from vlpart.training.finetune_data import (
     DatasetSummary,
+    count_instances,
     held_out_split,
     inspect_dataset,
     pseudo_label_known,
@@ -315,7 +316,7 @@ def _prepare(
         text_encoder=encoder.identity,
         num_images=train.num_images,
         num_annotated=train.num_annotated,
-        instances=train.instances,
+        instances=train.instances if split is None else count_instances(split[0], train.vocabulary),
         validation=validation,
         batch_size=batch_size,
         lr=FINETUNE_LR,

@@ -27,6 +27,7 @@ from vlpart.core.vocab import Vocabulary, name_key, split_category_name
 
 __all__ = [
     "DatasetSummary",
+    "count_instances",
     "held_out_split",
     "inspect_dataset",
     "pseudo_label_known",
@@ -89,9 +90,8 @@ def inspect_dataset(ann_file: str | Path, image_root: str | Path) -> DatasetSumm
     for cat in data["categories"]:
         _check_name(path, cat)
     vocabulary = category_vocabulary(data["categories"], name=path.stem)
-    id_to_name = {c.id: c.name for c in vocabulary}
-    counts = Counter(id_to_name[int(a["category_id"])] for a in data["annotations"] if _usable(a))
-    if not counts:
+    instances = count_instances(data, vocabulary)
+    if not any(instances.values()):
         raise InputError(
             f"{path}: no usable annotation (every one is a crowd region or has an empty box, "
             "or there are none); annotate at least one instance with a box and a mask"
@@ -102,10 +102,17 @@ def inspect_dataset(ann_file: str | Path, image_root: str | Path) -> DatasetSumm
         path=path,
         data=data,
         vocabulary=vocabulary,
-        instances={c.name: counts.get(c.name, 0) for c in vocabulary},
+        instances=instances,
         num_images=len(data["images"]),
         num_annotated=len(annotated),
     )
+
+
+def count_instances(data: dict, vocabulary: Vocabulary) -> dict[str, int]:
+    """Category name -> usable instances in COCO dict ``data``, in vocabulary order."""
+    id_to_name = {c.id: c.name for c in vocabulary}
+    counts = Counter(id_to_name[int(a["category_id"])] for a in data["annotations"] if _usable(a))
+    return {c.name: counts.get(c.name, 0) for c in vocabulary}
 
 
 def _check_name(path: Path, cat: dict) -> None:
