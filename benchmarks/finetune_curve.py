@@ -49,16 +49,17 @@ def _base_model(world: Path, out: Path, iterations: int) -> Path:
     return train(config_from_dict(data), out)
 
 
-def _few_shot_file(world: Path, novel: str, k: int, out: Path) -> Path:
+def _few_shot_file(world: Path, novel: str, k: int, out: Path) -> Path | None:
     """The first K training images of ``world`` that contain ``novel`` parts, only those
-    annotated (``world`` is drawn with no novel split, so its training file has every part)."""
+    annotated (``world`` is drawn with no novel split, so its training file has every part);
+    None when fewer than K training images contain it."""
     data = json.loads((world / "parts_base_train.json").read_text())
     cats = [c for c in data["categories"] if name_key(c["name"]).startswith(novel + " ")]
     ids = {c["id"] for c in cats}
     anns = [a for a in data["annotations"] if a["category_id"] in ids]
     chosen = sorted({a["image_id"] for a in anns})[:k]
     if len(chosen) < k:
-        raise SystemExit(f"only {len(chosen)} training images contain {novel} parts")
+        return None
     path = out / f"{novel}_k{k}.json"
     data = {
         "images": [i for i in data["images"] if i["id"] in set(chosen)],
@@ -134,6 +135,9 @@ def main() -> None:
     result["runs"] = []
     for k in args.ks:
         ann = _few_shot_file(fresh, args.novel, k, out)
+        if ann is None:
+            result["runs"].append({"K": k, "skipped": f"fewer than {k} images with {args.novel}"})
+            continue
         for keep in (True, False):
             run = out / f"k{k}_{'keep' if keep else 'plain'}"
             shutil.rmtree(run, ignore_errors=True)
@@ -174,9 +178,10 @@ def _r50_speed(world: Path, out: Path, k: int, novel: str) -> dict:
         build_model(cfg), out / "r50" / "model.safetensors", config=cfg,
         text_encoder="minilm:all-MiniLM-L6-v2",
     )  # fmt: skip
-    plan = plan_finetune(_few_shot_file(world, novel, k, out), world, start=path)
+    ann = _few_shot_file(world, novel, k, out) or _few_shot_file(world, novel, 1, out)
+    plan = plan_finetune(ann, world, start=path)
     return {
-        "K": k,
+        "K": plan.num_annotated,
         "min_size": cfg.min_size,
         "batch_size": plan.batch_size,
         "iterations": plan.iterations,
