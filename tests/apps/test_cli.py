@@ -52,9 +52,31 @@ def test_vocab_show_neighbours_with_precomputed(capsys, shared_data):
 def test_vocab_show_star_expansion_shows_the_split(capsys):
     assert main(["vocab", "show", "dog:*; cat:head; horse:leg,mane"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
-    split = {line.split()[2]: line.split()[-1] for line in lines}
+    rows = [re.fullmatch(r"\s*\d+\s+\d+ (\S+)\s+'[^']*'\s+(\S+)\s*(.*)", line) for line in lines]
+    split = {m[1]: m[2] for m in rows}
     assert all(split[n] == "novel" for n in split if n.startswith("dog:"))
     assert split["cat:head"] == "-" and split["horse:leg"] == "-"
+    # The entry each category was expanded from, and none for the ones typed as they are.
+    entries = {m[1]: m[3] for m in rows}
+    assert entries["dog:head"] == "<- dog:*" and entries["cat:head"] == ""
+
+
+def test_vocab_show_rewritten_and_bare_part_entries(capsys, caplog):
+    assert main(["vocab", "show", "dog; cat; legs; dog's head"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# dog; cat; legs; dog's head: 5 categories"
+    assert [line.split()[2:] for line in lines[1:]] == [
+        ["dog", "'a", "dog'", "-"],
+        ["cat", "'a", "cat'", "-"],
+        ["dog:leg", "'a", "dog", "leg'", "novel", "<-", "legs"],
+        ["cat:leg", "'a", "cat", "leg'", "base", "<-", "legs"],
+        ["dog:head", "'a", "dog", "head'", "-", "<-", "dog's", "head"],
+    ]
+    assert "read 'legs' as '*:leg', \"dog's head\" as 'dog:head'" in caplog.text
+    assert main(["vocab", "show", "dog; *:wing"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "know no 'wing' of dog" in err and "e.g. dog:wing" in err
 
 
 def test_help_imports_no_heavy_module():

@@ -1,6 +1,7 @@
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from vlpart.core.vocab import (
@@ -225,3 +226,47 @@ def test_granularity_of_builtins_and_errors():
         at_granularity(parse_vocabulary("giraffe, dog, kite"), "every_part")
     with pytest.raises(ValueError, match="unknown granularity 'part'; did you mean 'parts'"):
         at_granularity(parse_vocabulary("dog"), "part")
+
+
+RELEASED = {  # built-in vocabulary -> its released CLIP RN50 embeddings
+    "pascal_part": "pascal_part",
+    "partimagenet": "partimagenet",
+    "paco": "paco",
+    "voc": "voc",
+    "coco": "coco",
+    "lvis": "lvis_v1",
+}
+
+
+def test_builtin_prompts_are_the_released_ones(shared_data):
+    """The prompts of the built-in vocabularies are those the released embeddings were made
+    from: the taxonomies' recorded prompts, else "a " + the raw name (the metadata notes)."""
+    tax = shared_data / "taxonomies"
+    pim = json.loads((tax / "partimagenet.json").read_text())["categories"]
+    assert load_builtin("partimagenet").prompts() == [c["prompt"] for c in pim]
+    paco = json.loads((tax / "paco.json").read_text())
+    assert load_builtin("paco").prompts() == [f"a {c['name']}" for c in paco["objects"]] + [
+        c["prompt"] for c in paco["object_parts"]
+    ]
+    # Prompts are lower case; CLIP's tokenizer lower-cases its input (LVIS's 'Band_Aid').
+    lvis = json.loads((tax / "voc_lvis.json").read_text())["lvis_v1"]
+    assert load_builtin("lvis").prompts() == [f"a {c['name'].lower()}" for c in lvis]
+    voc = load_builtin("voc").prompts()
+    assert {"a dining table", "a potted plant", "a tv monitor"} <= set(voc)  # the notes' names
+
+
+def test_builtin_prompts_match_the_released_embeddings(clip_embeddings):
+    """Without the CLIP weights the prompts are checked through the embeddings themselves:
+    across the released files, rows of one prompt agree (cosine > 0.9999) and rows of two
+    prompts never do (measured: >= 0.99998 and <= 0.981)."""
+    prompts, rows = [], []
+    for name, file in RELEASED.items():
+        matrix = clip_embeddings(file).astype(np.float32)
+        assert matrix.shape[0] == len(load_builtin(name))
+        prompts += load_builtin(name).prompts()
+        rows.append(matrix / np.linalg.norm(matrix, axis=1, keepdims=True))
+    cos = np.concatenate(rows) @ np.concatenate(rows).T
+    same = np.array(prompts)[:, None] == np.array(prompts)[None, :]
+    assert same.sum() > len(prompts) + 300  # many prompts recur across the files
+    assert cos[same].min() > 0.9999
+    assert cos[~same].max() < 0.99

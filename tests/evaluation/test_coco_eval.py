@@ -15,7 +15,8 @@ from pycocotools.coco import COCO as RefCOCO
 from pycocotools.cocoeval import COCOeval as RefCOCOeval
 
 from vlpart.apps.cli import main
-from vlpart.evaluation.coco_eval import LVIS_MAX_DETS, evaluate_results, proposal_recall
+from vlpart.evaluation.coco_eval import LVIS_MAX_DETS, evaluate_results
+from vlpart.evaluation.proposals import proposal_recall
 
 SIZE = (100, 100)  # (H, W) of the crafted images
 

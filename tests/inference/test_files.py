@@ -42,6 +42,21 @@ def test_predict_on_a_real_photo(segmenter, shared_data):
     assert all(pred.parent[i] == -1 for i, lab in enumerate(pred.labels) if ":" not in lab)
 
 
+def test_prediction_records_the_prompts_sent_to_the_encoder(segmenter, shared_data):
+    photo = shared_data / PHOTO
+    spec = "dog; dog's head; legs"
+    pred = segmenter.predict(photo, vocabulary=spec, score_threshold=0.0)
+    vocab = parse_vocabulary(spec)
+    assert vocab.prompts() == ["a dog", "a dog head", "a dog leg"]
+    assert len(pred) > 0
+    assert pred.prompts == [vocab.prompts()[i] for i in pred.label_ids]
+    other = segmenter.predict(
+        photo, vocabulary="dog:head,tail", score_threshold=0.0, template="part_of_object"
+    )
+    assert len(other) > 0
+    assert set(other.prompts) <= {"head of a dog", "tail of a dog"}
+
+
 def test_predict_inputs_and_thresholds(segmenter, shared_data):
     photo = shared_data / PHOTO
     array = read_image(photo)

@@ -175,6 +175,13 @@ def test_subset_reindexes_parents():
     np.testing.assert_array_equal(pred.subset([1]).parent, [-1])
 
 
+def test_subset_keeps_the_prompts():
+    pred = _prediction()
+    assert pred.prompts is None and pred.subset([1]).prompts is None
+    pred.prompts = ["a dog", "a dog head"]
+    assert pred.subset([1, 0]).prompts == ["a dog head", "a dog"]
+
+
 def test_tags_on_a_crowded_image_never_overlap():
     from PIL import Image, ImageDraw, ImageFont
 

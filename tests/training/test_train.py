@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from vlpart.core.config import TrainConfig
 from vlpart.model import build_model, load_checkpoint
-from vlpart.training.train import build_sources, lr_factor, train
+from vlpart.training.sources import build_sources
+from vlpart.training.train import lr_factor, train
 
 
 def test_lr_factor_warmup_and_steps():

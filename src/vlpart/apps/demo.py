@@ -339,6 +339,9 @@ def build_app(
 ) -> tuple[gr.Blocks, _RequestFiles]:
     """The page: inputs on the left, overlay, status, instance table and downloads on the right.
 
+    One long function on purpose: Gradio declares a page as nested ``with`` blocks, and the
+    layout reads best top to bottom in one place (the request logic is in :class:`DemoHandler`).
+
     Returns:
         The Gradio app (queued: ``handler.limits.concurrency`` runs at a time, at most
         ``queue_size`` waiting) and the folder holder its downloads are written to.

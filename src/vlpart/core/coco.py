@@ -43,7 +43,12 @@ __all__ = [
     "segmentation_box",
     "shard_path",
     "write_coco",
+    "xywh_box",
 ]
+
+# Decimals of the boxes (pixels) and scores vlpart writes into COCO files.
+BOX_DECIMALS = 2
+SCORE_DECIMALS = 5
 
 
 def read_json(source: str | Path, *, what: str = "JSON") -> Any:
@@ -296,6 +301,13 @@ def mask_annotation(mask: np.ndarray, *, ann_id: int, image_id: int, category_id
     }
 
 
+def xywh_box(box: Sequence[float] | np.ndarray) -> list[float]:
+    """The COCO ``bbox`` of an XYXY box: ``[x, y, w, h]`` in pixels, rounded to
+    :data:`BOX_DECIMALS` decimals (every box vlpart writes goes through here)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [round(v, BOX_DECIMALS) for v in (x0, y0, x1 - x0, y1 - y0)]
+
+
 def result_records(
     image_id: int,
     boxes: np.ndarray,
@@ -316,12 +328,11 @@ def result_records(
     rles = encode_masks(masks) if masks is not None else [None] * len(scores)
     out = []
     for box, score, cat_id, rle in zip(boxes, scores, category_ids, rles, strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
         rec = {
             "image_id": int(image_id),
             "category_id": int(cat_id),
-            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-            "score": round(float(score), 5),
+            "bbox": xywh_box(box),
+            "score": round(float(score), SCORE_DECIMALS),
         }
         if rle is not None:
             rec["segmentation"] = rle

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from vlpart.core.errors import InputError, RunError
 
-__all__ = ["DistInfo", "init_distributed", "shutdown_distributed"]
+__all__ = ["DistInfo", "init_distributed", "one_torch_thread", "shutdown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def one_torch_thread(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one torch thread per worker process (on a few cores, more
+    threads per worker only compete with the main process)."""
+    torch.set_num_threads(1)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from vlpart.core.coco import category_records, mask_annotation, write_coco
 from vlpart.core.errors import InputError, MissingFileError
 from vlpart.core.fileio import OutputSet, read_image_size, read_text_file, remove_orphans
-from vlpart.core.vocab import load_builtin, pascal_part_mat_tokens
+from vlpart.core.vocab import Vocabulary, load_builtin, pascal_part_mat_tokens
 
 __all__ = ["PascalPartSummary", "convert_pascal_part", "read_split_file"]
 
@@ -117,15 +117,7 @@ def convert_pascal_part(
     mat_files = _select_mat_files(anno_dir, image_names)
     image_ids = _image_ids([p.stem for p in mat_files])
 
-    part_vocab = load_builtin("pascal_part")
-    voc_vocab = load_builtin("voc")
-    tokens = pascal_part_mat_tokens()
-    part_table: dict[str, list[tuple[str, int]]] = {}  # object -> [(token, category id)]
-    for cat in part_vocab:
-        part_table.setdefault(cat.object, []).append((tokens[cat.name], cat.id))
-    voc_ids = {cat.name.replace(" ", ""): cat.id for cat in voc_vocab}
-    part_objects = {obj.replace(" ", ""): obj for obj in part_table}
-
+    tables = _LabelTables.build()
     images, part_images, objects, parts = [], [], [], []
     dropped: Counter[str] = Counter()
     for mat_path, image_id in tqdm(
@@ -143,57 +135,28 @@ def convert_pascal_part(
         images.append(image)
         num_parts_before = len(parts)
         for cls, obj_mask, raw_parts in records:
-            key = cls.replace(" ", "")
-            key = _MAT_CLASS_ALIASES.get(key, key).replace(" ", "")
-            if key not in voc_ids:
-                raise InputError(f"{mat_path}: unknown object class {cls!r}")
-            if obj_mask.shape != (height, width):
-                raise InputError(f"{mat_path}: masks of different sizes in one file")
-            if not obj_mask.any():
-                logger.debug("%s: empty %s mask skipped", mat_path, cls)
-                continue
-            object_id = len(objects) + 1
-            objects.append(
-                mask_annotation(
-                    obj_mask, ann_id=object_id, image_id=image_id, category_id=voc_ids[key]
-                )
+            tables.annotate(
+                mat_path,
+                image_id,
+                cls,
+                obj_mask,
+                raw_parts,
+                size=(height, width),
+                objects=objects,
+                parts=parts,
+                dropped=dropped,
             )
-            candidates = part_table.get(part_objects.get(key, ""), [])
-            for raw_name, part_mask in raw_parts:
-                cat_id = next((cid for token, cid in candidates if token in raw_name), None)
-                if cat_id is None:
-                    dropped[f"{cls}:{raw_name}"] += 1
-                    continue
-                if not part_mask.any():
-                    logger.debug("%s: empty %s:%s mask skipped", mat_path, cls, raw_name)
-                    continue
-                ann = mask_annotation(
-                    part_mask, ann_id=len(parts) + 1, image_id=image_id, category_id=cat_id
-                )
-                ann["object_id"] = object_id
-                parts.append(ann)
         if len(parts) > num_parts_before:
             part_images.append(image)
-
-    # The two files share image and object ids: they are replaced together or not at all.
-    for folder in {out_json.parent, objects_json.parent}:
-        remove_orphans(folder)
-    with OutputSet() as outputs:
-        write_coco(
-            out_json,
-            images=part_images,
-            categories=category_records(part_vocab),
-            annotations=parts,
-            outputs=outputs,
-        )
-        write_coco(
-            objects_json,
-            images=images,
-            categories=category_records(voc_vocab),
-            annotations=objects,
-            outputs=outputs,
-        )
-        outputs.commit()
+    _write_pair(
+        out_json,
+        objects_json,
+        tables,
+        images=images,
+        part_images=part_images,
+        objects=objects,
+        parts=parts,
+    )
     # Debug level: the returned summary is what callers (the CLI) report.
     if dropped:
         logger.debug(
@@ -201,15 +164,6 @@ def convert_pascal_part(
             sum(dropped.values()),
             ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items())),
         )
-    logger.debug(
-        "wrote %d part annotations on %d images to %s and %d objects on %d images to %s",
-        len(parts),
-        len(part_images),
-        out_json,
-        len(objects),
-        len(images),
-        objects_json,
-    )
     return PascalPartSummary(
         parts_json=out_json,
         objects_json=objects_json,
@@ -218,6 +172,114 @@ def convert_pascal_part(
         num_objects=len(objects),
         num_parts=len(parts),
         dropped=dict(sorted(dropped.items())),
+    )
+
+
+@dataclass(frozen=True)
+class _LabelTables:
+    """How raw ``.mat`` labels become categories: ``part_table`` maps an object (spaces
+    removed) to its ``(mat token, pascal_part category id)`` pairs, ``voc_ids`` a VOC class
+    (spaces removed) to its id."""
+
+    part_vocab: Vocabulary
+    voc_vocab: Vocabulary
+    part_table: dict[str, list[tuple[str, int]]]
+    voc_ids: dict[str, int]
+
+    @classmethod
+    def build(cls) -> _LabelTables:
+        part_vocab, voc_vocab = load_builtin("pascal_part"), load_builtin("voc")
+        tokens = pascal_part_mat_tokens()
+        table: dict[str, list[tuple[str, int]]] = {}
+        for cat in part_vocab:
+            table.setdefault(cat.object.replace(" ", ""), []).append((tokens[cat.name], cat.id))
+        voc_ids = {cat.name.replace(" ", ""): cat.id for cat in voc_vocab}
+        return cls(part_vocab, voc_vocab, table, voc_ids)
+
+    def annotate(
+        self,
+        mat_path: Path,
+        image_id: int,
+        cls: str,
+        obj_mask: np.ndarray,
+        raw_parts: Sequence[tuple[str, np.ndarray]],
+        *,
+        size: tuple[int, int],
+        objects: list[dict],
+        parts: list[dict],
+        dropped: Counter[str],
+    ) -> None:
+        """Append the annotations of one object record of ``mat_path`` (an image of ``size``)
+        and of its parts."""
+        key = cls.replace(" ", "")
+        key = _MAT_CLASS_ALIASES.get(key, key).replace(" ", "")
+        if key not in self.voc_ids:
+            raise InputError(f"{mat_path}: unknown object class {cls!r}")
+        if obj_mask.shape != size:
+            raise InputError(f"{mat_path}: masks of different sizes in one file")
+        if not obj_mask.any():
+            logger.debug("%s: empty %s mask skipped", mat_path, cls)
+            return
+        object_id = len(objects) + 1
+        objects.append(
+            mask_annotation(
+                obj_mask, ann_id=object_id, image_id=image_id, category_id=self.voc_ids[key]
+            )
+        )
+        candidates = self.part_table.get(key, [])
+        for raw_name, part_mask in raw_parts:
+            cat_id = next((cid for token, cid in candidates if token in raw_name), None)
+            if cat_id is None:
+                dropped[f"{cls}:{raw_name}"] += 1
+                continue
+            if not part_mask.any():
+                logger.debug("%s: empty %s:%s mask skipped", mat_path, cls, raw_name)
+                continue
+            ann = mask_annotation(
+                part_mask, ann_id=len(parts) + 1, image_id=image_id, category_id=cat_id
+            )
+            ann["object_id"] = object_id
+            parts.append(ann)
+
+
+def _write_pair(
+    out_json: Path,
+    objects_json: Path,
+    tables: _LabelTables,
+    *,
+    images: list[dict],
+    part_images: list[dict],
+    objects: list[dict],
+    parts: list[dict],
+) -> None:
+    """Write the part and the object file as one output set: they share image and object ids,
+    so they are replaced together or not at all."""
+    for folder in {out_json.parent, objects_json.parent}:
+        remove_orphans(folder)
+    with OutputSet() as outputs:
+        write_coco(
+            out_json,
+            images=part_images,
+            categories=category_records(tables.part_vocab),
+            annotations=parts,
+            outputs=outputs,
+        )
+        write_coco(
+            objects_json,
+            images=images,
+            categories=category_records(tables.voc_vocab),
+            annotations=objects,
+            outputs=outputs,
+        )
+        outputs.commit()
+    logger.debug(
+        "wrote %d part annotations on %d images to %s and %d objects on %d images to %s",
+        len(parts),
+        len(part_images),
+        out_json,
+        len(objects),
+        len(images),
+        objects_json,
     )
 
 

@@ -26,20 +26,15 @@ table shows them in percent, as the paper does.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from faster_coco_eval import COCO, COCOeval_faster
-from torchvision.ops import box_iou
-from tqdm import tqdm
 
 from vlpart.core.coco import (
     category_vocabulary,
@@ -49,200 +44,26 @@ from vlpart.core.coco import (
     segmentation_box,
 )
 from vlpart.core.errors import InputError
-from vlpart.core.fileio import write_text_atomic
 from vlpart.core.vocab import BUILTIN_VOCABULARIES, Vocabulary, load_builtin, name_key
+from vlpart.evaluation.report import COCO_MAX_DETS, LVIS_MAX_DETS, CategoryRow, EvalReport
 
 __all__ = [
     "COCO_MAX_DETS",
     "IOU_TYPES",
     "LVIS_MAX_DETS",
-    "PROPOSAL_IOU_THRESH",
-    "PROPOSAL_KS",
-    "CategoryRow",
-    "EvalReport",
     "evaluate_results",
-    "proposal_recall",
+    "load_gt",
 ]
 
 logger = logging.getLogger(__name__)
 
 IOU_TYPES = ("bbox", "segm")
-# COCO's detections per image (pycocotools' largest maxDets).
-COCO_MAX_DETS = 100
-# LVIS / PACO: detections kept per image across all categories (lvis-api ``LVISResults``).
-LVIS_MAX_DETS = 300
-# Proposal recall of the paper's Table 2: AR@k at IoU 0.5.
-PROPOSAL_KS = (30, 100, 300, 1000)
-PROPOSAL_IOU_THRESH = 0.5
 
 SPLITS = ("base", "novel")
 # faster-coco-eval's LVIS mode groups categories by this field (for APr/APc/APf, which this
 # module does not report); ground truth without it gets a placeholder group.
 _LVIS_FREQUENCY_KEY = "frequency"
 _LVIS_IMAGE_KEYS = ("neg_category_ids", "not_exhaustive_category_ids")
-
-# Summary rows: metric key -> label in the markdown table.
-_METRIC_LABELS = {
-    "AP": "AP",
-    "AP50": "AP50",
-    "AP75": "AP75",
-    "AP_base": "AP (base)",
-    "AP50_base": "AP50 (base)",
-    "AP_novel": "AP (novel)",
-    "AP50_novel": "AP50 (novel)",
-    "AP_obj": "AP (objects)",
-    "AP50_obj": "AP50 (objects)",
-    "AP_part": "AP (parts)",
-    "AP50_part": "AP50 (parts)",
-    "AP_part_hier": "AP (parts, hierarchical)",
-    "AP50_part_hier": "AP50 (parts, hierarchical)",
-}
-
-
-@dataclass(frozen=True)
-class CategoryRow:
-    """Per-category result.
-
-    Attributes:
-        id: the ground truth's category id.
-        name: the ground truth's category name.
-        object: the object the category is or belongs to.
-        part: the part name, ``None`` for an object category.
-        split: ``"base"``, ``"novel"`` or ``None`` (no split, or not listed in it).
-        num_gt: non-crowd ground-truth instances.
-        ap: IoU type -> AP@[.5:.95] in [0, 1]; ``None`` when ``num_gt`` is 0.
-        ap50: IoU type -> AP@.5 in [0, 1]; ``None`` when ``num_gt`` is 0.
-    """
-
-    id: int
-    name: str
-    object: str
-    part: str | None
-    split: str | None
-    num_gt: int
-    ap: dict[str, float | None]
-    ap50: dict[str, float | None]
-
-
-@dataclass(frozen=True)
-class EvalReport:
-    """Everything :func:`evaluate_results` measured.
-
-    Attributes:
-        iou_types: the evaluated IoU types (``"bbox"``, ``"segm"``).
-        metrics: IoU type -> metric key (``AP``, ``AP50``, ``AP75``, ``AP_base``, ``AP50_base``,
-            ``AP_novel``, ``AP50_novel``, ``AP_obj``, ``AP_part``, ``AP_part_hier`` and their
-            ``AP50_*`` twins, where they apply) -> value in [0, 1], or ``None`` when no category
-            of that group has ground truth.
-        categories: one row per ground-truth category, in id order.
-        objects: objects whose per-part AP is detailed, as the caller spelled them.
-        lvis_style: whether the LVIS protocol was used.
-        split_source: where the base/novel split came from (a taxonomy name, a file, ``"mapping"``),
-            or ``None``.
-        num_images: images in the ground truth.
-        num_detections: detections evaluated (after the LVIS per-image cap).
-    """
-
-    iou_types: tuple[str, ...]
-    metrics: dict[str, dict[str, float | None]]
-    categories: tuple[CategoryRow, ...]
-    objects: tuple[str, ...]
-    lvis_style: bool
-    split_source: str | None
-    num_images: int
-    num_detections: int
-
-    def parts_of(self, obj: str) -> list[CategoryRow]:
-        """The part rows of object ``obj`` (case-insensitive), in id order."""
-        key = name_key(obj)
-        return [r for r in self.categories if r.part is not None and name_key(r.object) == key]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (values in [0, 1], ``None`` for "no ground truth")."""
-        details = {
-            obj: {
-                t: {r.part: {"AP": r.ap[t], "AP50": r.ap50[t]} for r in self.parts_of(obj)}
-                for t in self.iou_types
-            }
-            for obj in self.objects
-        }
-        return {
-            "protocol": "lvis" if self.lvis_style else "coco",
-            "max_dets_per_image": LVIS_MAX_DETS if self.lvis_style else COCO_MAX_DETS,
-            "iou_types": list(self.iou_types),
-            "split_source": self.split_source,
-            "num_images": self.num_images,
-            "num_detections": self.num_detections,
-            "metrics": self.metrics,
-            "objects": details,
-            "categories": [
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "object": r.object,
-                    "part": r.part,
-                    "split": r.split,
-                    "num_gt": r.num_gt,
-                    **{t: {"AP": r.ap[t], "AP50": r.ap50[t]} for t in self.iou_types},
-                }
-                for r in self.categories
-            ],
-        }
-
-    def to_markdown(self) -> str:
-        """Summary, per-object part tables and the per-category table, AP in percent."""
-        protocol = "LVIS" if self.lvis_style else "COCO"
-        max_dets = LVIS_MAX_DETS if self.lvis_style else COCO_MAX_DETS
-        lines = [
-            f"# Evaluation ({protocol} protocol, at most {max_dets} detections per image)",
-            "",
-            f"{self.num_images} images, {self.num_detections} detections, "
-            f"{sum(r.num_gt > 0 for r in self.categories)}/{len(self.categories)} categories "
-            f"with ground truth; AP in %"
-            + (f"; base/novel split from {self.split_source}" if self.split_source else ""),
-            "",
-            _md_row(["metric", *self.iou_types]),
-            _md_row(["---", *["---:"] * len(self.iou_types)]),
-        ]
-        keys = [k for k in _METRIC_LABELS if any(k in self.metrics[t] for t in self.iou_types)]
-        for key in keys:
-            values = [_pct(self.metrics[t].get(key)) for t in self.iou_types]
-            lines.append(_md_row([_METRIC_LABELS[key], *values]))
-        for obj in self.objects:
-            rows = self.parts_of(obj)
-            lines += ["", f"## {obj}: {', '.join(str(r.part) for r in rows)}", ""]
-            lines.append(_md_row(["", *(str(r.part) for r in rows)]))
-            lines.append(_md_row(["---", *["---:"] * len(rows)]))
-            for t in self.iou_types:
-                lines.append(_md_row([f"{t} AP", *(_pct(r.ap[t]) for r in rows)]))
-                lines.append(_md_row([f"{t} AP50", *(_pct(r.ap50[t]) for r in rows)]))
-        header = ["id", "category", "split", "GT"]
-        for t in self.iou_types:
-            header += [f"{t} AP", f"{t} AP50"]
-        lines += ["", "## Per category", "", _md_row(header)]
-        lines.append(_md_row(["---:", "---", "---", "---:", *["---:"] * 2 * len(self.iou_types)]))
-        for r in self.categories:
-            cells = [str(r.id), r.name, r.split or "-", str(r.num_gt)]
-            for t in self.iou_types:
-                cells += [_pct(r.ap[t]), _pct(r.ap50[t])]
-            lines.append(_md_row(cells))
-        return "\n".join(lines) + "\n"
-
-    def save(self, directory: str | Path) -> tuple[Path, Path]:
-        """Write ``metrics.json`` and ``metrics.md`` into ``directory`` (created if needed).
-
-        Each file is written to a temporary file in the same directory and renamed, so an
-        interrupted run never leaves a truncated file behind.
-
-        Returns:
-            The paths of ``metrics.json`` and ``metrics.md``.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        json_path, md_path = directory / "metrics.json", directory / "metrics.md"
-        write_text_atomic(json_path, json.dumps(self.to_json(), indent=2) + "\n")
-        write_text_atomic(md_path, self.to_markdown())
-        return json_path, md_path
 
 
 def evaluate_results(
@@ -281,7 +102,7 @@ def evaluate_results(
             unknown image or category, masks are requested but missing, an object in
             ``objects`` has no part categories, or the split is malformed.
     """
-    gt_data, gt_source = _load_gt(gt)
+    gt_data, gt_source = load_gt(gt)
     det_source = str(results) if isinstance(results, str | Path) else "results"
     dets = load_results(results, gt_data)
     iou_types = _resolve_iou_types(iou_types, gt_data, dets, gt_source, det_source)
@@ -290,15 +111,7 @@ def evaluate_results(
     taxonomy = _match_taxonomy(names)
     split_of, split_source = _resolve_split(split, names, taxonomy)
     obj_part = [(c.object, c.part) for c in category_vocabulary(cats, name=gt_source)]
-    for wanted in objects:
-        if not any(
-            part is not None and name_key(obj) == name_key(wanted) for obj, part in obj_part
-        ):
-            known = sorted({obj for obj, part in obj_part if part is not None})
-            raise InputError(
-                f"{gt_source}: no part categories of object {wanted!r} in the ground truth"
-                + (f" (objects with parts: {', '.join(known)})" if known else "")
-            )
+    _check_objects(objects, obj_part, gt_source)
     if lvis_style:
         gt_data = _with_lvis_defaults(gt_data, gt_source)
         dets = _top_per_image(dets, LVIS_MAX_DETS)
@@ -315,20 +128,19 @@ def evaluate_results(
             gt_data, dets, iou_type, lvis_style=lvis_style
         )
 
-    rows = []
-    for k, (cat, (obj, part)) in enumerate(zip(cats, obj_part, strict=True)):
-        rows.append(
-            CategoryRow(
-                id=cat["id"],
-                name=cat["name"],
-                object=obj,
-                part=part,
-                split=split_of.get(name_key(cat["name"])),
-                num_gt=num_gt[cat["id"]],
-                ap={t: _opt(ap[t][k]) for t in iou_types},
-                ap50={t: _opt(ap50[t][k]) for t in iou_types},
-            )
+    rows = [
+        CategoryRow(
+            id=cat["id"],
+            name=cat["name"],
+            object=obj,
+            part=part,
+            split=split_of.get(name_key(cat["name"])),
+            num_gt=num_gt[cat["id"]],
+            ap={t: _opt(ap[t][k]) for t in iou_types},
+            ap50={t: _opt(ap50[t][k]) for t in iou_types},
         )
+        for k, (cat, (obj, part)) in enumerate(zip(cats, obj_part, strict=True))
+    ]
     metrics = {
         t: _summary(rows, t, ap75=ap75[t], with_split=split_source is not None) for t in iou_types
     }
@@ -344,83 +156,19 @@ def evaluate_results(
     )
 
 
-def proposal_recall(
-    gt: str | Path | Mapping[str, Any],
-    proposals: Mapping[int, torch.Tensor | np.ndarray],
-    *,
-    ks: Sequence[int] = PROPOSAL_KS,
-    iou_thresh: float = PROPOSAL_IOU_THRESH,
-    category_ids: Collection[int] | None = None,
-) -> dict[int, float]:
-    """Class-agnostic proposal recall AR@k (the paper's Table 2).
-
-    A ground-truth box counts as recalled at ``k`` when at least one of the image's ``k``
-    highest-scoring proposals overlaps it with IoU >= ``iou_thresh``. Matching is not one-to-one:
-    one proposal may recall several ground-truth boxes. AR@k is the number of recalled boxes
-    divided by the number of ground-truth boxes, pooled over all images (not a mean of per-image
-    recalls). Crowd annotations are not counted.
-
-    Args:
-        gt: COCO ground truth (file or dict).
-        proposals: image id -> ``[R, 4]`` proposal boxes, XYXY absolute pixels of the original
-            image, rows ordered by descending score (as the RPN returns them). An image of the
-            ground truth missing here has no proposals.
-        ks: numbers of top proposals to evaluate.
-        iou_thresh: IoU a proposal needs to recall a box.
-        category_ids: count only ground truth of these categories (e.g. the novel parts);
-            ``None`` counts all.
-
-    Returns:
-        ``{k: recall}`` with recall in [0, 1]; NaN for every k when there is no ground truth.
-
-    Raises:
-        ValueError: ``ks`` is empty or not positive, ``proposals`` names an image that is not in
-            the ground truth, or a proposal array is not ``[R, 4]``.
-    """
-    if not ks or any(int(k) < 1 for k in ks):
-        raise InputError(f"ks must be positive proposal counts, got {list(ks)}")
-    gt_data, gt_source = _load_gt(gt)
-    image_ids = [img["id"] for img in gt_data["images"]]
-    unknown = set(proposals) - set(image_ids)
-    if unknown:
-        raise InputError(f"proposals for image ids not in {gt_source}: {sorted(unknown)[:5]}")
-    gt_boxes: dict[int, list[list[float]]] = defaultdict(list)
-    for ann in gt_data["annotations"]:
-        if ann.get("iscrowd", 0) or (
-            category_ids is not None and ann["category_id"] not in category_ids
+def _check_objects(
+    objects: Sequence[str], obj_part: Sequence[tuple[str, str | None]], gt_source: str
+) -> None:
+    """Every object of ``objects`` has part categories in the ground truth."""
+    for wanted in objects:
+        if not any(
+            part is not None and name_key(obj) == name_key(wanted) for obj, part in obj_part
         ):
-            continue
-        x, y, w, h = ann["bbox"]
-        gt_boxes[ann["image_id"]].append([x, y, x + w, y + h])
-    missing = [i for i in gt_boxes if i not in proposals]
-    if missing:
-        logger.warning(
-            "%d images with ground truth have no proposals; their boxes count as missed",
-            len(missing),
-        )
-    ks = sorted({int(k) for k in ks})
-    recalled = dict.fromkeys(ks, 0)
-    total = 0
-    for image_id in tqdm(image_ids, desc="proposal recall", unit="img", disable=None):
-        if not gt_boxes[image_id]:
-            continue
-        boxes = torch.tensor(gt_boxes[image_id], dtype=torch.float64)
-        total += len(boxes)
-        props = torch.as_tensor(proposals.get(image_id, np.zeros((0, 4))))
-        props = props.detach().to("cpu", torch.float64)
-        if props.ndim != 2 or props.shape[1] != 4:
+            known = sorted({obj for obj, part in obj_part if part is not None})
             raise InputError(
-                f"proposals of image {image_id}: expected [R, 4] XYXY boxes, got "
-                f"shape {list(props.shape)}"
+                f"{gt_source}: no part categories of object {wanted!r} in the ground truth"
+                + (f" (objects with parts: {', '.join(known)})" if known else "")
             )
-        iou = box_iou(boxes, props[: ks[-1]])  # [N, min(R, max k)]
-        hit = iou >= iou_thresh
-        for k in ks:
-            recalled[k] += int(hit[:, :k].any(dim=1).sum())
-    if total == 0:
-        logger.warning("%s: no ground-truth boxes to recall", gt_source)
-        return dict.fromkeys(ks, math.nan)
-    return {k: recalled[k] / total for k in ks}
 
 
 def _per_category_ap(
@@ -498,7 +246,7 @@ def _summary(
     return out
 
 
-def _load_gt(gt: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def load_gt(gt: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """Validated COCO ground truth and a name for error messages."""
     source = "ground truth" if isinstance(gt, Mapping) else str(gt)
     return load_coco(gt, what="ground-truth"), source
@@ -627,11 +375,3 @@ def _top_per_image(dets: Sequence[dict], max_dets: int) -> list[dict]:
 
 def _opt(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"

@@ -11,7 +11,9 @@ from tqdm import tqdm
 from vlpart.core.coco import category_vocabulary, load_coco
 from vlpart.core.fileio import read_image
 from vlpart.core.vocab import Vocabulary
-from vlpart.evaluation.coco_eval import PROPOSAL_KS, EvalReport, evaluate_results, proposal_recall
+from vlpart.evaluation.coco_eval import evaluate_results
+from vlpart.evaluation.proposals import PROPOSAL_KS, proposal_recall
+from vlpart.evaluation.report import EvalReport
 from vlpart.inference.segmenter import PartSegmenter
 from vlpart.model import VLPartDetector
 

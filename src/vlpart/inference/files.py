@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vlpart.core.coco import category_records, write_coco
+from vlpart.core.distributed import one_torch_thread
 from vlpart.core.fileio import OutputSet, read_image, read_image_size, remove_orphans
 from vlpart.core.vocab import Vocabulary
 from vlpart.inference.prediction import Prediction
@@ -106,10 +107,6 @@ class _ImageFiles(torch.utils.data.Dataset):
             return index, None, None, str(err)
 
 
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -182,7 +179,7 @@ def _predict_into(
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=list,
-        worker_init_fn=_one_thread,
+        worker_init_fn=one_torch_thread,
     )
     with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
         for items in loader:

@@ -45,6 +45,9 @@ class Prediction:
             mask containment), -1 for objects and for parts without a containing object.
         is_part (np.ndarray[N], bool): whether each label is an object part; ``None`` when not
             recorded (then :meth:`for_display` cannot keep parts within their parents).
+        prompts (list[str]): the exact text the text encoder was given for each label
+            (``"a dog head"``: the vocabulary's prompt under the template used); ``None`` when
+            not recorded.
     """
 
     boxes: np.ndarray
@@ -55,6 +58,7 @@ class Prediction:
     masks: np.ndarray
     parent: np.ndarray
     is_part: np.ndarray | None = None
+    prompts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,6 +92,7 @@ class Prediction:
             masks=self.masks[keep],
             parent=np.array([where.get(int(self.parent[i]), -1) for i in keep], np.int64),
             is_part=None if self.is_part is None else self.is_part[keep],
+            prompts=None if self.prompts is None else [self.prompts[i] for i in keep],
         )
 
     def for_display(

@@ -419,6 +419,7 @@ class PartSegmenter:
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)
         vocab = self.recorded_vocabulary() if vocabulary is None else parse_vocabulary(vocabulary)
+        template = template or self.template
         arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
         outputs = self.predict_tensors(
@@ -427,7 +428,7 @@ class PartSegmenter:
             score_threshold=SCORE_THRESH if score_threshold is None else score_threshold,
             output_sizes=image_sizes,
         )
-        preds = [make_prediction(out, vocab) for out in outputs]
+        preds = [make_prediction(out, vocab, template=template) for out in outputs]
         if self.refiner is not None:
             preds = [self.refiner.refine(a, p) for a, p in zip(arrays, preds, strict=True)]
         return preds[0] if single else preds
@@ -452,15 +453,19 @@ def _checkpoint_file(weights: str | Path) -> Path:
     return path
 
 
-def make_prediction(output: dict[str, Tensor], vocabulary: Vocabulary) -> Prediction:
+def make_prediction(
+    output: dict[str, Tensor], vocabulary: Vocabulary, *, template: str = DEFAULT_TEMPLATE
+) -> Prediction:
     """Turn one image's :meth:`PartSegmenter.predict_tensors` output (already thresholded by the
-    backend) into a :class:`Prediction`: sort by score, name labels, link parts to objects."""
+    backend) into a :class:`Prediction`: sort by score, name labels and their prompts under
+    ``template``, link parts to objects."""
     order = torch.argsort(output["scores"], descending=True, stable=True)
     if not torch.equal(order.cpu(), torch.arange(len(order))):
         output = {key: output[key][order] for key in ("boxes", "scores", "labels", "masks")}
     label_ids = output["labels"].cpu().numpy().astype(np.int64)
     masks = output["masks"].cpu().numpy()
     cats = [vocabulary[int(i)] for i in label_ids]
+    prompts = vocabulary.prompts(template)
     ids = np.asarray(category_ids(vocabulary), dtype=np.int64)
     return Prediction(
         boxes=output["boxes"].cpu().numpy().astype(np.float32),
@@ -471,4 +476,5 @@ def make_prediction(output: dict[str, Tensor], vocabulary: Vocabulary) -> Predic
         masks=masks,
         parent=assign_parents(masks, [c.object for c in cats], [c.part for c in cats]),
         is_part=np.array([c.is_part for c in cats], dtype=bool),
+        prompts=[prompts[int(i)] for i in label_ids],
     )

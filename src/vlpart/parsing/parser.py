@@ -29,12 +29,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vlpart.core.coco import (
+    BOX_DECIMALS,
+    SCORE_DECIMALS,
     category_ids,
     category_records,
     encode_mask,
     rank_share,
     shard_path,
     write_records,
+    xywh_box,
 )
 from vlpart.core.errors import InputError
 from vlpart.core.fileio import errors_name, read_image, remove_orphans, write_text_atomic
@@ -103,11 +106,6 @@ def _as_tensor(x: np.ndarray | Tensor, shape_tail: tuple[int, ...], what: str) -
     if t.ndim != 1 + len(shape_tail) or tuple(t.shape[1:]) != shape_tail:
         raise InputError(f"{what} must have shape [N, {', '.join(map(str, shape_tail))}]")
     return t.cpu()
-
-
-def _xywh(box: Tensor) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)]
 
 
 class Parser:
@@ -200,13 +198,13 @@ class Parser:
     def _annotation(
         self, item: ParseItem, name: str, box: Tensor, score: float, *, source: str
     ) -> dict:
-        xywh = _xywh(box)
+        xywh = xywh_box(box.tolist())
         return {
             "image_id": int(item.image_id),
             "category_id": self.category_ids[name],
             "bbox": xywh,
-            "area": round(xywh[2] * xywh[3], 3),
-            "score": round(score, 6),
+            "area": round(xywh[2] * xywh[3], BOX_DECIMALS),
+            "score": round(score, SCORE_DECIMALS),
             "iscrowd": 0,
             "object": item.object,
             "source": source,

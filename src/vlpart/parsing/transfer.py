@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.ops import box_iou, masks_to_boxes
 
 from vlpart.core.errors import InputError
-from vlpart.core.vocab import Vocabulary
+from vlpart.core.vocab import Vocabulary, split_category_name
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -226,10 +226,10 @@ def rename_part(category: str, novel_object: str, vocabulary: Vocabulary) -> str
     Returns:
         The vocabulary's spelling of the novel part category, or ``None``.
     """
-    _, sep, part = category.partition(":")
-    if not sep or not part.strip():
+    _, part = split_category_name(category)
+    if not part:
         raise InputError(f"base part category {category!r} is not of the form 'object:part'")
-    part = part.strip().lower()
+    part = part.lower()
     candidates = [part]
     for group in PART_SYNONYMS:
         if part in group:

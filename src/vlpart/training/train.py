@@ -26,27 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vlpart.core.config import Config, SourceConfig, TrainConfig
+from vlpart.core.config import Config, TrainConfig
 from vlpart.core.distributed import DistInfo, init_distributed, shutdown_distributed
 from vlpart.core.errors import InputError, MissingFileError, RunError
 from vlpart.core.fileio import append_text, read_text_file, remove_orphans, write_text_atomic
-from vlpart.core.kinds import DataKind
-from vlpart.data.datasets import (
-    DetectionDataset,
-    ImageLabelDataset,
-    LvisDataset,
-    MultiDataset,
-    collate,
-)
-from vlpart.data.sampler import MultiDatasetBatchSampler, repeat_factors
-from vlpart.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from vlpart.model import build_model
 from vlpart.model.checkpoint import (
     checkpoint_files,
@@ -54,7 +42,6 @@ from vlpart.model.checkpoint import (
     load_torch_file,
     load_weights,
 )
-from vlpart.text import build_text_encoder, encode_vocabulary
 from vlpart.training.checkpoints import (
     SavedCheckpoint,
     commit_checkpoint,
@@ -63,8 +50,9 @@ from vlpart.training.checkpoints import (
     list_checkpoints,
     prune_checkpoints,
 )
+from vlpart.training.sources import TrainSource, build_loader, build_sampler, build_sources
 
-__all__ = ["TrainSource", "build_sources", "lr_factor", "train"]
+__all__ = ["lr_factor", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,21 +62,6 @@ STATE_VERSION = 1
 _STATE_KEYS = ("version", "iteration", "optimizer", "scheduler", "scaler", "rng")
 
 
-@dataclass
-class TrainSource:
-    """A dataset with what training needs to use it: its text embeddings and image counts."""
-
-    config: SourceConfig
-    dataset: DetectionDataset | ImageLabelDataset
-    text_embeddings: Tensor  # [C, D] float32, unit rows
-    class_image_counts: Tensor | None  # [C] float32, LVIS-style sources only
-    text_identity: str  # the encoder that made ``text_embeddings``
-
-    @property
-    def kind(self) -> DataKind:
-        return self.dataset.kind
-
-
 def lr_factor(iteration: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate: linear warm-up, then steps of ``lr_gamma``."""
     factor = cfg.lr_gamma ** sum(iteration >= step for step in cfg.lr_steps)
@@ -96,82 +69,6 @@ def lr_factor(iteration: int, cfg: TrainConfig) -> float:
         alpha = iteration / cfg.warmup_iters
         factor *= cfg.warmup_factor * (1 - alpha) + alpha
     return factor
-
-
-def build_sources(cfg: Config) -> list[TrainSource]:
-    """Datasets of ``cfg.data`` with per-source transforms and text embeddings."""
-    if not cfg.data:
-        raise InputError("the config lists no training data: add entries under 'data:'")
-    encoder = None
-    sources = []
-    for src in cfg.data:
-        if not src.ann_file:
-            raise InputError(f"data source {src.name!r} has no ann_file")
-        steps = [ResizeShortestEdge(src.min_size, max_size=src.max_size)]
-        if src.flip:
-            steps.append(RandomHorizontalFlip())
-        transform = Compose(steps)
-        kind = DataKind(src.kind)
-        common = {"transform": transform, "split": src.split}
-        if kind is DataKind.IMAGE:
-            dataset = ImageLabelDataset(src.ann_file, src.image_root, **common)
-        elif src.lvis:
-            dataset = LvisDataset(src.ann_file, src.image_root, kind=kind, **common)
-        else:
-            dataset = DetectionDataset(src.ann_file, src.image_root, kind=kind, **common)
-        if src.embeddings:
-            enc = build_text_encoder(
-                "precomputed",
-                vocabulary=dataset.vocabulary,
-                template=cfg.text.template,
-                embeddings=src.embeddings,
-            )
-        else:
-            if encoder is None:
-                encoder = build_text_encoder(
-                    cfg.text.encoder,
-                    clip_model=cfg.text.clip_model,
-                    clip_weights=cfg.text.clip_weights,
-                    cache_dir=cfg.text.cache_dir,
-                )
-            enc = encoder
-        embeddings = encode_vocabulary(enc, dataset.vocabulary, cfg.text.template)
-        if embeddings.shape[1] != cfg.model.text_dim:
-            raise InputError(
-                f"data source {src.name!r}: text embeddings are {embeddings.shape[1]}-d "
-                f"({enc.identity}) but model.text_dim is {cfg.model.text_dim}"
-            )
-        if not any(dataset.image_category_ids()):
-            selected = f"split {src.split!r} selects" if src.split else "its categories select"
-            raise InputError(
-                f"{src.ann_file}: data source {src.name!r}: {selected} no labelled image "
-                f"({len(dataset.vocabulary)} categories, {len(dataset)} images); nothing to "
-                "train on"
-            )
-        counts = getattr(dataset, "category_image_counts", None)
-        sources.append(TrainSource(src, dataset, embeddings, counts, enc.identity))
-        logger.info("source %s: %r", src.name, dataset)
-    return sources
-
-
-def _build_sampler(sources: list[TrainSource], cfg: Config, dist: DistInfo):
-    factors = []
-    for s in sources:
-        if s.config.repeat_thresh is None:
-            factors.append(np.ones(len(s.dataset)))
-        else:
-            factors.append(
-                repeat_factors(s.dataset.image_category_ids(), thresh=s.config.repeat_thresh)
-            )
-    return MultiDatasetBatchSampler(
-        factors,
-        batch_sizes=[s.config.batch_size for s in sources],
-        ratios=[s.config.ratio for s in sources],
-        num_batches=cfg.train.max_iter,
-        seed=cfg.train.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
 
 
 def _rng_state() -> dict:
@@ -236,12 +133,12 @@ def _train(
     torch.manual_seed(cfg.train.seed)
     sources = build_sources(cfg)
     run = _build_run(cfg, out, dist, sources, checkpoint=checkpoint, init_weights=init_weights)
-    sampler = _build_sampler(sources, cfg, dist)
+    sampler = build_sampler(sources, cfg, dist)
     rng_state = run.restore(checkpoint) if checkpoint is not None else None
     if dist.is_main and resume:
         _truncate_metrics(out / METRICS_FILE, run.iteration)
     sampler.set_epoch(0, start_batch=run.iteration)
-    loader = _build_loader(sources, sampler, cfg.train)
+    loader = build_loader(sources, sampler, cfg.train)
     if rng_state is not None:
         _set_rng_state(rng_state)
     # Created only once the data, the model and the weights have loaded: a start that fails
@@ -507,20 +404,6 @@ def _to(tensor: Tensor | None, device: torch.device) -> Tensor | None:
     return tensor.to(device) if tensor is not None else None
 
 
-def _build_loader(
-    sources: list[TrainSource], sampler: MultiDatasetBatchSampler, tcfg: TrainConfig
-) -> DataLoader:
-    return DataLoader(
-        MultiDataset([s.dataset for s in sources]),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=tcfg.num_workers,
-        worker_init_fn=_one_thread,
-        generator=torch.Generator().manual_seed(tcfg.seed),
-        persistent_workers=False,
-    )
-
-
 def _resume_point(out: Path) -> SavedCheckpoint | None:
     """The checkpoint ``--resume`` continues from; None (start over, with a warning) when an
     earlier run in ``out`` was stopped before its first checkpoint was committed.
@@ -576,7 +459,3 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         kept.append(line)
     if len(kept) != len(lines):
         write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _one_thread(worker_id: int) -> None:
-    torch.set_num_threads(1)

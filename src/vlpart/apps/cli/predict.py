@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        help="vocabulary: 'dog:head,torso', 'pascal_part', a .txt file, ... (default: with "
+        help="vocabulary: 'dog:head,torso', 'dog; *:head', 'head', 'pascal_part', a .txt file, "
+        "... (`vlpart vocab show SPEC` prints its categories and prompts; default: with "
         "--weights the vocabulary the checkpoint records, with --model the one it was "
         "evaluated on)",
     )

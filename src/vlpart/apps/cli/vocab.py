@@ -15,8 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "show",
         help="print a vocabulary's categories and prompts",
         description="Print the categories of a built-in vocabulary or a spec such as "
-        "'dog; cat:head,ear' or 'dog:*', with prompts, base/novel flags and, given "
-        "--encoder, each category's nearest neighbours in text-embedding space.",
+        "'dog; cat:head,ear', 'dog:*', 'dog; cat; *:head' or 'legs', with the exact prompts "
+        "sent to the text encoder, base/novel flags, the entry each category was rewritten or "
+        "expanded from ('<- *:head') and, given --encoder, each category's nearest "
+        "neighbours in text-embedding space.",
     )
     show.add_argument("spec", help="built-in name, spec string or vocabulary .txt file")
     show.add_argument(
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> None:
         ]
     width = max(len(n) for n in vocab.names) + 2
     pwidth = max(len(p) for p in prompts) + 2
+    entries = [f"<- {c.entry}" if c.entry else "" for c in vocab]
+    ewidth = max(len(e) for e in entries) + 2 if any(entries) else 0
     print(
         f"# {vocab.name}: {len(vocab)} categories"
         + (f", nearest neighbours by {encoder.identity}" if args.encoder else "")
@@ -63,5 +67,5 @@ def run(args: argparse.Namespace) -> None:
         split = cat.split or "-"
         print(
             f"{i:>4} {cat.id:>5} {cat.name:<{width}}{prompt!r:<{pwidth + 2}}{split:<6}"
-            f"{neighbours[i]}".rstrip()
+            f"{entries[i]:<{ewidth}}{neighbours[i]}".rstrip()
         )

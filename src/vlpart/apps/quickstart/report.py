@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlpart.evaluation.coco_eval import EvalReport
+from vlpart.evaluation.report import EvalReport
 
 __all__ = [
     "TABLE_HEAD",

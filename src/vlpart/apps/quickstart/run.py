@@ -45,14 +45,15 @@ from vlpart.core.config import Config, config_from_dict, read_yaml
 from vlpart.core.errors import InputError
 from vlpart.core.fileio import atomic_write, read_image, write_json_atomic, write_text_atomic
 from vlpart.core.vocab import load_builtin, parse_vocabulary
-from vlpart.evaluation.coco_eval import EvalReport
 from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.evaluation.report import EvalReport
 from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter
 from vlpart.model import build_model, load_checkpoint
 from vlpart.parsing import build_feature_extractor
 from vlpart.parsing.run import build_base_bank, parse_novel_objects
 from vlpart.text import build_text_encoder
-from vlpart.training.train import build_sources, train
+from vlpart.training.sources import build_sources
+from vlpart.training.train import train
 
 __all__ = [
     "QuickstartSettings",
@@ -298,6 +299,67 @@ def run_quickstart(out_dir: str | Path, settings: QuickstartSettings | None = No
         torch.set_num_threads(threads)
 
 
+class _Stopwatch:
+    """Seconds per stage of a run, logged as they end."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def mark(self, stage: str) -> float:
+        """End ``stage``: record and return the seconds since the previous mark."""
+        now = time.perf_counter()
+        took, self.last = now - self.last, now
+        self.timings[stage] = round(took, 1)
+        logger.info("%s: %.1f s", stage, took)
+        return took
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 1)
+
+
+def _train_row(
+    key: str,
+    *,
+    world: Path,
+    s: QuickstartSettings,
+    base: dict,
+    ratios: dict[str, float],
+    runs: Path,
+    weights: dict[str, Path],
+    speed: _SpeedCheck,
+    encoder,
+    clock: _Stopwatch,
+) -> RowResult:
+    """Train row ``key`` (from the weights of the row it starts from), record its weights in
+    ``weights`` and evaluate it on the held-out images."""
+    iterations, init = row_plan(key, s, ratios)
+    cfg = _row_config(world, s, base, key, iterations)
+    run_dir = runs / key
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    weights[key] = train(
+        cfg,
+        run_dir,
+        init_weights=weights[init] if init else None,
+        on_step=speed if key == "A" else None,
+    )
+    trained = clock.mark(f"train_{key}")
+    report = _evaluate(weights[key], world, encoder)
+    clock.mark(f"eval_{key}")
+    row = RowResult(
+        key,
+        ROW_LABELS[key],
+        iterations,
+        f"row {init}" if init else "ImageNet",
+        round(trained, 1),
+        percent(report, "segm"),
+        percent(report, "bbox"),
+    )
+    logger.info("row %s: mask AP50 novel %s", key, row.mask["AP50_novel"])
+    return row
+
+
 def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
     if "C" in s.rows and "B" not in s.rows:
         raise InputError("row C parses with detector B: rows must include B")
@@ -305,74 +367,44 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
     ratios = _ratios(base, s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def mark(stage: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - since, 1)
-        logger.info("%s: %.1f s", stage, now - since)
-        return now
-
-    t = time.perf_counter()
+    clock = _Stopwatch()
     world, summary, manifest = _make_world(out, s)
-    t = mark("world", t)
-
+    clock.mark("world")
     cut: dict | None = None
     if s.budget_minutes is not None:
         s, cut = _fit_budget(world, s, base, ratios)
-        t = mark("timing", t)
+        clock.mark("timing")
 
     encoder = build_text_encoder("minilm")
     rows: list[RowResult] = []
     weights: dict[str, Path] = {}
-    runs = out / "runs"
     speed = _SpeedCheck(sum(row_plan(row, s, ratios)[0] for row in s.rows))
-
-    def train_row(key: str) -> None:
-        nonlocal t
-        iterations, init = row_plan(key, s, ratios)
-        cfg = _row_config(world, s, base, key, iterations)
-        run_dir = runs / key
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        weights[key] = train(
-            cfg,
-            run_dir,
-            init_weights=weights[init] if init else None,
-            on_step=speed if key == "A" else None,
-        )
-        trained = time.perf_counter() - t
-        t = mark(f"train_{key}", t)
-        report = _evaluate(weights[key], world, encoder)
-        t = mark(f"eval_{key}", t)
-        rows.append(
-            RowResult(
-                key,
-                ROW_LABELS[key],
-                iterations,
-                f"row {init}" if init else "ImageNet",
-                round(trained, 1),
-                percent(report, "segm"),
-                percent(report, "bbox"),
-            )
-        )
-        logger.info("row %s: mask AP50 novel %s", key, rows[-1].mask["AP50_novel"])
-
     parsed_data = {"images": [], "annotations": []}
     for key in s.rows:
         if key == "C":
             parsed_data = _parse(world, out, base, manifest, weights["B"])
-            t = mark("parse", t)
-        train_row(key)
+            clock.mark("parse")
+        rows.append(
+            _train_row(
+                key,
+                world=world,
+                s=s,
+                base=base,
+                ratios=ratios,
+                runs=out / "runs",
+                weights=weights,
+                speed=speed,
+                encoder=encoder,
+                clock=clock,
+            )
+        )
 
     last = weights[s.rows[-1]]
     for src in (last, last.with_suffix(".json")):
         atomic_write(out / f"model{src.suffix}", lambda tmp, src=src: shutil.copyfile(src, tmp))
     renders = [] if s.validation else _render(out / "model.safetensors", world, encoder, out)
-    t = mark("render", t)
+    clock.mark("render")
 
-    total = round(time.perf_counter() - started, 1)
     result = {
         "settings": asdict(s),
         "ratios": {name: ratios[name] for name in ROW_SOURCES[s.rows[-1]]},
@@ -387,7 +419,7 @@ def _run_quickstart(out_dir: str | Path, s: QuickstartSettings) -> dict:
         },
         "parsed": {"images": len(parsed_data["images"]), "parts": len(parsed_data["annotations"])},
         "rows": [asdict(r) for r in rows],
-        "timings_seconds": {**timings, "total": total},
+        "timings_seconds": {**clock.timings, "total": clock.total()},
         "model": str(out / "model.safetensors"),
     }
     write_json_atomic(result, out / "metrics.json")
