@@ -20,8 +20,10 @@ ALLOWED = {
     "inference": {"core", "text", "model", "export"},
     "evaluation": {"core", "model", "inference"},
     "parsing": {"core", "model"},
-    "training": {"core", "text", "model", "data"},
-    "vlpart": {"core", "text", "model", "inference"},
+    # Fine-tuning evaluates the start and the result and labels known categories with the
+    # one inference path (training/finetune*.py).
+    "training": {"core", "text", "model", "data", "inference", "evaluation"},
+    "vlpart": {"core", "text", "model", "inference", "training"},
     "apps": {
         "vlpart",
         "core",

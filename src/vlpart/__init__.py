@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vlpart.inference.segmenter import PartSegmenter as PartSegmenter
     from vlpart.model import build_model as build_model
     from vlpart.text import build_text_encoder as build_text_encoder
+    from vlpart.training.finetune import finetune as finetune
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "build_model",
     "build_text_encoder",
     "label",
+    "finetune",
     "parse_vocabulary",
 ]
 
@@ -41,6 +43,7 @@ _EXPORTS = {
     "build_model": "vlpart.model",
     "build_text_encoder": "vlpart.text",
     "label": "vlpart.inference.label",
+    "finetune": "vlpart.training.finetune",
     "parse_vocabulary": "vlpart.core.vocab",
 }
 

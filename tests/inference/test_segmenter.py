@@ -164,3 +164,38 @@ def test_embedding_cache_keeps_the_most_recent_vocabularies(monkeypatch):
     assert len(encoded) == 3
     seg.text_embeddings(cat)
     assert encoded[-1] == ["a cat"] and len(encoded) == 4
+
+
+def test_predict_defaults_to_the_recorded_vocabulary_and_says_when_there_is_none(
+    tiny_checkpoint, tmp_path, capsys
+):
+    from vlpart.apps.cli import main
+    from vlpart.core.errors import InputError
+    from vlpart.model import load_checkpoint, save_checkpoint
+
+    seg = PartSegmenter.from_pretrained(tiny_checkpoint)
+    with pytest.raises(InputError, match="record no training vocabulary"):
+        seg.recorded_vocabulary()
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    with pytest.raises(InputError, match="record no training vocabulary"):
+        seg.predict(image)
+    model, info = load_checkpoint(tiny_checkpoint)
+    records = [
+        {"name": "dog:head", "object": "dog", "part": "head"},
+        {"name": "dog", "object": "dog", "part": None},
+    ]
+    path = save_checkpoint(
+        model, tmp_path / "m.safetensors", config=info.config, vocabulary=records,
+        text_encoder=info.text_encoder,
+    )  # fmt: skip
+    seg = PartSegmenter.from_pretrained(path)
+    assert seg.recorded_vocabulary().names == ["dog:head", "dog"]
+    assert (
+        seg.predict(image, score_threshold=0.0).labels
+        == seg.predict(image, vocabulary="dog:head;dog", score_threshold=0.0).labels
+    )
+    picture = tmp_path / "x.png"
+    Image.fromarray(image).save(picture)
+    assert main(["predict", str(picture), "--weights", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "record no training vocabulary" in capsys.readouterr().err

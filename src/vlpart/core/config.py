@@ -186,6 +186,9 @@ class TrainConfig:
     lr_gamma: float = _above(0, 0.1)
     # Gradient clipping by total L2 norm; null = off.
     clip_grad_norm: float | None = _above(0, 1.0)
+    # Modules (dotted parameter-name prefixes, e.g. "backbone", "rpn") that are not trained;
+    # [] = only what the backbone freezes itself (ResNet-50 stem and res2).
+    freeze: list[str] = field(default_factory=list)
     # Mixed precision: bfloat16 autocast on CPU, float16 with loss scaling on CUDA.
     amp: bool = False
     checkpoint_period: int = _at_least(1, 5000)

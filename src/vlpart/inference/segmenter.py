@@ -327,6 +327,20 @@ class PartSegmenter:
             refiner=None,
         )
 
+    def recorded_vocabulary(self) -> Vocabulary:
+        """The vocabulary the checkpoint was trained with (its sidecar records it), the default
+        of :meth:`predict`.
+
+        Raises:
+            InputError: the weights record none (official and zoo checkpoints): name one.
+        """
+        records = self.info.vocabulary if self.info is not None else None
+        if not records:
+            raise InputError(
+                "these weights record no training vocabulary; pass one (--vocab / vocabulary=)"
+            )
+        return Vocabulary.from_json(records, name="recorded")
+
     def text_embeddings(self, vocabulary: Vocabulary, *, template: str | None = None) -> Tensor:
         """``Tensor[C, D]`` of ``vocabulary`` under ``template`` (default: this segmenter's),
         cached per prompt tuple; the :data:`EMBEDDING_CACHE_SIZE` most recently used are kept
@@ -382,7 +396,7 @@ class PartSegmenter:
         self,
         images: ImageSource | Sequence[ImageSource],
         *,
-        vocabulary: str | Vocabulary,
+        vocabulary: str | Vocabulary | None = None,
         score_threshold: float | None = None,
         template: str | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
@@ -393,7 +407,8 @@ class PartSegmenter:
             images: a path, PIL image or ``np.ndarray[H, W, 3]`` uint8 RGB, or a list of them
                 (read by :func:`vlpart.core.fileio.read_image`: EXIF orientation, pixel limit,
                 modes).
-            vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary.
+            vocabulary: a spec (``"dog:head,torso"``, ``"pascal_part"``) or a Vocabulary;
+                None: the one the checkpoint was trained with (:meth:`recorded_vocabulary`).
             score_threshold: keep instances scoring at least this; ``None`` means
                 :data:`SCORE_THRESH` (the model itself already drops scores below its
                 configured ``score_thresh``). Only the kept instances' masks are pasted; the
@@ -415,7 +430,7 @@ class PartSegmenter:
         """
         single = not isinstance(images, list | tuple)
         batch = [images] if single else list(images)
-        vocab = parse_vocabulary(vocabulary)
+        vocab = self.recorded_vocabulary() if vocabulary is None else parse_vocabulary(vocabulary)
         template = template or self.template
         arrays = [read_image(im) for im in batch]
         tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]

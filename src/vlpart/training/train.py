@@ -344,6 +344,7 @@ def _build_run(
     if weights is not None:
         load_state_dict_strict(model, load_weights(weights), source=str(weights))
     model.to(dist.device).train()
+    _freeze(model, tcfg.freeze)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, tcfg))
@@ -377,6 +378,26 @@ def _build_run(
         vocabulary=list(records.values()),
         saved=checkpoint,
     )
+
+
+def _freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop training the parameters under each dotted-name prefix of ``prefixes``.
+
+    Raises:
+        InputError: a prefix that names no parameter (a typo would freeze nothing).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        hit = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hit:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise InputError(
+                f"train.freeze: {prefix!r} names no parameter of the model; modules: "
+                + ", ".join(tops)
+            )
+    for name, param in model.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            param.requires_grad_(False)
 
 
 def _to(tensor: Tensor | None, device: torch.device) -> Tensor | None:

@@ -28,6 +28,7 @@ COMMANDS = {
     "export": "export",
     "data": "data",
     "train": "train",
+    "finetune": "finetune",
     "predict": "predict",
     "track": "track",
     "label": "label",

@@ -58,8 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--vocab",
         dest="vocabulary",
         help="vocabulary: 'dog:head,torso', 'dog; *:head', 'head', 'pascal_part', a .txt file, "
-        "... (`vlpart vocab show SPEC` prints its categories and prompts; required with "
-        "--weights; with --model default: the vocabulary the model was evaluated on)",
+        "... (`vlpart vocab show SPEC` prints its categories and prompts; default: with "
+        "--weights the vocabulary the checkpoint records, with --model the one it was "
+        "evaluated on)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument(
@@ -111,13 +112,11 @@ def run(args: argparse.Namespace) -> None:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
     if not paths and not args.webcam:
         raise InputError("no input images found")
-    if args.vocabulary is None:
-        if args.model is None:
-            raise InputError("--vocab is required with --weights")
+    if args.vocabulary is None and args.model is not None:
         from vlpart.model.zoo import get_model
 
         args.vocabulary = get_model(args.model).vocabulary
-    vocabulary = parse_vocabulary(args.vocabulary)
+    vocabulary = None if args.vocabulary is None else parse_vocabulary(args.vocabulary)
     spec = segmenter_spec(
         args,
         vocabulary=vocabulary,
@@ -126,6 +125,8 @@ def run(args: argparse.Namespace) -> None:
         refiner=refiner_spec(args),
     )
     segmenter = spec.build()
+    if vocabulary is None:  # --weights without --vocab: the one the checkpoint records
+        vocabulary = segmenter.recorded_vocabulary()
     video_errors = _videos(args, segmenter, vocabulary, [p for p in paths if is_video(p)])
     paths = [p for p in paths if not is_video(p)]
     if not paths:
