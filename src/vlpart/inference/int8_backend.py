@@ -28,9 +28,12 @@ from vlpart.inference.onnx_backend import OnnxBackend, graph_images
 from vlpart.model import VLPartDetector
 from vlpart.model.transform import DetectorTransform
 
-__all__ = ["Int8Backend", "write_int8"]
+__all__ = ["DEFAULT_CALIBRATION_IMAGES", "Int8Backend", "write_int8"]
 
 logger = logging.getLogger(__name__)
+
+# How many of its inputs `vlpart predict --precision int8` calibrates on without --calibration.
+DEFAULT_CALIBRATION_IMAGES = 8
 
 
 def write_int8(
