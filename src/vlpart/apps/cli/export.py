@@ -72,6 +72,8 @@ def _export_int8(args: argparse.Namespace, segmenter, vocabulary) -> None:
     from vlpart.inference.files import expand_inputs
     from vlpart.inference.int8_backend import write_int8
 
+    if segmenter.model is None:
+        raise InputError(f"{args.weights}: int8 export takes .safetensors or .pth weights")
     paths, _ = expand_inputs(args.calibration or [], recursive=False)
     if not paths:
         raise InputError("--precision int8 needs calibration images: give --calibration")
