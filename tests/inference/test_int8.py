@@ -93,3 +93,38 @@ def test_cli_calibration_needs_int8(tiny_checkpoint, synthetic_world, tmp_path, 
     assert main([*argv, "--calibration", str(photo), "--out", str(tmp_path / "out")]) == 2
     assert "--calibration is for --precision int8" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_int8_export_then_predict(tiny_config, synthetic_world, tmp_path):
+    """``vlpart export --precision int8`` writes an int8 dynamic-vocabulary file that
+    ``vlpart predict`` runs with its recorded text encoder."""
+    import json
+
+    import numpy as np
+    import onnx
+
+    from vlpart.model import build_model, save_checkpoint
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        build_model(cfg), tmp_path / "model.safetensors", config=cfg, text_encoder="precomputed"
+    )
+    prompts = parse_vocabulary(VOCAB).prompts()
+    emb = tmp_path / "emb.npy"
+    np.save(emb, torch.randn(len(prompts), cfg.text_dim).numpy())
+    text = ["--encoder", "precomputed", "--embeddings", str(emb)]
+    photos = sorted((synthetic_world / "images").glob("*.png"))
+    out = tmp_path / "model.int8.onnx"
+    args = ["export", "--weights", str(ckpt), "--vocab", VOCAB, *text, "--precision", "int8"]
+    assert main([*args, str(out), "--calibration", *map(str, photos[:4])]) == 0
+    proto = onnx.load(str(out))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["vlpart"])
+    assert meta["precision"] == "int8" and meta["vocabulary"] is None
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in proto.graph.initializer)
+    pred = tmp_path / "pred"
+    argv = ["predict", str(photos[5]), "--weights", str(out), "--vocab", VOCAB, *text]
+    assert main([*argv, "--out", str(pred), "--score-thresh", "0"]) == 0
+    results = json.loads((pred / "results.json").read_text())
+    assert len(results) == cfg.detections_per_image
