@@ -44,7 +44,15 @@ from vlpart.core.vocab import Vocabulary
 from vlpart.model.backbones import SwinTrunk
 from vlpart.model.transform import DetectorTransform
 
-__all__ = ["FORMAT_VERSION", "DetectorGraph", "OnnxExport", "export_onnx", "load_export"]
+__all__ = [
+    "FORMAT_VERSION",
+    "DetectorGraph",
+    "OnnxExport",
+    "capture_graph",
+    "export_onnx",
+    "load_export",
+    "set_metadata",
+]
 
 FORMAT_VERSION = 1
 METADATA_KEY = "vlpart"
@@ -118,12 +126,35 @@ def export_onnx(
         raise InputError("the segmenter already runs an exported model; export its weights")
     if segmenter.device.type != "cpu":
         raise InputError(f"export runs on the CPU; the segmenter is on {segmenter.device}")
+    embeddings = segmenter.text_embeddings(vocabulary).float().cpu()
+    proto = capture_graph(model, embeddings, name=str(path))
+    if not dynamic_vocab:
+        _bake_input(proto, "text_embeddings", numpy_helper.from_array(embeddings.numpy()))
+    set_metadata(
+        proto,
+        model,
+        text_encoder=segmenter.text_encoder.identity,
+        template=segmenter.template,
+        vocabulary=None if dynamic_vocab else vocabulary.names,
+        prompts=None if dynamic_vocab else vocabulary.prompts(segmenter.template),
+    )
+    return atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
+
+
+def capture_graph(model: nn.Module, embeddings: Tensor, *, name: str):
+    """The ``onnx.ModelProto`` of :class:`DetectorGraph` over ``model`` (CPU, eval mode), with
+    the text embeddings ``Tensor[C, D]`` as an input (``embeddings`` is the capture example) and
+    no metadata (:func:`set_metadata`).
+
+    Raises:
+        InputError: a Swin model (its trunk cannot keep the input size dynamic).
+        RuntimeError: the exporter failed (the message starts with ``name``).
+    """
     if isinstance(getattr(model.backbone, "body", None), SwinTrunk):
         raise InputError(
             "swin_b models cannot be exported: torch.export cannot keep the Swin trunk's "
             "input size dynamic; export a resnet50 or efficientnet_lite0 model"
         )
-    embeddings = segmenter.text_embeddings(vocabulary).float().cpu()
     example = torch.zeros((1, 3, *EXAMPLE_SIZE))
     dim = torch.export.Dim
     dims = {
@@ -147,10 +178,22 @@ def export_onnx(
         except Exception as err:  # the exporter raises many kinds; report one line
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip() or type(err).__name__
             first = text.splitlines()[0]
-            raise RunError(f"{path}: ONNX export failed: {first}") from err
-    proto = program.model_proto
-    if not dynamic_vocab:
-        _bake_input(proto, "text_embeddings", numpy_helper.from_array(embeddings.numpy()))
+            raise RunError(f"{name}: ONNX export failed: {first}") from err
+    return program.model_proto
+
+
+def set_metadata(
+    proto,
+    model: nn.Module,
+    *,
+    text_encoder: str,
+    template: str,
+    vocabulary: list[str] | None,
+    prompts: list[str] | None,
+) -> None:
+    """Write the ``vlpart`` metadata entry of ``proto`` (see the module docstring): ``model``'s
+    transform settings and text width, the text encoder identity and prompt template, and for a
+    fixed vocabulary its names and prompts."""
     transform = model.transform
     meta = {
         "format": FORMAT_VERSION,
@@ -162,14 +205,14 @@ def export_onnx(
             "size_divisible": transform.size_divisible,
         },
         "text_dim": model.text_dim,
-        "text_encoder": segmenter.text_encoder.identity,
-        "template": segmenter.template,
-        "vocabulary": None if dynamic_vocab else vocabulary.names,
-        "prompts": None if dynamic_vocab else vocabulary.prompts(segmenter.template),
+        "text_encoder": text_encoder,
+        "template": template,
+        "vocabulary": vocabulary,
+        "prompts": prompts,
     }
+    del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    return atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def _bake_input(proto, name: str, value) -> None:

@@ -35,8 +35,11 @@ __all__ = ["MASK_THRESH", "PRECISIONS", "Backend", "TorchBackend"]
 MASK_THRESH = 0.5
 # "fp32": the exact path (vlpart.model.optimize.inference_copy; the model's detections to float
 # rounding); "bf16": bfloat16 autocast (CPU with AVX-512 BF16 / AMX, CUDA), faster at a
-# small accuracy cost (README, "Inference speed and memory").
-PRECISIONS = ("fp32", "bf16")
+# small accuracy cost (README, "Inference speed and memory"); "int8": post-training static
+# quantization run by onnxruntime on the CPU (vlpart.inference.int8_backend, docs/int8.md).
+PRECISIONS = ("fp32", "bf16", "int8")
+# What TorchBackend runs; int8 is Int8Backend's.
+TORCH_PRECISIONS = ("fp32", "bf16")
 
 
 class Backend(Protocol):
@@ -77,14 +80,18 @@ class TorchBackend:
     Args:
         model: the detector.
         device: where it runs.
-        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`).
+        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`; ``"int8"`` is
+            :class:`~vlpart.inference.int8_backend.Int8Backend`).
     """
 
     def __init__(
         self, model: VLPartDetector, *, device: str | torch.device = "cpu", precision: str = "fp32"
     ) -> None:
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in TORCH_PRECISIONS:
+            raise InputError(
+                f"TorchBackend runs {' or '.join(TORCH_PRECISIONS)}, got {precision!r} "
+                "(int8: vlpart.inference.int8_backend.Int8Backend)"
+            )
         self.device = parse_device(device)
         self.precision = precision
         self.model = model.eval().to(self.device)

@@ -9,15 +9,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
 
 from vlpart.core.errors import InputError
 from vlpart.export.onnx import OUTPUT_NAMES, load_export
 from vlpart.inference.backends import MASK_THRESH
 
-__all__ = ["OnnxBackend"]
+__all__ = ["OnnxBackend", "graph_images"]
 
 # A fixed-vocabulary graph accepts the embeddings it was exported with, up to re-normalisation.
 BAKED_ATOL = 1e-5
+
+
+def graph_images(batch: ImageList) -> list[np.ndarray]:
+    """The graph's ``image`` inputs of a transformed batch: one float32 ``[1, 3, h, w]`` array
+    per image (resized, normalised, without the batch padding)."""
+    return [
+        np.ascontiguousarray(batch.tensors[i : i + 1, :, :h, :w].numpy())
+        for i, (h, w) in enumerate(batch.image_sizes)
+    ]
 
 
 class OnnxBackend:
@@ -92,8 +102,7 @@ class OnnxBackend:
         feeds = self._vocabulary_feed(text_embeddings)
         batch, _ = self.transform(list(images))
         detections = []
-        for i, (h, w) in enumerate(batch.image_sizes):
-            image = np.ascontiguousarray(batch.tensors[i : i + 1, :, :h, :w].numpy())
+        for image in graph_images(batch):
             try:
                 outs = self.session.run(list(OUTPUT_NAMES), {"image": image, **feeds})
             except Exception as err:  # onnxruntime's errors share no base class

@@ -78,7 +78,9 @@ class SegmenterSpec:
         text: the text encoder and its files (:class:`vlpart.text.TextOptions`; its encoder
             None means the one the weights record).
         device: where the model runs.
-        precision: ``"fp32"`` (exact) or ``"bf16"`` (see :data:`PRECISIONS`; PyTorch only).
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"int8"`` (see :data:`PRECISIONS`;
+            PyTorch weights only).
+        calibration: int8: calibration image files (None: the first images predicted).
         refiner: SAM refinement of the masks (:class:`vlpart.inference.refine.RefinerSpec`), or
             None.
         onnx_providers: onnxruntime execution providers for an ``.onnx`` file (default: CPU).
@@ -89,6 +91,7 @@ class SegmenterSpec:
     text: TextOptions = field(default_factory=TextOptions)
     device: str = "cpu"
     precision: str = "fp32"
+    calibration: tuple[str, ...] | None = None
     refiner: RefinerSpec | None = None
     onnx_providers: tuple[str, ...] | None = None
     num_threads: int | None = None
@@ -114,7 +117,10 @@ class PartSegmenter:
         info: the checkpoint sidecar (training vocabulary, text encoder) when loaded from disk.
         template: part prompt template (see :data:`vlpart.core.vocab.PROMPT_TEMPLATES`).
         device: where a PyTorch model runs.
-        precision: ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`; a PyTorch model only).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (see :data:`PRECISIONS`; a PyTorch
+            model only; int8 runs on the CPU, docs/int8.md).
+        calibration: int8: the images (paths, PIL images or arrays) whose activation ranges
+            set the quantization scales; None calibrates on the first images predicted.
         refiner: re-segments each image's detections after :meth:`predict` (e.g. a
             :class:`vlpart.inference.refine.SamRefiner`); None keeps the detector's masks.
 
@@ -132,10 +138,15 @@ class PartSegmenter:
         template: str = DEFAULT_TEMPLATE,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        calibration: Sequence[ImageSource] | None = None,
         refiner: Refiner | None = None,
     ) -> None:
-        if isinstance(model, VLPartDetector):
-            self.backend: Backend = TorchBackend(model, device=device, precision=precision)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if isinstance(model, VLPartDetector) and precision == "int8":
+            self.backend: Backend = _int8_backend(model, device, calibration)
+        elif isinstance(model, VLPartDetector):
+            self.backend = TorchBackend(model, device=device, precision=precision)
         elif precision != "fp32":
             raise InputError(f"precision {precision!r} needs a PyTorch model")
         else:
@@ -192,6 +203,7 @@ class PartSegmenter:
             template=spec.text.template,
             device=spec.device,
             precision=spec.precision,
+            calibration=spec.calibration,
             refiner=refiner,
         )
 
@@ -463,6 +475,23 @@ def _checkpoint_file(weights: str | Path) -> Path:
     if not path.is_file():
         raise MissingFileError(f"{path}: weights file not found")
     return path
+
+
+def _int8_backend(
+    model: VLPartDetector, device: str | torch.device, calibration: Sequence[ImageSource] | None
+) -> Backend:
+    """The :class:`~vlpart.inference.int8_backend.Int8Backend` of ``model`` (CPU only), with
+    ``calibration`` decoded."""
+    from vlpart.inference.int8_backend import Int8Backend
+
+    if torch.device(device).type != "cpu":
+        raise InputError(f"precision 'int8' runs on the CPU, got device {device}")
+    images = None
+    if calibration is not None:
+        if len(calibration) == 0:
+            raise InputError("int8 calibration needs at least one image, got none")
+        images = [torch.from_numpy(read_image(image)).permute(2, 0, 1) for image in calibration]
+    return Int8Backend(model, calibration=images)
 
 
 def make_prediction(

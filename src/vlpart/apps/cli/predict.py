@@ -74,9 +74,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=("fp32", "bf16", "int8"),
         default="fp32",
-        help="fp32 (exact, default) or bf16 (bfloat16 autocast: faster, slightly different)",
+        help="fp32 (exact, default), bf16 (bfloat16 autocast: faster, slightly different) or "
+        "int8 (CPU: onnxruntime static quantization, calibrated on --calibration; docs/int8.md)",
+    )
+    p.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="IMAGES",
+        help="int8: calibration image files, folders or patterns (default: the first 8 input "
+        "images)",
     )
     p.add_argument(
         "--workers",
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
         vocabulary=vocabulary,
         device=args.device,
         precision=args.precision,
+        calibration=_calibration(args, paths),
         refiner=refiner_spec(args),
     )
     segmenter = spec.build()
@@ -151,6 +160,26 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"none of the {len(paths)} images could be read")
     if video_errors:
         raise InputError(video_errors[0])
+
+
+def _calibration(args: argparse.Namespace, paths: list) -> tuple[str, ...] | None:
+    """The int8 calibration images: ``--calibration``'s, else the first input images."""
+    from vlpart.inference.files import expand_inputs
+    from vlpart.inference.int8_backend import DEFAULT_CALIBRATION_IMAGES
+    from vlpart.inference.video import is_video
+
+    if args.precision != "int8":
+        if args.calibration:
+            raise InputError("--calibration is for --precision int8")
+        return None
+    if args.calibration:
+        images, _ = expand_inputs(args.calibration, recursive=args.recursive)
+    else:
+        images = [p for p in paths if not is_video(p)][:DEFAULT_CALIBRATION_IMAGES]
+    images = [p for p in images if not is_video(p)]
+    if not images:
+        raise InputError("--precision int8 needs calibration images; give --calibration")
+    return tuple(str(p) for p in images)
 
 
 def _videos(args: argparse.Namespace, segmenter, vocabulary, videos: list) -> list[str]:

@@ -1,0 +1,141 @@
+"""Latency and accuracy cost of ``precision="int8"`` against fp32, on the CPU. Prints JSON.
+
+    flock /tmp/cpu.lock python benchmarks/int8_latency.py \\
+        --photos ../shared/data/pascal_part_examples --threads 2
+
+A random-init R50 detector with the released settings (800 px, 100 detections, a random
+1024-d vocabulary of 20 rows; speed does not depend on the weights) is quantized with
+calibration on every other Pascal-Part photo (sorted by name) and compared on the others:
+
+* latency: :meth:`PartSegmenter.predict_tensors` of one held-out photo, fp32 and int8
+  alternating, after one warm-up each (the ratio is what carries over to other machines);
+* agreement: for each fp32 detection, the best IoU of an int8 detection with the same label;
+  reported are the share with IoU >= 0.9 and the mean (as ``benchmarks/bf16_accuracy.py``).
+
+With ``--weights/--ann/--image-root`` it also reports mask/box AP of that trained model on that
+COCO-format held-out set in fp32 and int8, calibrated on ``--calibration`` images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torchvision.ops import box_iou
+
+from vlpart.core.config import ModelConfig
+from vlpart.core.fileio import read_image
+from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.inference.segmenter import PartSegmenter
+from vlpart.model import build_model
+from vlpart.text.base import TextEncoder
+
+AGREEMENT_IOU = 0.9
+NUM_CLASSES = 20
+
+
+class _Fixed(TextEncoder):
+    identity, dim = "bench:fixed", 1024
+
+    def _encode(self, prompts):
+        return torch.randn(len(prompts), self.dim)
+
+
+def _tensor(path: Path) -> torch.Tensor:
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous()
+
+
+def photos_report(photos: Path, runs: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone_weights=None))
+    files = sorted(photos.glob("*.jpg"))
+    calibration, held_out = files[::2], files[1::2]
+    embeddings = torch.randn(NUM_CLASSES, 1024)
+    fp32 = PartSegmenter(model, _Fixed())
+    int8 = PartSegmenter(model, _Fixed(), precision="int8", calibration=calibration)
+    start = time.perf_counter()
+    int8.backend.quantized([], embeddings)
+    build_s = time.perf_counter() - start
+
+    best, same_top1, n = [], 0, 0
+    for path in held_out:
+        image = _tensor(path)
+        a = fp32.predict_tensors([image], embeddings)[0]
+        b = int8.predict_tensors([image], embeddings)[0]
+        iou = box_iou(a["boxes"], b["boxes"])
+        same = a["labels"][:, None] == b["labels"][None, :]
+        best.append((iou * same).amax(dim=1) if len(b["boxes"]) else iou.new_zeros(len(a)))
+        if len(a["scores"]) and len(b["scores"]):
+            same_top1 += int(a["labels"][0] == b["labels"][0])
+            n += 1
+    best_iou = torch.cat(best).numpy()
+
+    image = _tensor(held_out[0])
+    times = {"fp32": [], "int8": []}
+    for seg in (fp32, int8):  # warm-up
+        seg.predict_tensors([image], embeddings)
+    for _ in range(runs):
+        for name, seg in (("fp32", fp32), ("int8", int8)):
+            start = time.perf_counter()
+            seg.predict_tensors([image], embeddings)
+            times[name].append(time.perf_counter() - start)
+    fp32_s, int8_s = (statistics.median(times[k]) for k in ("fp32", "int8"))
+    return {
+        "image_size": list(image.shape[1:]),
+        "calibration_photos": len(calibration),
+        "int8_build_s": round(build_s, 1),
+        "fp32_s": round(fp32_s, 3),
+        "int8_s": round(int8_s, 3),
+        "int8_over_fp32": round(int8_s / fp32_s, 3),
+        "held_out_photos": len(held_out),
+        "fp32_detections": int(len(best_iou)),
+        "share_matched_iou_0.9": round(float((best_iou >= AGREEMENT_IOU).mean()), 4),
+        "mean_best_iou": round(float(best_iou.mean()), 4),
+        "same_top_label": f"{same_top1}/{n}",
+    }
+
+
+def held_out_ap(weights: Path, ann: Path, root: Path, calibration: list[Path]) -> dict:
+    out = {}
+    for precision in ("fp32", "int8"):
+        seg = PartSegmenter.from_pretrained(weights, precision=precision)
+        if precision == "int8":
+            options = {"info": seg.info, "calibration": calibration}
+            seg = PartSegmenter(seg.model, seg.text_encoder, precision="int8", **options)
+        start = time.perf_counter()
+        report = evaluate_model(seg, ann, root, progress=False)
+        out[precision] = {
+            "seconds": round(time.perf_counter() - start, 2),
+            "mask_AP": round(100 * report.metrics["segm"]["AP"], 2),
+            "mask_AP50": round(100 * report.metrics["segm"]["AP50"], 2),
+            "box_AP": round(100 * report.metrics["bbox"]["AP"], 2),
+        }
+    for key in ("mask_AP", "mask_AP50", "box_AP"):
+        out[f"delta_{key}"] = round(out["int8"][key] - out["fp32"][key], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--ann", type=Path)
+    parser.add_argument("--image-root", type=Path)
+    parser.add_argument("--calibration", type=Path, help="folder of calibration images")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    report = {"photos": photos_report(args.photos, args.runs)}
+    if args.weights:
+        calibration = sorted(p for p in args.calibration.iterdir() if p.suffix in (".png", ".jpg"))
+        report["held_out"] = held_out_ap(args.weights, args.ann, args.image_root, calibration)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
