@@ -39,19 +39,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vlpart.core.coco import category_records, instance_records, read_json, write_coco_stream
+from vlpart.core.coco import category_records, read_json, write_coco_stream
 from vlpart.core.errors import InputError, RunError
 from vlpart.core.fileio import (
     OutputSet,
-    read_image,
-    read_image_size,
     remove_orphans,
     write_json_atomic,
     write_text_atomic,
 )
 from vlpart.core.vocab import Vocabulary, parse_vocabulary
 from vlpart.core.weights import is_name
-from vlpart.inference.segmenter import SCORE_THRESH, PartSegmenter, SegmenterSpec
+from vlpart.inference.label_shard import SHARDS, LabelJob, label_shard, shard_paths
+from vlpart.inference.segmenter import SCORE_THRESH, SegmenterSpec
 
 __all__ = ["FORMATS", "SHARD_SIZE", "LabelJob", "LabelSummary", "label", "label_shard"]
 
@@ -61,34 +60,8 @@ FORMATS = ("coco", "yolo")
 # Images per shard: what a kill loses at most per worker, and the unit of work Ray schedules.
 SHARD_SIZE = 64
 MANIFEST_VERSION = 1
-MANIFEST, INPUTS, SHARDS = "label.json", "inputs.txt", "shards"
+MANIFEST, INPUTS = "label.json", "inputs.txt"
 ANNOTATIONS, SKIPPED = "annotations.json", "skipped.txt"
-
-
-@dataclass(frozen=True)
-class LabelJob:
-    """What every worker of one labelling run needs (picklable, sent to Ray actors).
-
-    Attributes:
-        spec: how the segmenter is built.
-        vocabulary: what is labelled.
-        min_score: instances scoring below this are not written.
-        formats: output layouts (:data:`FORMATS`).
-        shard_size: images per shard.
-        image_root: folder the COCO ``file_name`` entries are relative to.
-        out: the output folder.
-    """
-
-    spec: SegmenterSpec
-    vocabulary: Vocabulary
-    min_score: float
-    formats: tuple[str, ...]
-    shard_size: int
-    image_root: Path
-    out: Path
-
-    def shard_file(self, index: int) -> Path:
-        return self.out / SHARDS / f"{index:08d}.json"
 
 
 @dataclass
@@ -268,60 +241,6 @@ def _run_here(
             seconds.append(time.perf_counter() - start)
             bar.update(1)
     return seconds
-
-
-def shard_paths(job: LabelJob, paths: Sequence[Path], index: int) -> list[Path]:
-    """The inputs of shard ``index``."""
-    return list(paths[index * job.shard_size : (index + 1) * job.shard_size])
-
-
-def label_shard(
-    segmenter: PartSegmenter, job: LabelJob, index: int, paths: Sequence[str | Path]
-) -> Path:
-    """Label shard ``index`` (inputs ``paths``) and commit it as one file, atomically.
-
-    The file holds the shard's COCO ``images`` and ``annotations`` (ids 1.. within the shard;
-    the merge offsets them), the unreadable inputs and, for YOLO, each image's label lines.
-    """
-    from vlpart.core.yolo import polygon_lines
-
-    min_side = segmenter.backend.transform.min_size if segmenter.refiner is None else None
-    images, annotations, skipped, yolo = [], [], [], []
-    for offset, source in enumerate(paths):
-        path = Path(source)
-        image_id = index * job.shard_size + offset + 1
-        try:
-            size = read_image_size(path)
-            array = read_image(path, min_side=min_side)
-        except (ValueError, OSError) as err:
-            logger.warning("skipping %s", err)
-            skipped.append([str(path), " ".join(str(err).split())])
-            continue
-        pred = segmenter.predict(
-            array, vocabulary=job.vocabulary, score_threshold=job.min_score, image_sizes=[size]
-        )
-        images.append(
-            {
-                "id": image_id,
-                "file_name": os.path.relpath(path.resolve(), job.image_root),
-                "height": size[0],
-                "width": size[1],
-            }
-        )
-        records = instance_records(
-            image_id,
-            pred.masks,
-            pred.scores,
-            pred.category_ids,
-            pred.parent,
-            first_id=len(annotations) + 1,
-        )
-        annotations.extend(records)
-        if "yolo" in job.formats:
-            kept = [i for i, m in enumerate(pred.masks) if m.any()]
-            yolo.append(polygon_lines(pred.masks[kept], pred.label_ids[kept]))
-    shard = {"images": images, "annotations": annotations, "skipped": skipped, "yolo": yolo}
-    return write_json_atomic(shard, job.shard_file(index))
 
 
 def merge(job: LabelJob, num_shards: int) -> LabelSummary:

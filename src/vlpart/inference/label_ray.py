@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vlpart.core.errors import MissingDependencyError, RunError
-from vlpart.inference.label import LabelJob, label_shard, shard_paths
+from vlpart.inference.label_shard import LabelJob, label_shard, shard_paths
 
 __all__ = ["ShardLabeler", "run_on_ray"]
 

@@ -118,7 +118,6 @@ class Prediction:
                 out[self.masks[i]] = self.label_ids[i]
         return out
 
-
     def to_supervision(self):
         """The instances as a ``supervision.Detections`` (``xyxy``, ``mask``, ``confidence``,
         ``class_id`` = :attr:`label_ids`; ``data["class_name"]`` = :attr:`labels` and
