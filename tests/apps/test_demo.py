@@ -188,7 +188,7 @@ def test_pixel_limit_is_the_handlers(segmenter, photo):
     [
         ("", AS_TYPED, "type a vocabulary, e.g. 'dog:head,torso,leg,tail' or 'pascal_part'"),
         ("  ", AS_TYPED, "type a vocabulary"),
-        ("pascal_prt", AS_TYPED, "unknown vocabulary 'pascal_prt'; did you mean 'pascal_part'?"),
+        ("pascal_prt", AS_TYPED, "unknown vocabulary 'pascal_prt'; did you mean 'pascal_part'"),
         ("dog:", AS_TYPED, "'dog:': entry 'dog:' names no parts"),
         ("/etc/passwd.txt", AS_TYPED, "'/etc/passwd.txt': the demo does not read vocabulary"),
         ("giraffe:*", AS_TYPED, "'giraffe:*': no built-in taxonomy has parts of 'giraffe'"),
