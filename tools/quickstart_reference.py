@@ -22,7 +22,7 @@ from pathlib import Path
 from vlpart.apps.quickstart.report import TABLE_KEYS
 from vlpart.apps.quickstart.run import QuickstartSettings
 from vlpart.apps.quickstart.spread import REFERENCE_RESOURCE, Band
-from vlpart.core.fileio import write_json_atomic
+from vlpart.core.fileio import write_text_atomic
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "vlpart" / REFERENCE_RESOURCE
 
@@ -35,6 +35,8 @@ def main() -> None:
     args = p.parse_args()
     runs = []
     for path in sorted(args.runs.glob("seed_*/metrics.json")):
+        if not path.parent.name.removeprefix("seed_").isdigit():
+            continue  # not a seed folder of the run (e.g. seed_0_avx2)
         result = json.loads(path.read_text())
         recorded = result["settings"]
         settings = QuickstartSettings(**{**recorded, "rows": tuple(recorded["rows"])})
@@ -46,7 +48,7 @@ def main() -> None:
     runs.sort(key=lambda r: r["settings"]["seed"])
     band = Band.from_runs(runs, [r["settings"]["seed"] for r in runs], TABLE_KEYS)
     band = dataclasses.replace(band, machine=args.machine, date=datetime.date.today().isoformat())
-    write_json_atomic(band.to_dict(), args.out)
+    write_text_atomic(args.out, json.dumps(band.to_dict(), indent=1) + "\n")
     print(f"wrote {args.out} from {len(runs)} seeds")
 
 
