@@ -14,6 +14,7 @@ from vlpart.apps.quickstart.run import (
     run_quickstart,
     run_quickstart_seeds,
 )
+from vlpart.apps.quickstart.spread import load_reference
 from vlpart.core.config import Config
 from vlpart.model import load_checkpoint
 
@@ -176,8 +177,15 @@ def test_full_quickstart(tmp_path, capsys):
     assert "| C. + parsed novel parts |" in out and "Cut-down" not in out
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["iterations"] for r in result["rows"]] == [300, 300, 300]
-    # Trained rows must beat an untrained detector on the base parts they saw.
-    assert all(row["mask"]["AP50_base"] > 5.0 for row in result["rows"])
+    # On any CPU the default run lands near the README's band (mean ± std over seeds 0-4; a
+    # machine moves cells by about a point): all- and base-part cells within 4 std. Novel
+    # cells (a few points, set by a handful of instances) are left to the report's check.
+    band = load_reference()
+    for row in result["rows"]:
+        for key in ("AP", "AP_base", "AP50", "AP50_base"):
+            mean, std = band.mean_std(row["row"], key)
+            assert abs(row["mask"][key] - mean) <= 4 * std, (row["row"], key, row["mask"][key])
+    assert "This run beside the README's band" in (tmp_path / "report.md").read_text()
 
 
 def test_a_slow_machine_is_told_and_keeps_the_schedule(caplog):
