@@ -107,10 +107,12 @@ def band_text(rows: list[RowResult], band: Band) -> str:
 
 def changes_text(band: Band, labels: dict[str, str]) -> str:
     """What adding each row's sources does, over the band's seeds: the mean paired change
-    (after − before, same seed) with its ``CONFIDENCE`` interval, and the conclusions it
-    supports."""
+    (after − before, same seed; each row against the one before it, and the last against the
+    first) with its ``CONFIDENCE`` interval, and the conclusions it supports."""
     rows = list(band.per_seed)
     pairs = list(zip(rows, rows[1:], strict=False))
+    if len(rows) > 2:
+        pairs.append((rows[0], rows[-1]))  # every extra source at once
     found = changes(band, pairs, TABLE_KEYS)
     arrows = {"rises": " ↑", "falls": " ↓", "unresolved": ""}
     lines = [TABLE_HEAD.replace("training data", "change")]
@@ -121,7 +123,8 @@ def changes_text(band: Band, labels: dict[str, str]) -> str:
             cells.append(
                 "–" if c is None else f"{c.mean:+.1f} ± {c.half_width:.1f}{arrows[c.verdict]}"
             )
-        lines.append(f"| {after} − {before} ({labels[after]}) | {' | '.join(cells)} |")
+        added = labels[after] if rows.index(after) == rows.index(before) + 1 else "every source"
+        lines.append(f"| {after} − {before} ({added}) | {' | '.join(cells)} |")
     supported = [c for c in found if c.verdict != "unresolved"]
     said = "; ".join(
         f"row {c.after} {'raises' if c.verdict == 'rises' else 'lowers'} {METRIC_NAMES[c.key]} "
