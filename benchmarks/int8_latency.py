@@ -101,11 +101,12 @@ def photos_report(photos: Path, runs: int) -> dict:
 
 def held_out_ap(weights: Path, ann: Path, root: Path, calibration: list[Path]) -> dict:
     out = {}
+    fp32 = PartSegmenter.from_pretrained(weights)
     for precision in ("fp32", "int8"):
-        seg = PartSegmenter.from_pretrained(weights, precision=precision)
+        seg = fp32
         if precision == "int8":
-            options = {"info": seg.info, "calibration": calibration}
-            seg = PartSegmenter(seg.model, seg.text_encoder, precision="int8", **options)
+            options = {"info": fp32.info, "calibration": calibration}
+            seg = PartSegmenter(fp32.model, fp32.text_encoder, precision="int8", **options)
         start = time.perf_counter()
         report = evaluate_model(seg, ann, root, progress=False)
         out[precision] = {
