@@ -6,8 +6,9 @@
 
 writes ``latency_by_stage.png`` (seconds per inference stage, one bar per variant) from
 ``inference_latency.json`` and ``quickstart_rows.png`` (mask AP50 on all / base / novel parts of
-the quickstart's rows A, B, C) from ``quickstart.json``. The JSON files hold what the benchmark
-commands printed (and the docs' tables show); update them with a new measurement and rerun.
+the quickstart's rows A, B, C, mean ± std over seeds) from ``quickstart.json``. The JSON files
+hold what the benchmark commands printed (and the docs' tables show); update them with a new
+measurement and rerun.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ def plot_latency(data: dict, path: Path) -> Path:
 
 
 def plot_quickstart(data: dict, path: Path) -> Path:
-    """Grouped bars: mask AP50 of rows A, B, C on all / base / novel parts."""
+    """Grouped bars: mask AP50 of rows A, B, C on all / base / novel parts (mean over seeds,
+    error bars one sample std)."""
     rows, columns = list(data["rows"]), data["columns"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.8 / len(rows)
     for r, row in enumerate(rows):
         xs = [c + (r - (len(rows) - 1) / 2) * width for c in range(len(columns))]
-        values = data["rows"][row]["AP50"]
-        bars = ax.bar(xs, values, width, label=row)
+        values, stds = data["rows"][row]["AP50"], data["rows"][row]["AP50_std"]
+        bars = ax.bar(xs, values, width, yerr=stds, capsize=2, label=row)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(columns)), [f"{c} parts" for c in columns])
     ax.set_ylabel("mask AP50 (%)")

@@ -96,3 +96,13 @@ def test_packaged_reference_is_the_docs_table():
         shown = re.findall(r"(\d+\.\d) ± (\d+\.\d)", line)
         expected = [band.mean_std(key, k) for k in TABLE_KEYS]
         assert shown == [(f"{m:.1f}", f"{s:.1f}") for m, s in expected], line
+
+
+def test_readme_shows_the_packaged_band_of_mask_ap50():
+    band = load_reference()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for key, label in zip("ABC", ["A. base parts", "B. + object", "C. + parsed"], strict=True):
+        line = next(x for x in readme if x.startswith(f"| {label}") and "±" in x)
+        shown = re.findall(r"(\d+\.\d) ± (\d+\.\d)", line)
+        expected = [band.mean_std(key, k) for k in ("AP50", "AP50_base", "AP50_novel")]
+        assert shown == [(f"{m:.1f}", f"{s:.1f}") for m, s in expected], line

@@ -61,5 +61,6 @@ def test_latency_json_matches_the_page():
 def test_quickstart_json_matches_the_page():
     data = json.loads((RESULTS / "quickstart.json").read_text())
     for row, values in data["rows"].items():
-        cells = _table_row(row)
-        assert [float(c) for c in cells[1:]] == values["AP"] + values["AP50"], row
+        cells = [c.split(" ± ") for c in _table_row(row)[1:]]
+        assert [float(m) for m, _ in cells] == values["AP"] + values["AP50"], row
+        assert [float(s) for _, s in cells] == values["AP_std"] + values["AP50_std"], row
