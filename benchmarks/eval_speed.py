@@ -84,8 +84,7 @@ def synthetic_set(num_images: int, num_dets: int, seed: int) -> tuple[dict, list
             shapes.append((cat, shape))
             inst = _instance(_ellipse(rng, *shape))
             anns.append(
-                {"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "iscrowd": 0}
-                | inst
+                {"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "iscrowd": 0} | inst
             )
         for k in range(dets_per_image + (image_id <= num_dets % num_images)):
             if k < 2 * GT_PER_IMAGE:  # jittered copy of a ground-truth instance
@@ -98,7 +97,9 @@ def synthetic_set(num_images: int, num_dets: int, seed: int) -> tuple[dict, list
             else:  # false positive, mostly of the image's categories
                 shape = (rng.uniform(40, WIDTH - 40), rng.uniform(40, HEIGHT - 40))
                 shape += (rng.uniform(8, 120), rng.uniform(8, 120))
-                cat = int(rng.choice(cat_ids) if rng.random() < 0.7 else rng.integers(1, len(names) + 1))
+                cat = int(
+                    rng.choice(cat_ids) if rng.random() < 0.7 else rng.integers(1, len(names) + 1)
+                )
             score = round(float(rng.uniform(0.05, 1.0)), 5)
             dets.append(
                 {"image_id": image_id, "category_id": cat, "score": score}
