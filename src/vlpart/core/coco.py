@@ -812,6 +812,7 @@ class _RunChecks:
 
 
 _MAX_RUN = 1 << 32  # pycocotools stores runs as uint32
+_CHUNK_CHARS = 1 << 18
 _RLE_DIGITS = bytes(range(ord("0"), ord("0") + 64))  # '0' to 'o'
 
 
@@ -855,9 +856,21 @@ def _string_runs(counts: str, where: str) -> np.ndarray:
 
 def _strings_cover(strings: Sequence[str], areas: Sequence[int]) -> bool:
     """Whether every string is an RLE that :func:`_string_runs` accepts and whose runs sum to
-    its area (``height * width``), decided in one vectorised pass over all strings laid end to
-    end: S strings, L characters, K runs, M digits followed by another of the same run (runs
-    of 16 pixels or more; few)."""
+    its area (``height * width``): vectorised over the strings laid end to end, in chunks of
+    about :data:`_CHUNK_CHARS` characters (so that the arrays stay in cache)."""
+    start, chars = 0, 0
+    for i, counts in enumerate(strings):
+        chars += len(counts)
+        if chars >= _CHUNK_CHARS:
+            if not _chunk_covers(strings[start : i + 1], areas[start : i + 1]):
+                return False
+            start, chars = i + 1, 0
+    return _chunk_covers(strings[start:], areas[start:])
+
+
+def _chunk_covers(strings: Sequence[str], areas: Sequence[int]) -> bool:
+    """:func:`_strings_cover` of one chunk: S strings, L characters, K runs, M digits followed
+    by another of the same run (runs of 16 pixels or more; few)."""
     if not strings:
         return True
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))  # [S]
