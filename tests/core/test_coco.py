@@ -147,6 +147,76 @@ def test_results_validation_paths():
         load_results({"images": []}, gt)
 
 
+def _corrupt(rng: np.random.Generator, counts: str) -> str:
+    """``counts`` unchanged or broken in one of the ways a hand-edited file breaks."""
+    kind = rng.integers(6)
+    if kind == 1:  # a character outside '0'..'o'
+        i = rng.integers(len(counts))
+        return counts[:i] + chr(int(rng.integers(40, 120))) + counts[i + 1 :]
+    if kind == 2:  # truncated
+        return counts[: rng.integers(len(counts))]
+    if kind == 3:  # extra runs: too many pixels, or a string that ends inside a run
+        return counts + ["PPPPPPP1", "PPPPPP1", "P1", "o0", "PP", "1"][rng.integers(6)]
+    if kind == 4:  # a continued digit inserted: shifts every later run
+        return counts[:1] + "P" + counts[1:]
+    return counts
+
+
+def test_all_strings_at_once_agree_with_one_at_a_time():
+    """The vectorised check of a file's RLE strings (``_strings_cover``) accepts exactly the
+    strings that ``_string_runs`` decodes and whose runs cover the mask."""
+    from vlpart.core.coco import _string_runs, _strings_cover
+    from vlpart.core.errors import InputError
+
+    def one_ok(counts: str, area: int) -> bool:
+        try:
+            return int(_string_runs(counts, "x").sum()) == area
+        except InputError:
+            return False
+
+    rng = np.random.default_rng(0)
+    accepted = 0
+    for _ in range(300):
+        strings, areas = [], []
+        for _ in range(int(rng.integers(1, 5))):
+            h, w = (int(v) for v in rng.integers(1, 40, 2))
+            mask = rng.random((h, w)) < rng.random()
+            if rng.random() < 0.3:  # long runs: several digits, negative differences
+                mask[:] = False
+                mask[: h // 2, : w // 2] = True
+            counts = encode_mask(mask)["counts"]
+            strings.append(_corrupt(rng, counts) if rng.random() < 0.3 else counts)
+            areas.append(h * w)
+        want = all(one_ok(c, a) for c, a in zip(strings, areas, strict=True))
+        assert _strings_cover(strings, areas) == want, (strings, areas)
+        accepted += want
+    assert 50 < accepted < 250  # both outcomes are exercised
+
+
+def test_results_error_is_the_first_problem_in_file_order():
+    gt = load_coco(_gt())
+    rle = encode_mask(np.ones((10, 20), bool))
+    good = {"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": rle}
+    broken = {**good, "segmentation": {**rle, "counts": rle["counts"] + "1"}}
+    many = [good] * 50
+    assert len(load_results(many, gt)) == 50
+    with pytest.raises(ValueError, match=r"results: \[7\].segmentation.counts: the runs cover"):
+        load_results(many[:7] + [broken] + many[7:] + [broken], gt)
+    # a bad string comes before a later detection's other problem, and the reverse
+    with pytest.raises(ValueError, match=r"\[3\].segmentation.counts: the runs cover"):
+        load_results(many[:3] + [broken, {**good, "score": "x"}], gt)
+    with pytest.raises(ValueError, match=r"\[3\].score"):
+        load_results(many[:3] + [{**good, "score": "x"}, broken], gt)
+    bad_gt = _gt()
+    ann = {**bad_gt["annotations"][0], "segmentation": {**rle, "counts": "0"}}
+    bad_gt["annotations"] = [{**ann, "id": 2, "segmentation": rle}, {**ann, "bbox": [1]}, ann]
+    with pytest.raises(ValueError, match=r"annotations\[1\].bbox"):
+        load_coco(bad_gt)
+    bad_gt["annotations"][1] = {**ann, "id": 3, "segmentation": rle}
+    with pytest.raises(ValueError, match=r"annotations\[2\].segmentation.counts: the runs"):
+        load_coco(bad_gt)
+
+
 def test_one_name_rule_for_training_and_evaluation():
     cats = [
         {"id": 1, "name": "dog:head"},

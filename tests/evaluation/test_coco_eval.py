@@ -208,8 +208,9 @@ def test_ap_matches_pycocotools(seed):
 def test_input_dicts_are_not_modified():
     gt, dets = _random_case(0)
     gt_copy, dets_copy = copy.deepcopy(gt), copy.deepcopy(dets)
-    evaluate_results(gt, dets, lvis_style=True)
-    assert gt == gt_copy and dets == dets_copy
+    for lvis_style in (False, True):
+        evaluate_results(gt, dets, lvis_style=lvis_style)
+        assert gt == gt_copy and dets == dets_copy
 
 
 # -- hand-computed base / novel / object details ----------------------------------------------

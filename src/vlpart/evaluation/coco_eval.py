@@ -25,7 +25,6 @@ table shows them in percent, as the paper does.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections import defaultdict
@@ -123,9 +122,10 @@ def evaluate_results(
     ap: dict[str, np.ndarray] = {}
     ap50: dict[str, np.ndarray] = {}
     ap75: dict[str, np.ndarray] = {}
+    coco_gt, coco_dt = _coco_pair(gt_data, dets)
     for iou_type in iou_types:
         ap[iou_type], ap50[iou_type], ap75[iou_type] = _per_category_ap(
-            gt_data, dets, iou_type, lvis_style=lvis_style
+            coco_gt, coco_dt, iou_type, lvis_style=lvis_style
         )
 
     rows = [
@@ -171,35 +171,39 @@ def _check_objects(
             )
 
 
+def _coco_pair(gt_data: Mapping[str, Any], dets: Sequence[dict]) -> tuple[COCO, COCO]:
+    """faster-coco-eval's ground truth and detections, shared by every IoU type.
+
+    The evaluator writes into the annotation dicts (``ignore``, ``rle``, ``id``, ``area``): the
+    ground truth gets shallow copies of the caller's annotations; ``dets`` are
+    :func:`~vlpart.core.coco.load_results`' copies already. Every detection gets a box (from
+    its mask where it has none), so that one results object serves boxes and masks; its
+    ``area`` is then the box's, which only the small/medium/large ranges would read.
+    """
+    coco_gt = COCO({**gt_data, "annotations": [dict(a) for a in gt_data["annotations"]]})
+    dets = [d if "bbox" in d else {**d, "bbox": segmentation_box(d["segmentation"])} for d in dets]
+    return coco_gt, coco_gt.loadRes(dets)
+
+
 def _per_category_ap(
-    gt_data: Mapping[str, Any], dets: list[dict], iou_type: str, *, lvis_style: bool
+    coco_gt: COCO, coco_dt: COCO, iou_type: str, *, lvis_style: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AP@[.5:.95], AP@.5 and AP@.75 of each category, in id order; NaN without ground truth.
 
     Averages the interpolated precision over recall thresholds (and IoU thresholds) exactly as
-    pycocotools' ``summarize`` does, for one category at a time (area "all", the largest
-    maxDets). Returns three float64 arrays ``[C]``.
+    pycocotools' ``summarize`` does, for one category at a time, area "all" and the largest
+    maxDets, the only area range and detection limit evaluated. Returns three float64 arrays
+    ``[C]``.
     """
-    # The evaluator writes into the annotation dicts: give it its own copies.
-    coco_gt = COCO(copy.deepcopy(dict(gt_data)))
-    if iou_type == "segm":
-        # As detectron2 does: without "bbox" the mask gives the detection's area.
-        dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
-    else:
-        dets = [
-            d if "bbox" in d else {**d, "bbox": segmentation_box(d["segmentation"])} for d in dets
-        ]
-    coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
     evaluator = COCOeval_faster(
         coco_gt, coco_dt, iou_type, lvis_style=lvis_style, print_function=logger.debug
     )
-    if lvis_style:
-        evaluator.params.maxDets = [LVIS_MAX_DETS]
+    params = evaluator.params
+    params.maxDets = [LVIS_MAX_DETS if lvis_style else COCO_MAX_DETS]
+    params.areaRng, params.areaRngLbl = params.areaRng[:1], params.areaRngLbl[:1]  # "all"
     evaluator.evaluate()
     evaluator.accumulate()
-    params = evaluator.params
-    area_all = params.areaRngLbl.index("all")
-    precision = np.asarray(evaluator.eval["precision"])[:, :, :, area_all, -1]  # [T, R, C]
+    precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]  # [T, R, C]
     thrs = np.asarray(params.iouThrs)
 
     def mean_valid(p: np.ndarray) -> np.ndarray:  # [..., C] -> [C], NaN where all invalid
