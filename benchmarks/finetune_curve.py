@@ -11,6 +11,9 @@
    iteration and its estimate for the largest K.
 
 Usage: ``python benchmarks/finetune_curve.py --out /tmp/curve [--ks 1 4 16] [--base-iters 300]``
+
+A later call with the same ``--out`` reuses the worlds and the base model and merges its runs
+into ``curve.json`` (so the Ks can run in separate calls).
 """
 
 from __future__ import annotations
@@ -109,10 +112,12 @@ def main() -> None:
     torch.manual_seed(0)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    curve = out / "curve.json"
+    previous = json.loads(curve.read_text()) if curve.is_file() else {}
     result: dict = {"machine": "2 shared CPU cores", "torch_threads": torch.get_num_threads()}
 
     def dump() -> None:
-        (out / "curve.json").write_text(json.dumps(result, indent=1))
+        curve.write_text(json.dumps(result, indent=1))
 
     base_world, fresh = out / "world0", out / "world1"
     if not (base_world / "world.json").is_file():
@@ -123,16 +128,18 @@ def main() -> None:
     started = time.perf_counter()
     base = out / "base"
     weights = base / "model.safetensors"
-    if not weights.is_file():
+    if weights.is_file() and "base" in previous:
+        result["base"], result["start"] = previous["base"], previous["start"]
+    else:
         weights = _base_model(base_world, base, args.base_iters)
-    result["base"] = {
-        "iterations": args.base_iters,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    result["start"] = _scores(weights, fresh, args.novel, base_objects)
+        result["base"] = {
+            "iterations": args.base_iters,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        result["start"] = _scores(weights, fresh, args.novel, base_objects)
     dump()
     val = _val_file(fresh, args.novel, out)
-    result["runs"] = []
+    result["runs"] = [r for r in previous.get("runs", []) if r["K"] not in args.ks]
     for k in args.ks:
         ann = _few_shot_file(fresh, args.novel, k, out)
         if ann is None:
@@ -163,9 +170,12 @@ def main() -> None:
                     **_scores(run / "model.safetensors", fresh, args.novel, base_objects),
                 }
             )
+            result["runs"].sort(key=lambda r: (r["K"], not r.get("keep_known")))
             dump()
     if not args.skip_r50:
         result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
+    elif "r50_speed" in previous:
+        result["r50_speed"] = previous["r50_speed"]
     dump()
     print(json.dumps(result, indent=1))
 
