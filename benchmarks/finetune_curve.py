@@ -137,9 +137,9 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started, 1),
         }
         result["start"] = _scores(weights, fresh, args.novel, base_objects)
+    result["runs"] = [r for r in previous.get("runs", []) if r["K"] not in args.ks]
     dump()
     val = _val_file(fresh, args.novel, out)
-    result["runs"] = [r for r in previous.get("runs", []) if r["K"] not in args.ks]
     for k in args.ks:
         ann = _few_shot_file(fresh, args.novel, k, out)
         if ann is None:
