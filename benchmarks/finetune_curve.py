@@ -13,7 +13,8 @@
 Usage: ``python benchmarks/finetune_curve.py --out /tmp/curve [--ks 1 4 16] [--base-iters 300]``
 
 A later call with the same ``--out`` reuses the worlds and the base model and merges its runs
-into ``curve.json`` (so the Ks can run in separate calls).
+into ``curve.json`` (so the Ks can run in separate calls; ``--keep-known on|off`` runs one of
+the two settings only).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--novel", default="dog")
     p.add_argument("--skip-r50", action="store_true")
+    p.add_argument("--keep-known", choices=("both", "on", "off"), default="both")
     args = p.parse_args()
     torch.manual_seed(0)
     out = args.out
@@ -138,6 +140,10 @@ def main() -> None:
         }
         result["start"] = _scores(weights, fresh, args.novel, base_objects)
     result["runs"] = [r for r in previous.get("runs", []) if r["K"] not in args.ks]
+    if not args.skip_r50:  # before the runs: seconds, and a cut-off run still has it
+        result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
+    elif "r50_speed" in previous:
+        result["r50_speed"] = previous["r50_speed"]
     dump()
     val = _val_file(fresh, args.novel, out)
     for k in args.ks:
@@ -145,7 +151,7 @@ def main() -> None:
         if ann is None:
             result["runs"].append({"K": k, "skipped": f"fewer than {k} images with {args.novel}"})
             continue
-        for keep in (True, False):
+        for keep in {"both": (True, False), "on": (True,), "off": (False,)}[args.keep_known]:
             run = out / f"k{k}_{'keep' if keep else 'plain'}"
             shutil.rmtree(run, ignore_errors=True)
             t0 = time.perf_counter()
@@ -164,6 +170,8 @@ def main() -> None:
                     "K": k,
                     "keep_known": keep,
                     "iterations": r["plan"]["iterations"],
+                    "lr": r["plan"]["lr"],
+                    "frozen": r["plan"]["freeze"],
                     "wall_seconds": round(wall, 1),
                     "train_seconds": r["train_seconds"],
                     "known_added": r["known_added"],
@@ -172,10 +180,6 @@ def main() -> None:
             )
             result["runs"].sort(key=lambda r: (r["K"], not r.get("keep_known")))
             dump()
-    if not args.skip_r50:
-        result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
-    elif "r50_speed" in previous:
-        result["r50_speed"] = previous["r50_speed"]
     dump()
     print(json.dumps(result, indent=1))
 

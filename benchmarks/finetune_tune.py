@@ -5,7 +5,8 @@ same ``--out``). Fine-tunes on the same K-image file as the curve, then scores t
 the base parts' mask AP50 on the fresh world's *training* images after its 16th image with a dog
 (no K <= 16 file uses them; the curve's held-out images are never read here). Each variant sets
 module constants of :mod:`vlpart.training.finetune` / ``finetune_data`` for one run;
-``--mix`` also scores weight interpolations ``start + a (fine-tuned - start)`` of the default run.
+The default is the curve's own K-image run when it exists (scored only). ``--mix`` also scores
+weight interpolations ``start + a (fine-tuned - start)`` of the default run.
 
 Usage: ``python benchmarks/finetune_tune.py --out /tmp/curve --k 16 --variants default lr5e-5``
 """
@@ -108,6 +109,11 @@ def main() -> None:
     if "start" not in rows:
         rows["start"] = _scores(*load_checkpoint(start), val, fresh, args.novel, base_objects)
     for name in args.variants:
+        curve_run = out / f"k{args.k}_keep" / "model.safetensors"
+        if name == "default" and curve_run.is_file():  # the curve's own run: score it only
+            rows[name] = _scores(*load_checkpoint(curve_run), val, fresh, args.novel, base_objects)
+            path.write_text(json.dumps(result, indent=1))
+            continue
         run = out / f"tune_k{args.k}_{name}"
         shutil.rmtree(run, ignore_errors=True)
         saved = {}
