@@ -139,7 +139,10 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started, 1),
         }
         result["start"] = _scores(weights, fresh, args.novel, base_objects)
-    result["runs"] = [r for r in previous.get("runs", []) if r["K"] not in args.ks]
+    keeps = {"both": (True, False), "on": (True,), "off": (False,)}[args.keep_known]
+    result["runs"] = [
+        r for r in previous.get("runs", []) if r["K"] not in args.ks or r["keep_known"] not in keeps
+    ]
     if not args.skip_r50:  # before the runs: seconds, and a cut-off run still has it
         result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
     elif "r50_speed" in previous:
@@ -151,7 +154,7 @@ def main() -> None:
         if ann is None:
             result["runs"].append({"K": k, "skipped": f"fewer than {k} images with {args.novel}"})
             continue
-        for keep in {"both": (True, False), "on": (True,), "off": (False,)}[args.keep_known]:
+        for keep in keeps:
             run = out / f"k{k}_{'keep' if keep else 'plain'}"
             shutil.rmtree(run, ignore_errors=True)
             t0 = time.perf_counter()
