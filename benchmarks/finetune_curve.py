@@ -11,6 +11,10 @@
    iteration and its estimate for the largest K.
 
 Usage: ``python benchmarks/finetune_curve.py --out /tmp/curve [--ks 1 4 16] [--base-iters 300]``
+
+A later call with the same ``--out`` reuses the worlds and the base model and merges its runs
+into ``curve.json`` (so the Ks can run in separate calls; ``--keep-known on|off`` runs one of
+the two settings only).
 """
 
 from __future__ import annotations
@@ -105,14 +109,17 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--novel", default="dog")
     p.add_argument("--skip-r50", action="store_true")
+    p.add_argument("--keep-known", choices=("both", "on", "off"), default="both")
     args = p.parse_args()
     torch.manual_seed(0)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    curve = out / "curve.json"
+    previous = json.loads(curve.read_text()) if curve.is_file() else {}
     result: dict = {"machine": "2 shared CPU cores", "torch_threads": torch.get_num_threads()}
 
     def dump() -> None:
-        (out / "curve.json").write_text(json.dumps(result, indent=1))
+        curve.write_text(json.dumps(result, indent=1))
 
     base_world, fresh = out / "world0", out / "world1"
     if not (base_world / "world.json").is_file():
@@ -123,22 +130,31 @@ def main() -> None:
     started = time.perf_counter()
     base = out / "base"
     weights = base / "model.safetensors"
-    if not weights.is_file():
+    if weights.is_file() and "base" in previous:
+        result["base"], result["start"] = previous["base"], previous["start"]
+    else:
         weights = _base_model(base_world, base, args.base_iters)
-    result["base"] = {
-        "iterations": args.base_iters,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    result["start"] = _scores(weights, fresh, args.novel, base_objects)
+        result["base"] = {
+            "iterations": args.base_iters,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        result["start"] = _scores(weights, fresh, args.novel, base_objects)
+    keeps = {"both": (True, False), "on": (True,), "off": (False,)}[args.keep_known]
+    result["runs"] = [
+        r for r in previous.get("runs", []) if r["K"] not in args.ks or r["keep_known"] not in keeps
+    ]
+    if not args.skip_r50:  # before the runs: seconds, and a cut-off run still has it
+        result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
+    elif "r50_speed" in previous:
+        result["r50_speed"] = previous["r50_speed"]
     dump()
     val = _val_file(fresh, args.novel, out)
-    result["runs"] = []
     for k in args.ks:
         ann = _few_shot_file(fresh, args.novel, k, out)
         if ann is None:
             result["runs"].append({"K": k, "skipped": f"fewer than {k} images with {args.novel}"})
             continue
-        for keep in (True, False):
+        for keep in keeps:
             run = out / f"k{k}_{'keep' if keep else 'plain'}"
             shutil.rmtree(run, ignore_errors=True)
             t0 = time.perf_counter()
@@ -157,15 +173,16 @@ def main() -> None:
                     "K": k,
                     "keep_known": keep,
                     "iterations": r["plan"]["iterations"],
+                    "lr": r["plan"]["lr"],
+                    "frozen": r["plan"]["freeze"],
                     "wall_seconds": round(wall, 1),
                     "train_seconds": r["train_seconds"],
                     "known_added": r["known_added"],
                     **_scores(run / "model.safetensors", fresh, args.novel, base_objects),
                 }
             )
+            result["runs"].sort(key=lambda r: (r["K"], not r.get("keep_known")))
             dump()
-    if not args.skip_r50:
-        result["r50_speed"] = _r50_speed(fresh, out, max(args.ks), args.novel)
     dump()
     print(json.dumps(result, indent=1))
 

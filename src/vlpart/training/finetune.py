@@ -66,8 +66,10 @@ MAX_ITERATIONS = 2000
 # AdamW learning rate of fine-tuning (half the paper's 2e-4 from-scratch rate) and warm-up.
 FINETUNE_LR = 1e-4
 MAX_WARMUP_ITERS = 50
-# With fewer annotated images than this the whole backbone (trunk + FPN) stays frozen.
+# With fewer annotated images than this, these modules (the whole backbone: trunk + FPN) stay
+# frozen.
 FREEZE_BACKBONE_BELOW = 50
+SMALL_DATA_FREEZE = ("backbone",)
 # Checkpoints per run: a kill loses at most 1/CHECKPOINTS of the schedule.
 CHECKPOINTS = 10
 
@@ -299,7 +301,7 @@ def _prepare(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batch_size = min(8 if device == "cuda" else 2, max(1, num_train_images))
     sched = _schedule(num_train_images, batch_size, iterations)
-    freeze = ["backbone"] if num_train_images < FREEZE_BACKBONE_BELOW else []
+    freeze = list(SMALL_DATA_FREEZE) if num_train_images < FREEZE_BACKBONE_BELOW else []
     known = len(begin.vocabulary) if begin.vocabulary is not None else 0
     if keep_known and not known:
         notes.append("the starting model records no vocabulary: nothing known to keep")

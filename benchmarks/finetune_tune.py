@@ -1,0 +1,146 @@
+"""How the ``vlpart finetune`` defaults were chosen: variants scored on a validation split.
+
+Reuses the worlds and the base model of ``benchmarks/finetune_curve.py`` (run it first with the
+same ``--out``). Fine-tunes on the same K-image file as the curve, then scores the dog parts' and
+the base parts' mask AP50 on the fresh world's *training* images after its 16th image with a dog
+(no K <= 16 file uses them; the curve's held-out images are never read here). Each variant sets
+module constants of :mod:`vlpart.training.finetune` / ``finetune_data`` for one run;
+The default is the curve's own K-image run when it exists (scored only). ``--mix`` also scores
+weight interpolations ``start + a (fine-tuned - start)`` of the default run.
+
+Usage: ``python benchmarks/finetune_tune.py --out /tmp/curve --k 16 --variants default lr5e-5``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from vlpart.core.vocab import name_key
+from vlpart.evaluation.model_eval import evaluate_model
+from vlpart.inference.segmenter import PartSegmenter
+from vlpart.model import load_checkpoint
+from vlpart.text import TextOptions
+from vlpart.training import finetune as ft
+from vlpart.training import finetune_data as ftd
+
+VARIANTS = {
+    "default": {},
+    "lr5e-5": {"FINETUNE_LR": 5e-5},
+    "lr3e-4": {"FINETUNE_LR": 3e-4},
+    "unfrozen": {"SMALL_DATA_FREEZE": ()},
+    "lr3e-4_unfrozen": {"FINETUNE_LR": 3e-4, "SMALL_DATA_FREEZE": ()},
+    "epochs40": {"EPOCHS": 40},
+    "pseudo0.3": {"PSEUDO_LABEL_SCORE": 0.3},
+}
+MAX_VAL_IMAGES = 120
+
+
+def _validation_file(world: Path, novel: str, out: Path) -> Path:
+    data = json.loads((world / "parts_base_train.json").read_text())
+    ids = {c["id"] for c in data["categories"] if name_key(c["name"]).startswith(novel + " ")}
+    with_novel = sorted({a["image_id"] for a in data["annotations"] if a["category_id"] in ids})
+    keep = {i["id"] for i in data["images"] if i["id"] > with_novel[15]}
+    keep = set(sorted(keep)[:MAX_VAL_IMAGES])
+    data["images"] = [i for i in data["images"] if i["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    path = out / "tune_val.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _scores(model, info, val: Path, world: Path, novel: str, base: list[str]) -> dict:
+    seg = PartSegmenter(model, TextOptions().build(recorded=info.text_encoder), info=info)
+    rows = [r for r in evaluate_model(seg, val, world, progress=False).categories if r.num_gt]
+    novel_rows = [r.ap50["segm"] for r in rows if name_key(r.object) == novel]
+    base_rows = [r.ap50["segm"] for r in rows if r.object in base]
+    return {
+        "novel_part_AP50": round(100 * sum(novel_rows) / len(novel_rows), 2),
+        "base_part_AP50": round(100 * sum(base_rows) / len(base_rows), 2),
+    }
+
+
+def _report_scores(categories: dict, novel: str, base: list[str]) -> dict:
+    """The same two means from a fine-tuning report's per-category mask AP50 (categories
+    without ground truth have None)."""
+    rows = {n: c["AP50"] for n, c in categories.items() if c["AP50"] is not None}
+    novel_rows = [v for n, v in rows.items() if n.split(":")[0] == novel]
+    base_rows = [v for n, v in rows.items() if n.split(":")[0] in base]
+    return {
+        "novel_part_AP50": round(sum(novel_rows) / max(1, len(novel_rows)), 2),
+        "base_part_AP50": round(sum(base_rows) / max(1, len(base_rows)), 2),
+    }
+
+
+def _mix(start: Path, tuned: Path, alpha: float):
+    """``start + alpha (tuned - start)`` as a model, with the tuned sidecar."""
+    model, _ = load_checkpoint(start)
+    other, info = load_checkpoint(tuned)
+    a, b = model.state_dict(), other.state_dict()
+    model.load_state_dict(
+        {k: a[k] + alpha * (b[k] - a[k]) if a[k].is_floating_point() else b[k] for k in a}
+    )
+    return model, info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--novel", default="dog")
+    p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
+    p.add_argument("--mix", type=float, nargs="*", default=[])
+    args = p.parse_args()
+    torch.manual_seed(0)
+    out, fresh = args.out, args.out / "world1"
+    start = out / "base" / "model.safetensors"
+    base_objects = json.loads((out / "world0" / "world.json").read_text())["base_objects"]
+    val = _validation_file(fresh, args.novel, out)
+    ann = out / f"{args.novel}_k{args.k}.json"
+    path = out / "tune.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"K{args.k}"
+    rows = result.setdefault(key, {})
+    if "start" not in rows:
+        rows["start"] = _scores(*load_checkpoint(start), val, fresh, args.novel, base_objects)
+    for name in args.variants:
+        curve_run = out / f"k{args.k}_keep" / "model.safetensors"
+        if name == "default" and curve_run.is_file():  # the curve's own run: score it only
+            rows[name] = _scores(*load_checkpoint(curve_run), val, fresh, args.novel, base_objects)
+            path.write_text(json.dumps(result, indent=1))
+            continue
+        run = out / f"tune_k{args.k}_{name}"
+        shutil.rmtree(run, ignore_errors=True)
+        saved = {}
+        for attr, value in VARIANTS[name].items():
+            module = ftd if hasattr(ftd, attr) else ft
+            saved[(module, attr)] = getattr(module, attr)
+            setattr(module, attr, value)
+        t0 = time.perf_counter()
+        try:
+            r = ft.finetune(ann, fresh, start=start, out=run, val_file=val)
+        finally:
+            for (module, attr), value in saved.items():
+                setattr(module, attr, value)
+        after = r["after"]["mask"]["categories"]
+        rows[name] = {
+            "iterations": r["plan"]["iterations"],
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            **_report_scores(after, args.novel, base_objects),
+        }
+        path.write_text(json.dumps(result, indent=1))
+    for alpha in args.mix:
+        tuned = out / f"tune_k{args.k}_default" / "model.safetensors"
+        model, info = _mix(start, tuned, alpha)
+        rows[f"default_mix{alpha:g}"] = _scores(model, info, val, fresh, args.novel, base_objects)
+        path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
