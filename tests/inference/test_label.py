@@ -28,9 +28,10 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def labelled(photos, label_weights, tmp_path_factory) -> Path:
+def labelled_run(photos, label_weights, tmp_path_factory):
+    """The output folder of one run over ``photos`` and the run's summary."""
     out = tmp_path_factory.mktemp("labelled") / "set"
-    vlpart.label(
+    summary = vlpart.label(
         [photos],
         out,
         weights=label_weights,
@@ -40,7 +41,27 @@ def labelled(photos, label_weights, tmp_path_factory) -> Path:
         shard_size=2,
         recursive=True,
     )
-    return out
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def labelled(labelled_run) -> Path:
+    return labelled_run[0]
+
+
+def test_the_summary_counts_and_times_what_the_run_did(labelled_run):
+    out, summary = labelled_run
+    coco = json.loads((out / "annotations.json").read_text())
+    assert (summary.num_images, summary.num_skipped) == (7, 1)
+    assert summary.num_annotations == len(coco["annotations"])
+    assert summary.shards_done == summary.shards_total == 4
+    assert len(summary.shard_seconds) == 4
+    for seconds in summary.shard_seconds:
+        assert list(seconds) == ["decode", "model", "encode", "write"]
+        assert all(s >= 0 for s in seconds.values())
+    stages = summary.stage_seconds()
+    assert list(stages) == ["decode", "model", "encode", "write", "merge"]
+    assert stages["model"] > 0 and stages["merge"] > 0
 
 
 def test_annotations_are_coco_instances_that_pycocotools_reads(labelled, photos):

@@ -1,10 +1,13 @@
 """``vlpart label --ray``: the same training set as one process, on a Ray cluster this test
-starts on 127.0.0.1 (2 CPUs, 2 segmenter actors), also when an actor is killed mid-run."""
+starts on 127.0.0.1 (2 CPUs, 2 segmenter actors) and the CLI joins by its address, also when an
+actor is killed mid-run."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -59,10 +62,20 @@ def single(label_weights, tmp_path_factory):
     return photos, out
 
 
-def test_two_ray_actors_write_what_one_process_writes(ray_cluster, single, label_weights, tmp_path):
+def test_the_cli_on_a_running_cluster_writes_what_one_process_writes(
+    ray_cluster, single, label_weights, tmp_path
+):
     photos, expected = single
-    summary = _label(photos, label_weights, tmp_path / "ray", ray_address="local", workers=2)
-    assert summary.shards_done == 8 and len(summary.shard_seconds) == 8
+    address = ray.get_runtime_context().gcs_address
+    argv = ["label", str(photos), "-r", "--weights", str(label_weights), "--vocab", VOCAB]
+    argv += ["--out", str(tmp_path / "ray"), "--min-score", "0", "--format", "coco,yolo"]
+    argv += ["--shard-size", "1", "--ray", address, "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "vlpart.apps.cli", *argv], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "(8 of 8 shards done by this run" in run.stdout
     _same_set(tmp_path / "ray", expected)
 
 

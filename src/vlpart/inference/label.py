@@ -49,7 +49,7 @@ from vlpart.core.fileio import (
 )
 from vlpart.core.vocab import Vocabulary, parse_vocabulary
 from vlpart.core.weights import is_name
-from vlpart.inference.label_shard import SHARDS, LabelJob, label_shard, shard_paths
+from vlpart.inference.label_shard import SHARDS, STAGES, LabelJob, label_shard, shard_paths
 from vlpart.inference.segmenter import SCORE_THRESH, SegmenterSpec
 
 __all__ = ["FORMATS", "SHARD_SIZE", "LabelJob", "LabelSummary", "label", "label_shard"]
@@ -67,14 +67,22 @@ ANNOTATIONS, SKIPPED = "annotations.json", "skipped.txt"
 @dataclass
 class LabelSummary:
     """What a run did: images labelled and skipped (all shards), shards done by this run,
-    annotations written, and the seconds each shard this run did took."""
+    annotations written; for each shard this run did, its seconds in each of :data:`STAGES`
+    (``decode``, ``model``, ``encode``, ``write``), and the seconds of the final merge."""
 
     num_images: int = 0
     num_skipped: int = 0
     num_annotations: int = 0
     shards_done: int = 0
     shards_total: int = 0
-    shard_seconds: list[float] = field(default_factory=list)
+    shard_seconds: list[dict[str, float]] = field(default_factory=list)
+    merge_seconds: float = 0.0
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds in each of :data:`STAGES`, summed over this run's shards (over all its
+        processes), and ``merge``."""
+        total = {stage: sum(s[stage] for s in self.shard_seconds) for stage in STAGES}
+        return {**total, "merge": self.merge_seconds}
 
 
 def label(
@@ -154,7 +162,9 @@ def label(
         raise RunError(
             f"{job.out}: {len(left)} shards failed (first: {left[0]}); run again to retry them"
         )
+    start = time.perf_counter()
     summary = merge(job, num_shards)
+    summary.merge_seconds = time.perf_counter() - start
     summary.shards_done, summary.shard_seconds = len(pending), seconds
     return summary
 
@@ -226,8 +236,8 @@ def _sha256(path: Path) -> str:
 
 def _run_here(
     job: LabelJob, paths: Sequence[Path], pending: Sequence[int], *, threads: int | None
-) -> list[float]:
-    """Do the ``pending`` shards in this process; returns each shard's seconds."""
+) -> list[dict[str, float]]:
+    """Do the ``pending`` shards in this process; returns each shard's seconds by stage."""
     import torch
 
     if threads:
@@ -236,9 +246,7 @@ def _run_here(
     seconds = []
     with tqdm(total=len(pending), desc="label", unit="shard", dynamic_ncols=True) as bar:
         for k in pending:
-            start = time.perf_counter()
-            label_shard(segmenter, job, k, shard_paths(job, paths, k))
-            seconds.append(time.perf_counter() - start)
+            seconds.append(label_shard(segmenter, job, k, shard_paths(job, paths, k)))
             bar.update(1)
     return seconds
 

@@ -3,9 +3,9 @@
 ``ray.data.from_items`` of the pending shards (each row: a shard index and its image paths)
 feeds ``map_batches`` with an actor class that holds one :class:`PartSegmenter` and writes each
 shard it is given with :func:`~vlpart.inference.label.label_shard`; the driver only streams the
-actors' small receipts (shard index, seconds) and, at the end, merges the shard files. An actor
-that dies is restarted and its shard redone, once (``max_restarts=1``, ``max_task_retries=1``);
-a shard that fails again is left missing and the next run does it.
+actors' small receipts (shard index, seconds by stage) and, at the end, merges the shard files.
+An actor that dies is restarted and its shard redone, once (``max_restarts=1``,
+``max_task_retries=1``); a shard that fails again is left missing and the next run does it.
 
 Every node must see the inputs and the output folder at the same paths (a shared file system).
 ``ray`` is imported only here (the ``label`` extra).
@@ -13,7 +13,6 @@ Every node must see the inputs and the output folder at the same paths (a shared
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vlpart.core.errors import MissingDependencyError, RunError
-from vlpart.inference.label_shard import LabelJob, label_shard, shard_paths
+from vlpart.inference.label_shard import STAGES, LabelJob, label_shard, shard_paths
 
 __all__ = ["ShardLabeler", "run_on_ray"]
 
@@ -50,14 +49,15 @@ class ShardLabeler:
         """Label the shards of ``batch`` (``shard``: indices, ``paths``: their inputs).
 
         Returns:
-            ``shard`` and ``seconds`` per shard.
+            ``shard`` and, per shard, its seconds in each of :data:`STAGES` (one column each).
         """
-        seconds = []
+        receipts: dict[str, list] = {"shard": list(batch["shard"])}
+        receipts.update({stage: [] for stage in STAGES})
         for index, paths in zip(batch["shard"], batch["paths"], strict=True):
-            start = time.perf_counter()
-            label_shard(self.segmenter, self.job, int(index), [str(p) for p in paths])
-            seconds.append(time.perf_counter() - start)
-        return {"shard": list(batch["shard"]), "seconds": seconds}
+            seconds = label_shard(self.segmenter, self.job, int(index), [str(p) for p in paths])
+            for stage in STAGES:
+                receipts[stage].append(seconds[stage])
+        return receipts
 
 
 def run_on_ray(
@@ -68,7 +68,7 @@ def run_on_ray(
     address: str,
     workers: int,
     threads: int | None,
-) -> list[float]:
+) -> list[dict[str, float]]:
     """Do the ``pending`` shards on ``workers`` Ray actors.
 
     Args:
@@ -81,7 +81,7 @@ def run_on_ray(
         threads: CPUs (torch threads) per actor, default 1.
 
     Returns:
-        Seconds of each shard done.
+        Per shard done, its seconds in each of :data:`STAGES`.
     """
     try:
         import ray
@@ -106,7 +106,7 @@ def run_on_ray(
     with tqdm(total=len(items), desc="label (ray)", unit="shard", dynamic_ncols=True) as bar:
         try:
             for row in receipts.iter_rows():
-                seconds.append(float(row["seconds"]))
+                seconds.append({stage: float(row[stage]) for stage in STAGES})
                 bar.update(1)
         except ray.exceptions.RayError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,14 @@ from vlpart.core.fileio import read_image, read_image_size, write_json_atomic
 from vlpart.core.vocab import Vocabulary
 from vlpart.inference.segmenter import PartSegmenter, SegmenterSpec
 
-__all__ = ["SHARDS", "LabelJob", "label_shard", "shard_paths"]
+__all__ = ["SHARDS", "STAGES", "LabelJob", "label_shard", "shard_paths"]
 
 logger = logging.getLogger(__name__)
 
 SHARDS = "shards"
+# Where a shard's time goes: reading and decoding the images, the segmenter, turning its masks
+# into RLE records (and YOLO polygons), writing the shard file.
+STAGES = ("decode", "model", "encode", "write")
 
 
 @dataclass(frozen=True)
@@ -55,29 +59,40 @@ def shard_paths(job: LabelJob, paths: Sequence[Path], index: int) -> list[Path]:
 
 def label_shard(
     segmenter: PartSegmenter, job: LabelJob, index: int, paths: Sequence[str | Path]
-) -> Path:
+) -> dict[str, float]:
     """Label shard ``index`` (inputs ``paths``) and commit it as one file, atomically.
 
     The file holds the shard's COCO ``images`` and ``annotations`` (ids 1.. within the shard;
     the merge offsets them), the unreadable inputs and, for YOLO, each image's label lines.
+
+    Returns:
+        The seconds the shard spent in each of :data:`STAGES`.
     """
     from vlpart.core.yolo import polygon_lines
 
     min_side = segmenter.backend.transform.min_size if segmenter.refiner is None else None
+    seconds = dict.fromkeys(STAGES, 0.0)
     images, annotations, skipped, yolo = [], [], [], []
     for offset, source in enumerate(paths):
         path = Path(source)
         image_id = index * job.shard_size + offset + 1
+        start = time.perf_counter()
         try:
             size = read_image_size(path)
             array = read_image(path, min_side=min_side)
         except (ValueError, OSError) as err:
             logger.warning("skipping %s", err)
             skipped.append([str(path), " ".join(str(err).split())])
+            array = None
+        decoded = time.perf_counter()
+        seconds["decode"] += decoded - start
+        if array is None:
             continue
         pred = segmenter.predict(
             array, vocabulary=job.vocabulary, score_threshold=job.min_score, image_sizes=[size]
         )
+        predicted = time.perf_counter()
+        seconds["model"] += predicted - decoded
         images.append(
             {
                 "id": image_id,
@@ -98,5 +113,9 @@ def label_shard(
         if "yolo" in job.formats:
             kept = [i for i, m in enumerate(pred.masks) if m.any()]
             yolo.append(polygon_lines(pred.masks[kept], pred.label_ids[kept]))
+        seconds["encode"] += time.perf_counter() - predicted
     shard = {"images": images, "annotations": annotations, "skipped": skipped, "yolo": yolo}
-    return write_json_atomic(shard, job.shard_file(index))
+    start = time.perf_counter()
+    write_json_atomic(shard, job.shard_file(index))
+    seconds["write"] = time.perf_counter() - start
+    return seconds

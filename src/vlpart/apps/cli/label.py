@@ -89,3 +89,5 @@ def run(args: argparse.Namespace) -> None:
         f"({summary.shards_done} of {summary.shards_total} shards done by this run"
         + (f"; {summary.num_skipped} unreadable, see skipped.txt)" if summary.num_skipped else ")")
     )
+    seconds = ", ".join(f"{stage} {s:.1f}" for stage, s in summary.stage_seconds().items())
+    print(f"seconds by stage (shards summed over workers): {seconds}")
