@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,19 +112,19 @@ def changes_text(band: Band, labels: dict[str, str]) -> str:
     pairs = list(zip(rows, rows[1:], strict=False))
     if len(rows) > 2:
         pairs.append((rows[0], rows[-1]))  # every extra source at once
-    found = changes(band, pairs, TABLE_KEYS)
+    found = {(c.before, c.after, c.key): c for c in changes(band, pairs, TABLE_KEYS)}
     arrows = {"rises": " ↑", "falls": " ↓", "unresolved": ""}
     lines = [TABLE_HEAD.replace("training data", "change")]
     for before, after in pairs:
         cells = []
         for k in TABLE_KEYS:
-            c = next((c for c in found if (c.before, c.after, c.key) == (before, after, k)), None)
+            c = found.get((before, after, k))
             cells.append(
                 "–" if c is None else f"{c.mean:+.1f} ± {c.half_width:.1f}{arrows[c.verdict]}"
             )
         added = labels[after] if rows.index(after) == rows.index(before) + 1 else "every source"
         lines.append(f"| {after} − {before} ({added}) | {' | '.join(cells)} |")
-    supported = [c for c in found if c.verdict != "unresolved"]
+    supported = [c for c in found.values() if c.verdict != "unresolved"]
     said = "; ".join(
         f"row {c.after} {'raises' if c.verdict == 'rises' else 'lowers'} {METRIC_NAMES[c.key]} "
         f"over row {c.before} ({c.mean:+.1f} ± {c.half_width:.1f})"
@@ -231,18 +230,16 @@ def seeds_report(
         ``spread[row][metric]`` (``{"mean", "std"}``, or None where a run had no value) and the
         Markdown report, with the conclusions the spread supports (:func:`changes_text`).
     """
-    spread: dict[str, dict[str, dict[str, float | None]]] = {}
-    for i, key in enumerate(rows):
+    band = Band.from_runs(runs, seeds, TABLE_KEYS)
+    spread: dict[str, dict[str, dict[str, float] | None]] = {}
+    for key in rows:
         spread[key] = {}
         for k in TABLE_KEYS:
-            values = [r["rows"][i]["mask"][k] for r in runs]
-            if any(v is None for v in values):
+            if k not in band.per_seed[key]:
                 spread[key][k] = None
                 continue
-            spread[key][k] = {
-                "mean": round(statistics.mean(values), 2),
-                "std": round(statistics.stdev(values), 2),
-            }
+            mean, std = band.mean_std(key, k)
+            spread[key][k] = {"mean": round(mean, 2), "std": round(std, 2)}
     lines = [TABLE_HEAD]
     for key in rows:
         cells = []
@@ -263,7 +260,7 @@ def seeds_report(
         "world and trains its own rows; per-seed reports in `seed_<k>/`).\n\n"
         + "\n".join(lines)
         + "\n\n"
-        + changes_text(Band.from_runs(runs, seeds, TABLE_KEYS), labels)
+        + changes_text(band, labels)
         + f"\n\nTime: {total / 60:.1f} minutes in all.\n"
     )
     return spread, report
