@@ -120,7 +120,11 @@ def test_score_threshold_pastes_only_kept_detections(shared_data):
     assert mask_batches == distinct and distinct[1] < distinct[0]
     torch.testing.assert_close(kept["boxes"], everything["boxes"][expected])
     assert torch.equal(kept["scores"], everything["scores"][expected])
-    assert torch.equal(kept["masks"], everything["masks"][expected])
+    # The mask head runs on a smaller batch, which may pick another conv kernel (thread count,
+    # CPU): a logit at the 0.5 boundary can round the other way. Allow such single pixels.
+    flipped = (kept["masks"] != everything["masks"][expected]).flatten(1).sum(1)
+    union = (kept["masks"] | everything["masks"][expected]).flatten(1).sum(1)
+    assert (union > 0).all() and (flipped <= 1e-3 * union).all()
     assert (kept["scores"].diff() <= 0).all()
 
 
