@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from vlpart.core.coco import instance_records
-from vlpart.core.fileio import read_image, read_image_size, write_json_atomic
+from vlpart.core.fileio import write_json_atomic
 from vlpart.core.vocab import Vocabulary
+from vlpart.inference.pipeline import Decoded, predict_pipelined
+from vlpart.inference.prediction import Prediction
 from vlpart.inference.segmenter import PartSegmenter, SegmenterSpec
 
 __all__ = ["SHARDS", "LabelJob", "label_shard", "shard_paths"]
@@ -61,42 +64,54 @@ def label_shard(
     The file holds the shard's COCO ``images`` and ``annotations`` (ids 1.. within the shard;
     the merge offsets them), the unreadable inputs and, for YOLO, each image's label lines.
     """
-    from vlpart.core.yolo import polygon_lines
 
-    min_side = segmenter.backend.transform.min_size if segmenter.refiner is None else None
+    def start(image: Decoded) -> Callable[[Prediction], tuple[dict, list[dict], list | None]]:
+        return partial(_records, job, index * job.shard_size + image.index + 1, image)
+
     images, annotations, skipped, yolo = [], [], [], []
-    for offset, source in enumerate(paths):
-        path = Path(source)
-        image_id = index * job.shard_size + offset + 1
-        try:
-            size = read_image_size(path)
-            array = read_image(path, min_side=min_side)
-        except (ValueError, OSError) as err:
-            logger.warning("skipping %s", err)
-            skipped.append([str(path), " ".join(str(err).split())])
+    for item in predict_pipelined(
+        segmenter,
+        [Path(p) for p in paths],
+        vocabulary=job.vocabulary,
+        start=start,
+        score_threshold=job.min_score,
+        num_workers=0,
+    ):
+        if item.error is not None:
+            logger.warning("skipping %s", item.error)
+            skipped.append([str(item.path), " ".join(item.error.split())])
             continue
-        pred = segmenter.predict(
-            array, vocabulary=job.vocabulary, score_threshold=job.min_score, image_sizes=[size]
-        )
-        images.append(
-            {
-                "id": image_id,
-                "file_name": os.path.relpath(path.resolve(), job.image_root),
-                "height": size[0],
-                "width": size[1],
-            }
-        )
-        records = instance_records(
-            image_id,
-            pred.masks,
-            pred.scores,
-            pred.category_ids,
-            pred.parent,
-            first_id=len(annotations) + 1,
-        )
+        image, records, lines = item.value
+        images.append(image)
+        for rec in records:  # ids 1.. within the image: shift them after the shard's so far
+            rec["id"] += len(annotations)
+            if rec["parent_id"] is not None:
+                rec["parent_id"] += len(annotations)
         annotations.extend(records)
-        if "yolo" in job.formats:
-            kept = [i for i, m in enumerate(pred.masks) if m.any()]
-            yolo.append(polygon_lines(pred.masks[kept], pred.label_ids[kept]))
+        if lines is not None:
+            yolo.append(lines)
     shard = {"images": images, "annotations": annotations, "skipped": skipped, "yolo": yolo}
     return write_json_atomic(shard, job.shard_file(index))
+
+
+def _records(
+    job: LabelJob, image_id: int, image: Decoded, pred: Prediction
+) -> tuple[dict, list[dict], list[str] | None]:
+    """One image's COCO ``images`` entry, its annotations (ids 1.., empty masks left out) and,
+    for YOLO, its label lines (None without)."""
+    from vlpart.core.yolo import polygon_lines
+
+    info = {
+        "id": image_id,
+        "file_name": os.path.relpath(image.path.resolve(), job.image_root),
+        "height": image.size[0],
+        "width": image.size[1],
+    }
+    records = instance_records(
+        image_id, pred.masks, pred.scores, pred.category_ids, pred.parent, first_id=1
+    )
+    lines = None
+    if "yolo" in job.formats:
+        kept = [i for i, m in enumerate(pred.masks) if m.any()]
+        lines = polygon_lines(pred.masks[kept], pred.label_ids[kept])
+    return info, records, lines
