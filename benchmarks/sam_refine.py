@@ -3,7 +3,7 @@ mask IoU of refined vs unrefined masks of ground-truth boxes.
 
     flock /tmp/cpu.lock python benchmarks/sam_refine.py [--shared ../shared/data]
         [--variant vit_b|vit_l|vit_h|tiny|small|base_plus|large] [--threads 2] [--device cpu]
-        [--sam-weights sam_vit_b_01ec64.pth] [--weights DETECTOR]
+        [--sam-weights sam_vit_b_01ec64.pth] [--weights DETECTOR] [--photos N]
 
 **Latency** (always): a SAM or SAM 2.1 of ``--variant``'s architecture — randomly initialised unless
 weights are given; the cost is the same — refines all ground-truth object and part boxes of each
@@ -246,11 +246,17 @@ def main() -> None:
     parser.add_argument("--weights", help="a detector for the 'detector' baseline")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--photos", type=int, help="only the N photos with the most boxes (a shorter run)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     examples = Path(args.shared) / "pascal_part_examples"
     with tempfile.TemporaryDirectory() as work:
         truth = load_ground_truth(examples, Path(work))
+    if args.photos:
+        most = sorted(truth, key=lambda name: -len(truth[name]["boxes"]))[: args.photos]
+        truth = {name: truth[name] for name in most}
     torch.manual_seed(0)
     weights = str(args.sam_weights) if args.sam_weights else "random init (same cost)"
     refiner: SamRefiner | Sam2Refiner

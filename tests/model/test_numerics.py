@@ -8,6 +8,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
+from vlpart.model import ops
 from vlpart.model.ops import MultiLevelRoIAlign, assign_fpn_levels, contiguous_maps, paste_masks
 from vlpart.model.roi_heads import TextRoIHeads
 from vlpart.model.rpn import AnchorGenerator, cell_anchors
@@ -88,7 +89,10 @@ def _pyramid_and_boxes():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_threaded_roi_align_equals_one_call_per_level(threads):
+@pytest.mark.parametrize("chunk_boxes", [None, 10])
+def test_threaded_roi_align_equals_one_call_per_level(threads, chunk_boxes, monkeypatch):
+    if chunk_boxes:  # chunks of at most about 10 boxes: dozens of calls
+        monkeypatch.setattr(ops, "ROI_CHUNK_ELEMENTS", chunk_boxes * 8 * 7 * 7)
     features, boxes = _pyramid_and_boxes()
     pool = MultiLevelRoIAlign(7).eval()
     rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], 1) for i, b in enumerate(boxes)])
@@ -133,6 +137,7 @@ def test_balanced_chunks_split_the_sampling_cost():
     rois = torch.tensor([[0, 0, 0, 56, 56]] + [[0, 0, 0, 7, 7]] * 16, dtype=torch.float32)
     assert pool._balanced_chunks(rois, 0.5, 2) == [1, 16]
     assert sum(pool._balanced_chunks(rois, 0.5, 5)) == len(rois)
+    assert sum(pool._balanced_chunks(rois, 0.5, 40)) == len(rois)
     assert MultiLevelRoIAlign(7, sampling_ratio=2)._balanced_chunks(rois, 0.5, 2) == [8, 9]
 
 
@@ -141,7 +146,9 @@ def test_contiguous_maps_equals_contiguous():
     plain = torch.randn(2, 16, 12, 20, generator=gen)
     maps = {"p2": plain.contiguous(memory_format=torch.channels_last), "p3": plain[:, :, ::2, ::2]}
     maps["p4"] = plain
-    out = contiguous_maps(maps)
+    given = dict(maps)
+    out = contiguous_maps(given)
+    assert given == {}  # taken out as they are copied: each original can go early
     assert list(out) == ["p2", "p3", "p4"]
     for name, x in maps.items():
         assert out[name].is_contiguous() and torch.equal(out[name], x)

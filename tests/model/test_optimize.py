@@ -100,3 +100,17 @@ def test_fuse_leaves_unfolded_norms_alone():
     block = Bottleneck(16, 4, norm_layer=FrozenBatchNorm2d).eval()
     stem = nn.Sequential(nn.Conv2d(3, 8, 3), FrozenBatchNorm2d(8), nn.ReLU())
     assert fuse_relus(block) == 0 and fuse_relus(stem) == 0
+
+
+def test_lean_fpn_gives_the_same_pyramid_bit_for_bit(tiny_config):
+    from vlpart.model import build_model
+    from vlpart.model.optimize import _lean_fpn_applies, _LeanFPNBackbone
+
+    backbone = build_model(tiny_config()).eval().backbone
+    assert _lean_fpn_applies(backbone)
+    x = torch.randn(2, 3, 96, 128)
+    with torch.inference_mode():
+        ref, out = backbone(x), _LeanFPNBackbone(backbone)(x)
+    assert list(out) == list(ref) == ["p2", "p3", "p4", "p5", "p6"]
+    for name in ref:
+        assert torch.equal(out[name], ref[name]), name

@@ -20,19 +20,18 @@ from __future__ import annotations
 import glob
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from vlpart.core.coco import category_records, write_coco
-from vlpart.core.distributed import one_torch_thread
-from vlpart.core.fileio import OutputSet, read_image, read_image_size, remove_orphans
+from vlpart.core.fileio import OutputSet, remove_orphans
 from vlpart.core.vocab import Vocabulary
+from vlpart.inference.pipeline import Decoded, predict_pipelined
 from vlpart.inference.prediction import Prediction
 from vlpart.inference.segmenter import PartSegmenter
 
@@ -86,27 +85,6 @@ def expand_inputs(
     return list(dict.fromkeys(paths)), missing
 
 
-class _ImageFiles(torch.utils.data.Dataset):
-    """Decoded images for the DataLoader: ``(index, np.ndarray[h, w, 3] uint8 | None, full
-    (H, W) | None, error | None)``; huge JPEGs are decoded at a reduced scale whose short side
-    stays at least ``min_side`` (see :func:`vlpart.core.fileio.read_image`)."""
-
-    def __init__(self, paths: Sequence[Path], min_side: int | None) -> None:
-        self.paths = list(paths)
-        self.min_side = min_side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple:
-        path = self.paths[index]
-        try:
-            size = read_image_size(path)
-            return index, read_image(path, min_side=self.min_side), size, None
-        except (ValueError, FileNotFoundError) as err:
-            return index, None, None, str(err)
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -121,12 +99,16 @@ def predict_files(
     batch_size: int = 1,
     save_masks: bool = False,
     num_workers: int = 1,
+    writers: int = 1,
 ) -> PredictSummary:
     """Run ``segmenter`` over ``paths`` and write the outputs described in the module docstring.
 
-    Every image goes through :meth:`PartSegmenter.predict` (``score_threshold`` as there).
-    ``num_workers`` DataLoader processes (one torch thread each; 0: decode in this process)
-    decode the next images while the model runs. JPEGs of more than
+    Every image goes through :meth:`PartSegmenter.predict` (``score_threshold`` as there), in
+    the pipeline of :mod:`vlpart.inference.pipeline`: ``num_workers`` DataLoader processes (one
+    torch thread each; 0: decode in this process) decode the next images and ``writers``
+    threads (0: this thread) encode the results and draw and write the pictures of the last
+    ones while the model runs; the files are the same byte for byte whatever the two numbers
+    are. JPEGs of more than
     :data:`vlpart.core.fileio.DRAFT_MIN_PIXELS` pixels are decoded at a reduced scale (results
     still in their full pixels, overlays at the decoded size).
     Overlay names are the image file stems, made unique with a numeric suffix when two inputs
@@ -146,6 +128,7 @@ def predict_files(
             batch_size=batch_size,
             save_masks=save_masks,
             num_workers=num_workers,
+            writers=writers,
         )
         if summary.processed:
             outputs.commit()
@@ -163,6 +146,7 @@ def _predict_into(
     batch_size: int,
     save_masks: bool,
     num_workers: int,
+    writers: int,
 ) -> PredictSummary:
     outputs.folder(out / "overlays")
     if save_masks:
@@ -171,50 +155,46 @@ def _predict_into(
     results: list[dict] = []
     images_info: list[dict] = []
     used_names: set[str] = set()
-    transform = segmenter.backend.transform
-    # Huge JPEGs may be decoded at a reduced scale, except for a refiner, which needs every pixel.
-    reduce = segmenter.refiner is None
-    loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, transform.min_size if reduce else None),
+
+    def start(image: Decoded) -> Callable[[Prediction], tuple[dict, list[dict], int]]:
+        name = _unique_name(image.path.stem, used_names, image.number)
+        info = {
+            "id": image.number,
+            "file_name": str(image.path),
+            "height": image.size[0],
+            "width": image.size[1],
+            "overlay": f"overlays/{name}.png",
+        }
+
+        def finish(pred: Prediction) -> tuple[dict, list[dict], int]:
+            records = pred.to_coco(image.number)
+            _write_pictures(outputs, out, name, image.array, pred, save_masks=save_masks)
+            return info, records, len(pred)
+
+        return finish
+
+    done = predict_pipelined(
+        segmenter,
+        paths,
+        vocabulary=vocabulary,
+        start=start,
+        score_threshold=score_threshold,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=list,
-        worker_init_fn=one_torch_thread,
+        writers=writers,
     )
     with tqdm(total=len(paths), desc="predict", unit="img", dynamic_ncols=True) as bar:
-        for items in loader:
-            chunk, arrays, sizes = [], [], []
-            for index, array, size, error in items:
-                if error is not None:
-                    logger.warning("skipping %s", error)
-                    summary.failed.append((str(paths[index]), error))
-                    bar.update(1)
-                    continue
-                chunk.append(paths[index])
-                arrays.append(array)
-                sizes.append(size)
-            if not chunk:
+        for item in done:
+            bar.update(1)
+            if item.error is not None:
+                logger.warning("skipping %s", item.error)
+                summary.failed.append((str(item.path), item.error))
                 continue
-            preds = segmenter.predict(
-                arrays, vocabulary=vocabulary, score_threshold=score_threshold, image_sizes=sizes
-            )
-            for path, array, size, pred in zip(chunk, arrays, sizes, preds, strict=True):
-                image_id = len(images_info) + 1
-                name = _unique_name(path.stem, used_names, image_id)
-                images_info.append(
-                    {
-                        "id": image_id,
-                        "file_name": str(path),
-                        "height": size[0],
-                        "width": size[1],
-                        "overlay": f"overlays/{name}.png",
-                    }
-                )
-                results.extend(pred.to_coco(image_id))
-                _write_pictures(outputs, out, name, array, pred, save_masks=save_masks)
-                summary.processed.append(path)
-                summary.num_instances += len(pred)
-                bar.update(1)
+            info, records, count = item.value
+            images_info.append(info)
+            results.extend(records)
+            summary.processed.append(item.path)
+            summary.num_instances += count
     write_coco(
         out / "dataset.json",
         images=images_info,

@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from vlpart.core.coco import instance_records
-from vlpart.core.fileio import read_image, read_image_size, write_json_atomic
+from vlpart.core.fileio import write_json_atomic
 from vlpart.core.vocab import Vocabulary
+from vlpart.inference.pipeline import Decoded, predict_pipelined
+from vlpart.inference.prediction import Prediction
 from vlpart.inference.segmenter import PartSegmenter, SegmenterSpec
 
 __all__ = ["SHARDS", "STAGES", "LabelJob", "label_shard", "shard_paths"]
@@ -68,54 +71,61 @@ def label_shard(
     Returns:
         The seconds the shard spent in each of :data:`STAGES`.
     """
-    from vlpart.core.yolo import polygon_lines
 
-    min_side = segmenter.backend.transform.min_size if segmenter.refiner is None else None
+    def start(image: Decoded) -> Callable[[Prediction], tuple]:
+        return partial(_records, job, index * job.shard_size + image.index + 1, image)
+
     seconds = dict.fromkeys(STAGES, 0.0)
     images, annotations, skipped, yolo = [], [], [], []
-    for offset, source in enumerate(paths):
-        path = Path(source)
-        image_id = index * job.shard_size + offset + 1
-        start = time.perf_counter()
-        try:
-            size = read_image_size(path)
-            array = read_image(path, min_side=min_side)
-        except (ValueError, OSError) as err:
-            logger.warning("skipping %s", err)
-            skipped.append([str(path), " ".join(str(err).split())])
-            array = None
-        decoded = time.perf_counter()
-        seconds["decode"] += decoded - start
-        if array is None:
+    for item in predict_pipelined(
+        segmenter,
+        [Path(p) for p in paths],
+        vocabulary=job.vocabulary,
+        start=start,
+        score_threshold=job.min_score,
+        num_workers=0,
+        seconds=seconds,
+    ):
+        if item.error is not None:
+            logger.warning("skipping %s", item.error)
+            skipped.append([str(item.path), " ".join(item.error.split())])
             continue
-        pred = segmenter.predict(
-            array, vocabulary=job.vocabulary, score_threshold=job.min_score, image_sizes=[size]
-        )
-        predicted = time.perf_counter()
-        seconds["model"] += predicted - decoded
-        images.append(
-            {
-                "id": image_id,
-                "file_name": os.path.relpath(path.resolve(), job.image_root),
-                "height": size[0],
-                "width": size[1],
-            }
-        )
-        records = instance_records(
-            image_id,
-            pred.masks,
-            pred.scores,
-            pred.category_ids,
-            pred.parent,
-            first_id=len(annotations) + 1,
-        )
+        image, records, lines, encoding = item.value
+        seconds["encode"] += encoding
+        images.append(image)
+        for rec in records:  # ids 1.. within the image: shift them after the shard's so far
+            rec["id"] += len(annotations)
+            if rec["parent_id"] is not None:
+                rec["parent_id"] += len(annotations)
         annotations.extend(records)
-        if "yolo" in job.formats:
-            kept = [i for i, m in enumerate(pred.masks) if m.any()]
-            yolo.append(polygon_lines(pred.masks[kept], pred.label_ids[kept]))
-        seconds["encode"] += time.perf_counter() - predicted
+        if lines is not None:
+            yolo.append(lines)
     shard = {"images": images, "annotations": annotations, "skipped": skipped, "yolo": yolo}
-    start = time.perf_counter()
+    start_write = time.perf_counter()
     write_json_atomic(shard, job.shard_file(index))
-    seconds["write"] = time.perf_counter() - start
+    seconds["write"] = time.perf_counter() - start_write
     return seconds
+
+
+def _records(
+    job: LabelJob, image_id: int, image: Decoded, pred: Prediction
+) -> tuple[dict, list[dict], list[str] | None, float]:
+    """One image's COCO ``images`` entry, its annotations (ids 1.., empty masks left out),
+    for YOLO its label lines (None without), and the seconds this took."""
+    from vlpart.core.yolo import polygon_lines
+
+    start = time.perf_counter()
+    info = {
+        "id": image_id,
+        "file_name": os.path.relpath(image.path.resolve(), job.image_root),
+        "height": image.size[0],
+        "width": image.size[1],
+    }
+    records = instance_records(
+        image_id, pred.masks, pred.scores, pred.category_ids, pred.parent, first_id=1
+    )
+    lines = None
+    if "yolo" in job.formats:
+        kept = [i for i, m in enumerate(pred.masks) if m.any()]
+        lines = polygon_lines(pred.masks[kept], pred.label_ids[kept])
+    return info, records, lines, time.perf_counter() - start

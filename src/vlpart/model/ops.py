@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,6 +32,10 @@ CANONICAL_LEVEL = 4
 LEVEL_EPS = 1e-8
 # Pixels of margin around a box when pasting its mask (bilinear spill-over).
 PASTE_MARGIN = 1
+# Threaded RoIAlign pools at most about this many output values (float32: 4 MB) per call: each
+# thread's result is freed into that thread's own allocator arena (glibc keeps one per thread
+# and does not give it back), so small chunks keep what the arenas hold small.
+ROI_CHUNK_ELEMENTS = 1 << 20
 
 
 def assign_fpn_levels(
@@ -78,9 +82,10 @@ class MultiLevelRoIAlign(nn.Module):
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """Pool ``boxes`` from ``features``.
 
-        Without autograd the boxes are pooled in chunks of about equal cost on
-        ``torch.get_num_threads()`` threads (torchvision's CPU RoIAlign is single-threaded);
-        every box is pooled by the same kernel either way, so the result is the same.
+        Without autograd the boxes are pooled on ``torch.get_num_threads()`` threads
+        (torchvision's CPU RoIAlign is single-threaded), in chunks of about equal cost and of
+        at most about :data:`ROI_CHUNK_ELEMENTS` output values; every box is pooled by the same
+        kernel either way, so the result is the same.
 
         Args:
             features: maps ``Tensor[B, C, H_l, W_l]`` of levels ``min_level, min_level + 1, ...``.
@@ -104,11 +109,13 @@ class MultiLevelRoIAlign(nn.Module):
             and not torch.compiler.is_compiling()
         )
         jobs = []
+        per_box = first.shape[1] * self.output_size**2
         for offset, feat in enumerate(features):
             scale = 1.0 / 2 ** (self.min_level + offset)
             idx = torch.nonzero(levels == self.min_level + offset).squeeze(1)
             if parallel:
-                chunks = idx.split(self._balanced_chunks(rois[idx], scale, threads))
+                parts = max(threads, -(-len(idx) * per_box // ROI_CHUNK_ELEMENTS))
+                chunks = idx.split(self._balanced_chunks(rois[idx], scale, parts))
                 jobs += [(feat, part, scale) for part in chunks if len(part)]
             else:
                 jobs.append((feat, idx, scale))
@@ -167,17 +174,20 @@ class MultiLevelRoIAlign(nn.Module):
         return [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def contiguous_maps(features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
+def contiguous_maps(features: MutableMapping[str, Tensor]) -> OrderedDict[str, Tensor]:
     """``features`` as RoIAlign reads them: in the standard contiguous layout, and in float32
     under autocast (what torchvision's autocast rule for RoIAlign casts them to, here once for
     all the poolings of an image). Maps already so are returned as they are.
 
+    The maps are taken out of ``features`` (left empty) as they are rewritten, so that each
+    original can be freed once its copy exists, not only after the whole pyramid is copied.
     A channels-last map ``Tensor[B, C, H, W]`` is rewritten one image at a time as the transpose
     of its ``[H * W, C]`` matrix, for which PyTorch has a blocked copy about twice as fast as
     ``Tensor.contiguous()``.
     """
     out = OrderedDict()
-    for name, x in features.items():
+    for name in list(features):
+        x = features.pop(name)
         dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
         if x.is_contiguous() and x.dtype == dtype:
             out[name] = x

@@ -94,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "in the main process)",
     )
     p.add_argument(
+        "--writers",
+        type=int,
+        default=1,
+        help="threads that encode the results and draw and write the overlays while the model "
+        "runs (default 1; 0 does it in the main thread; the files are the same either way)",
+    )
+    p.add_argument(
         "--save-masks", action="store_true", help="also write one PNG per instance under OUT/masks/"
     )
     add_refine_options(p)
@@ -113,6 +120,8 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise InputError(f"--workers must be at least 0, got {args.workers}")
+    if args.writers < 0:
+        raise InputError(f"--writers must be at least 0, got {args.writers}")
     if args.every < 1:
         raise InputError(f"--every must be at least 1, got {args.every}")
     paths, missing = expand_inputs(args.inputs, recursive=args.recursive)
@@ -151,6 +160,7 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         save_masks=args.save_masks,
         num_workers=args.workers,
+        writers=args.writers,
     )
     print(
         f"{len(summary.processed)} images, {summary.num_instances} instances -> {args.out}"
