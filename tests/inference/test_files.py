@@ -1,5 +1,6 @@
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -63,6 +64,12 @@ def test_predict_inputs_and_thresholds(segmenter, shared_data):
     a = segmenter.predict(array, vocabulary="dog:head", score_threshold=0.0)
     b = segmenter.predict(Image.open(photo), vocabulary="dog:head", score_threshold=0.0)
     np.testing.assert_array_equal(a.boxes, b.boxes)
+    with warnings.catch_warnings():  # a read-only array (numpy's view of a PIL image) is fine
+        warnings.simplefilter("error")
+        c = segmenter.predict(
+            np.asarray(Image.open(photo)), vocabulary="dog:head", score_threshold=0.0
+        )
+    np.testing.assert_array_equal(a.boxes, c.boxes)
     both = segmenter.predict(
         [array, array[:50, :80].copy()], vocabulary="dog:head", score_threshold=0.0
     )

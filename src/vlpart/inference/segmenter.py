@@ -445,7 +445,9 @@ class PartSegmenter:
         vocab = self.recorded_vocabulary() if vocabulary is None else parse_vocabulary(vocabulary)
         template = template or self.template
         arrays = [read_image(im) for im in batch]
-        tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+        # One copy into channels-first order (also makes a read-only array, such as
+        # ``np.asarray(pil_image)``, writable for torch).
+        tensors = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for a in arrays]
         outputs = self.predict_tensors(
             tensors,
             self.text_embeddings(vocab, template=template),
