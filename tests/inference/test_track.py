@@ -280,6 +280,32 @@ def test_cli_parts_only_vocabulary(tmp_path, checkpoint, clip):
     assert tracked and all(a["parent_track_id"] == -1 and a["parent"] == -1 for a in tracked)
 
 
+def test_cli_defaults_to_the_vocabulary_the_checkpoint_records(
+    tmp_path, checkpoint, clip, tiny_config, capsys
+):
+    weights, rows, _ = map(str, checkpoint)
+    text = ["--encoder", "precomputed", "--embeddings", rows, "--score-thresh", "0.05"]
+    assert main(["track", str(clip), "--out", str(tmp_path / "none"), "--weights", weights, *text])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("vlpart: error: ") and "vocabulary" in last
+    cfg = tiny_config(text_dim=TEXT_DIM, score_thresh=0.05)
+    torch.manual_seed(0)  # the fixture's weights, now with the vocabulary recorded
+    recorded = save_checkpoint(
+        build_model(cfg),
+        tmp_path / "recorded.safetensors",
+        config=cfg,
+        vocabulary=parse_vocabulary(VOCAB).to_json(),
+        text_encoder="precomputed",
+    )
+    argv = ["track", str(clip), "--weights", str(recorded), *text]
+    assert main([*argv, "--out", str(tmp_path / "recorded")]) == 0
+    assert _cli(checkpoint, clip, "--out", tmp_path / "given") == 0
+    got, given = (
+        json.loads((tmp_path / d / "clip.json").read_text()) for d in ("recorded", "given")
+    )
+    assert got["annotations"] and got["annotations"] == given["annotations"]
+
+
 def test_truncated_video_keeps_the_frames_decoded(tmp_path, checkpoint, capsys):
     clip = tmp_path / "clip.mp4"
     write_video(clip, [f.image for f in synth_clip(2, num_frames=30, size=64)], fps=FPS)

@@ -195,7 +195,12 @@ class PartSegmenter:
             model, info = load_official_checkpoint(path)
         else:
             model, info = load_checkpoint(path)
-        encoder = text_encoder or spec.text.build(recorded=info.text_encoder, device=spec.device)
+        text = spec.text
+        if text.vocabulary is None and info.vocabulary:  # precomputed rows of the recorded one
+            text = dataclasses.replace(
+                text, vocabulary=Vocabulary.from_json(info.vocabulary, name="recorded")
+            )
+        encoder = text_encoder or text.build(recorded=info.text_encoder, device=spec.device)
         return cls(
             model,
             encoder,

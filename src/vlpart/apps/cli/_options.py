@@ -61,6 +61,20 @@ def text_options(args: argparse.Namespace, *, vocabulary=None, config_text=None)
     return TextOptions(**{k: v for k, v in given.items() if v is not None})
 
 
+def requested_vocabulary(args: argparse.Namespace):
+    """The :class:`vlpart.core.vocab.Vocabulary` of ``--vocab``, else the one of the zoo model
+    ``--model`` names, else None (``--weights``: the one the checkpoint records, see
+    :meth:`vlpart.inference.segmenter.PartSegmenter.recorded_vocabulary`)."""
+    from vlpart.core.vocab import parse_vocabulary
+
+    spec = args.vocabulary
+    if spec is None and args.model is not None:
+        from vlpart.model.zoo import get_model
+
+        spec = get_model(args.model).vocabulary
+    return None if spec is None else parse_vocabulary(spec)
+
+
 def segmenter_spec(args: argparse.Namespace, *, vocabulary=None, **fields):
     """The :class:`vlpart.inference.segmenter.SegmenterSpec` that ``--weights``/``--model``, the
     text flags and ``fields`` (``device``, ``precision``, ``refiner``, ``text``) describe."""

@@ -9,6 +9,7 @@ from vlpart.apps.cli._options import (
     add_refine_options,
     add_text_options,
     refiner_spec,
+    requested_vocabulary,
     segmenter_spec,
 )
 from vlpart.core.errors import InputError
@@ -110,7 +111,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from vlpart.core.vocab import parse_vocabulary
     from vlpart.inference.files import expand_inputs, predict_files
     from vlpart.inference.video import is_video
 
@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> None:
         logging.getLogger("vlpart").warning("%s: %s", item, reason)
     if not paths and not args.webcam:
         raise InputError("no input images found")
-    if args.vocabulary is None and args.model is not None:
-        from vlpart.model.zoo import get_model
-
-        args.vocabulary = get_model(args.model).vocabulary
-    vocabulary = None if args.vocabulary is None else parse_vocabulary(args.vocabulary)
+    vocabulary = requested_vocabulary(args)
     spec = segmenter_spec(
         args,
         vocabulary=vocabulary,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlpart.apps.cli._options import add_text_options, segmenter_spec
+from vlpart.apps.cli._options import add_text_options, requested_vocabulary, segmenter_spec
 from vlpart.core.errors import InputError
 
 
@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vocab",
         dest="vocabulary",
-        help="vocabulary: 'dog:head,torso', 'pascal_part', ... (required with --weights)",
+        help="vocabulary: 'dog:head,torso', 'pascal_part', ... (default: with --weights the "
+        "vocabulary the checkpoint records, with --model the model's own)",
     )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument(
@@ -65,20 +66,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from vlpart.core.vocab import parse_vocabulary
     from vlpart.inference.tracking.video import track_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.every < 1:
         raise InputError(f"--every must be at least 1, got {args.every}")
-    if args.vocabulary is None:
-        if args.model is None:
-            raise InputError("--vocab is required with --weights")
-        from vlpart.model.zoo import get_model
-
-        args.vocabulary = get_model(args.model).vocabulary
-    vocabulary = parse_vocabulary(args.vocabulary)
+    vocabulary = requested_vocabulary(args)
     propagator = None
     if args.tracker == "sam2":
         from vlpart.inference.tracking.sam2 import Sam2Propagator
@@ -86,6 +80,8 @@ def run(args: argparse.Namespace) -> None:
         propagator = Sam2Propagator.from_pretrained(args.sam2_weights, device=args.device)
     spec = segmenter_spec(args, vocabulary=vocabulary, device=args.device, precision=args.precision)
     segmenter = spec.build()
+    if vocabulary is None:  # --weights without --vocab: the one the checkpoint records
+        vocabulary = segmenter.recorded_vocabulary()
     errors = []
     for source in args.inputs:
         summary = track_video(
