@@ -115,4 +115,4 @@ def test_no_import_cycles_lazy_ones_included():
 def test_the_checker_sees_lazy_imports():
     # The tests above would be blind if function-level imports were skipped.
     lazy = _imports(_modules())["vlpart.apps.cli.predict"]  # its imports all sit inside run()
-    assert "vlpart.inference.files" in lazy and "vlpart.core.vocab" in lazy
+    assert "vlpart.inference.files" in lazy and "vlpart.inference.video" in lazy
