@@ -13,10 +13,10 @@ calibration on every other Pascal-Part photo (sorted by name) and compared on th
   reported are the share with IoU >= 0.9 and the mean (as ``benchmarks/bf16_accuracy.py``).
 
 With ``--quickstart RUN [RUN ...]`` (folders written by ``vlpart quickstart``:
-``model.safetensors`` and ``world/``) it also reports, per run, mask/box AP of that model on its held-out images
-(``world/parts_val.json``) in fp32 and int8, calibrated on its first ``--calibration-images``
-training images (``world/parts_base_train.json``), and the mean and spread of the int8 − fp32
-changes over the runs::
+``model.safetensors`` and ``world/``) it also reports, per run, mask/box AP of that model on its
+held-out images (``world/parts_val.json``) in fp32 and int8, calibrated on its first
+``--calibration-images`` training images (``world/parts_base_train.json``), and the mean and
+spread of the int8 − fp32 changes over the runs::
 
     flock /tmp/cpu.lock python benchmarks/int8_latency.py \\
         --photos ../shared/data/pascal_part_examples --threads 2 \\
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -156,16 +157,22 @@ def spread(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--photos", type=Path, help="Pascal-Part photos (latency, agreement)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quickstart", type=Path, nargs="+", default=[], help="quickstart runs")
     parser.add_argument("--calibration-images", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = {"photos": photos_report(args.photos, args.runs)}
+    report = {}
+    if args.photos:
+        report["photos"] = photos_report(args.photos, args.runs)
+        print(json.dumps(report["photos"]), file=sys.stderr, flush=True)  # progress
     if args.quickstart:
-        runs = [held_out_ap(run, args.calibration_images) for run in args.quickstart]
+        runs = []
+        for run in args.quickstart:
+            runs.append(held_out_ap(run, args.calibration_images))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         report["held_out"] = {"runs": runs, "over_runs": spread(runs)}
     print(json.dumps(report, indent=2))
 
