@@ -12,8 +12,15 @@ calibration on every other Pascal-Part photo (sorted by name) and compared on th
 * agreement: for each fp32 detection, the best IoU of an int8 detection with the same label;
   reported are the share with IoU >= 0.9 and the mean (as ``benchmarks/bf16_accuracy.py``).
 
-With ``--weights/--ann/--image-root`` it also reports mask/box AP of that trained model on that
-COCO-format held-out set in fp32 and int8, calibrated on ``--calibration`` images.
+With ``--quickstart RUN [RUN ...]`` (folders written by ``vlpart quickstart``:
+``model.safetensors`` and ``world/``) it also reports, per run, mask/box AP of that model on its
+held-out images (``world/parts_val.json``) in fp32 and int8, calibrated on its first
+``--calibration-images`` training images (``world/parts_base_train.json``), and the mean and
+spread of the int8 − fp32 changes over the runs::
+
+    flock /tmp/cpu.lock python benchmarks/int8_latency.py \\
+        --photos ../shared/data/pascal_part_examples --threads 2 \\
+        --quickstart runs/seeds/seed_0 runs/seeds/seed_1 runs/seeds/seed_2
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +44,13 @@ from vlpart.text.base import TextEncoder
 
 AGREEMENT_IOU = 0.9
 NUM_CLASSES = 20
+# Reported AP keys: (COCOeval IoU type, metric).
+METRICS = {
+    "mask_AP": ("segm", "AP"),
+    "mask_AP50": ("segm", "AP50"),
+    "box_AP": ("bbox", "AP"),
+    "box_AP50": ("bbox", "AP50"),
+}
 
 
 class _Fixed(TextEncoder):
@@ -99,42 +114,66 @@ def photos_report(photos: Path, runs: int) -> dict:
     }
 
 
-def held_out_ap(weights: Path, ann: Path, root: Path, calibration: list[Path]) -> dict:
-    out = {}
-    fp32 = PartSegmenter.from_pretrained(weights)
+def held_out_ap(run: Path, num_calibration: int) -> dict:
+    """fp32 and int8 AP of the quickstart model in ``run`` on its held-out images."""
+    world = run / "world"
+    train = json.loads((world / "parts_base_train.json").read_text())["images"]
+    calibration = [world / info["file_name"] for info in train[:num_calibration]]
+    out = {"run": str(run), "calibration_images": len(calibration)}
+    fp32 = PartSegmenter.from_pretrained(run / "model.safetensors")
     for precision in ("fp32", "int8"):
         seg = fp32
         if precision == "int8":
             options = {"info": fp32.info, "calibration": calibration}
             seg = PartSegmenter(fp32.model, fp32.text_encoder, precision="int8", **options)
         start = time.perf_counter()
-        report = evaluate_model(seg, ann, root, progress=False)
+        report = evaluate_model(seg, world / "parts_val.json", world, progress=False)
         out[precision] = {
             "seconds": round(time.perf_counter() - start, 2),
-            "mask_AP": round(100 * report.metrics["segm"]["AP"], 2),
-            "mask_AP50": round(100 * report.metrics["segm"]["AP50"], 2),
-            "box_AP": round(100 * report.metrics["bbox"]["AP"], 2),
+            **{
+                key: round(100 * report.metrics[iou][name], 2)
+                for key, (iou, name) in METRICS.items()
+            },
         }
-    for key in ("mask_AP", "mask_AP50", "box_AP"):
+    for key in METRICS:
         out[f"delta_{key}"] = round(out["int8"][key] - out["fp32"][key], 2)
+    return out
+
+
+def spread(runs: list[dict]) -> dict:
+    """Mean, sample std, min and max of each int8 − fp32 change over ``runs``."""
+    out = {}
+    for key in METRICS:
+        deltas = [r[f"delta_{key}"] for r in runs]
+        std = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+        out[f"delta_{key}"] = {
+            "mean": round(statistics.mean(deltas), 2),
+            "std": round(std, 2),
+            "min": min(deltas),
+            "max": max(deltas),
+        }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--photos", type=Path, help="Pascal-Part photos (latency, agreement)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--weights", type=Path)
-    parser.add_argument("--ann", type=Path)
-    parser.add_argument("--image-root", type=Path)
-    parser.add_argument("--calibration", type=Path, help="folder of calibration images")
+    parser.add_argument("--quickstart", type=Path, nargs="+", default=[], help="quickstart runs")
+    parser.add_argument("--calibration-images", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = {"photos": photos_report(args.photos, args.runs)}
-    if args.weights:
-        calibration = sorted(p for p in args.calibration.iterdir() if p.suffix in (".png", ".jpg"))
-        report["held_out"] = held_out_ap(args.weights, args.ann, args.image_root, calibration)
+    report = {}
+    if args.photos:
+        report["photos"] = photos_report(args.photos, args.runs)
+        print(json.dumps(report["photos"]), file=sys.stderr, flush=True)  # progress
+    if args.quickstart:
+        runs = []
+        for run in args.quickstart:
+            runs.append(held_out_ap(run, args.calibration_images))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        report["held_out"] = {"runs": runs, "over_runs": spread(runs)}
     print(json.dumps(report, indent=2))
 
 
