@@ -43,6 +43,7 @@ from vlpart.training.finetune import finetune, plan_finetune
 from vlpart.training.train import train
 
 SIZE = 128
+REFERENCE_ITERATIONS = 150
 
 
 def _base_model(world: Path, out: Path, iterations: int) -> Path:
@@ -124,7 +125,7 @@ def main() -> None:
     p.add_argument("--novel", default="dog")
     p.add_argument("--skip-r50", action="store_true")
     p.add_argument("--reference", type=int, metavar="K", help="also the hand-written run on K")
-    p.add_argument("--reference-iters", type=int, default=150)
+    p.add_argument("--reference-iters", type=int, default=REFERENCE_ITERATIONS)
     p.add_argument("--keep-known", choices=("both", "on", "off"), default="both")
     args = p.parse_args()
     torch.manual_seed(0)
