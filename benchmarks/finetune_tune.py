@@ -43,7 +43,8 @@ VARIANTS = {
     "lr3e-4_unfrozen": {"FINETUNE_LR": 3e-4, "SMALL_DATA_FREEZE": ()},
     "epochs40": {"EPOCHS": 40},
     "pseudo0.3": {"PSEUDO_LABEL_SCORE": 0.3},
-    "known_iou0.5": {"PSEUDO_LABEL_MAX_IOU": 0.5},
+    # keep-known before 7 Dec 2026: also the start's detections on the file's own instances
+    "known_overlapping": {"PSEUDO_LABEL_MAX_IOU": float("inf")},
 }
 
 
