@@ -315,3 +315,39 @@ def test_resume_after_kill_9_finishes_the_run(synthetic_world, tmp_path, start_c
     iterations = [r["iteration"] for r in lines]
     assert iterations == sorted(set(iterations)) and iterations[-1] == 20
     assert (out / "report.md").is_file() and (out / "model.safetensors").is_file()
+
+
+class _FixedDetections:
+    """A stand-in segmenter whose every image shows the same two detections of known
+    category 0: one on the file's own annotation, one elsewhere."""
+
+    label_ids = [0, 0]
+
+    def predict(self, image, *, vocabulary, score_threshold):
+        return self
+
+    def to_coco(self, image_id):
+        square = {"counts": "", "size": [64, 64]}
+        return [
+            {"bbox": [10.0, 10.0, 20.0, 20.0], "segmentation": square, "score": 0.9},
+            {"bbox": [40.0, 40.0, 10.0, 10.0], "segmentation": square, "score": 0.8},
+        ]
+
+
+def test_keep_known_drops_old_names_for_the_files_own_instances():
+    from vlpart.core.vocab import Vocabulary
+    from vlpart.training.finetune_data import pseudo_label_known
+
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [11, 11, 19, 19], "iscrowd": 0}
+        ],
+        "categories": [{"id": 1, "name": "dog:torso"}],
+    }
+    known = Vocabulary.from_json([{"name": "cat:torso", "object": "cat", "part": "torso"}])
+    out, added = pseudo_label_known(_FixedDetections(), data, ".", known)
+    # the cat torso on the user's dog torso (IoU 0.9) is not added; the other one is
+    assert added == 1
+    assert [a["bbox"] for a in out["annotations"]] == [[11, 11, 19, 19], [40.0, 40.0, 10.0, 10.0]]
+    assert out["categories"][-1]["name"] == "cat:torso"

@@ -70,6 +70,9 @@ MAX_WARMUP_ITERS = 50
 # frozen.
 FREEZE_BACKBONE_BELOW = 50
 SMALL_DATA_FREEZE = ("backbone",)
+# Images per batch: on CPU (2 cores) and on a GPU.
+CPU_BATCH_SIZE = 2
+GPU_BATCH_SIZE = 8
 # Checkpoints per run: a kill loses at most 1/CHECKPOINTS of the schedule.
 CHECKPOINTS = 10
 
@@ -299,7 +302,9 @@ def _prepare(
             validation = f"held-out 10 % of the annotated images ({len(split[1]['images'])})"
     num_train_images = train.num_annotated - (len(split[1]["images"]) if split else 0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    batch_size = min(8 if device == "cuda" else 2, max(1, num_train_images))
+    batch_size = min(
+        GPU_BATCH_SIZE if device == "cuda" else CPU_BATCH_SIZE, max(1, num_train_images)
+    )
     sched = _schedule(num_train_images, batch_size, iterations)
     freeze = list(SMALL_DATA_FREEZE) if num_train_images < FREEZE_BACKBONE_BELOW else []
     known = len(begin.vocabulary) if begin.vocabulary is not None else 0

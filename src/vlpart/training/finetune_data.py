@@ -6,7 +6,8 @@
 * :func:`held_out_split`: the 10 % validation split made when no ``--val`` file is given;
 * :func:`pseudo_label_known`: the starting model's own detections of the categories it knew, on
   the user's images, added as annotations so that fine-tuning does not teach it that they are
-  background (the forgetting limiter, see ``docs/finetune.md``).
+  background (the forgetting limiter, see ``docs/finetune.md``); detections on the file's own
+  instances are left out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from vlpart.core.coco import category_vocabulary, load_coco
@@ -41,6 +44,10 @@ HELD_OUT_FRACTION = 0.1
 MIN_IMAGES_FOR_SPLIT = 10
 # Score from which a starting model's detection of a category it knew becomes an annotation.
 PSEUDO_LABEL_SCORE = 0.5
+# A detection of a known category whose box overlaps one of the file's own annotations by at
+# least this IoU is dropped: it is the start's old name for the user's instance (a dog's torso
+# detected as a cat's), and keeping it would teach both labels for one box.
+PSEUDO_LABEL_MAX_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,9 @@ def pseudo_label_known(
     segmenter, data: dict, image_root: str | Path, known: Vocabulary
 ) -> tuple[dict, int]:
     """``data`` plus the starting model's detections of ``known`` categories the file does not
-    name, scoring at least :data:`PSEUDO_LABEL_SCORE`, as annotations of added categories.
+    name, scoring at least :data:`PSEUDO_LABEL_SCORE` and overlapping none of the file's own
+    annotations of that image by :data:`PSEUDO_LABEL_MAX_IOU` box IoU or more, as annotations
+    of added categories.
 
     Args:
         segmenter: a :class:`~vlpart.inference.segmenter.PartSegmenter` of the starting model.
@@ -206,6 +215,10 @@ def pseudo_label_known(
         for i, c in zip(new_ids, extra, strict=True)
     ]
     ann_id = max([int(a["id"]) for a in data["annotations"]], default=0) + 1
+    own: dict[int, list] = {}
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        own.setdefault(int(ann["image_id"]), []).append([x, y, x + w, y + h])
     added = 0
     for info in tqdm(data["images"], desc="label known categories", disable=None):
         pred = segmenter.predict(
@@ -214,9 +227,10 @@ def pseudo_label_known(
             score_threshold=PSEUDO_LABEL_SCORE,
         )
         records = pred.to_coco(int(info["id"]))
-        for record, label in zip(records, pred.label_ids, strict=True):
+        overlap = _max_iou(records, own.get(int(info["id"]), []))
+        for record, label, iou in zip(records, pred.label_ids, overlap, strict=True):
             x, y, w, h = record["bbox"]
-            if w <= 0 or h <= 0:
+            if w <= 0 or h <= 0 or iou >= PSEUDO_LABEL_MAX_IOU:
                 continue
             out["annotations"].append(
                 {
@@ -232,3 +246,12 @@ def pseudo_label_known(
             ann_id += 1
             added += 1
     return out, added
+
+
+def _max_iou(records: list[dict], boxes: list[list[float]]) -> list[float]:
+    """For each COCO record, its largest box IoU with ``boxes`` (XYXY; 0 when there are none)."""
+    if not records or not boxes:
+        return [0.0] * len(records)
+    xywh = torch.tensor([r["bbox"] for r in records], dtype=torch.float64)
+    xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    return box_iou(xyxy, torch.tensor(boxes, dtype=torch.float64)).max(dim=1).values.tolist()
