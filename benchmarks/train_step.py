@@ -27,7 +27,8 @@ selection, matching, sampling, targets and the losses; ``backward``; ``optimizer
 ``step``); ``other`` is the rest of the step (loss sum, finiteness check, zero_grad, scheduler).
 The per-step losses are printed too (``losses``): with ``--compare-src`` every variant also runs
 with ``PYTHONPATH=DIR`` (an older checkout's ``src``), interleaved, and the two sets of losses
-and step times are compared (``max_loss_diff``, ``speedup``).
+and step times are compared (``max_loss_diff``, ``speedup``; ``speedup_vs_compare_fp32``: a
+``*_amp`` variant against the older checkout's fp32 step).
 
 Prints one JSON object. Times are wall-clock on whatever else the machine is running: compare
 numbers within one run only.
@@ -342,6 +343,12 @@ def main() -> None:
         new["max_loss_diff"] = max(
             abs(a - b) for a, b in zip(new["losses"], old["losses"], strict=True)
         )
+    for name in ("quickstart", "r50"):
+        # bf16 now against the fp32 step of the older checkout: the speed-up at other numerics.
+        if name + "_amp" in results and name + "@compare" in results:
+            results[name + "_amp"]["speedup_vs_compare_fp32"] = round(
+                results[name + "@compare"]["step_s"] / results[name + "_amp"]["step_s"], 3
+            )
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

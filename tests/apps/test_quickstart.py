@@ -163,6 +163,33 @@ def test_seeds_report_mean_and_std(tmp_path):
         run_quickstart_seeds(tmp_path, settings, num_seeds=1)
 
 
+def test_amp_option_trains_every_row_with_autocast(monkeypatch, tmp_path):
+    from vlpart.apps.quickstart import run as qs_run
+
+    seen = []
+
+    def fake_train(cfg, run_dir, **_):
+        seen.append(cfg.train.amp)
+        raise SystemExit  # stop after the first row's config
+
+    monkeypatch.setattr(qs_run, "train", fake_train)
+    for amp in (False, True):
+        with pytest.raises(SystemExit):
+            run_quickstart(tmp_path / str(amp), QuickstartSettings(**{**TOY.__dict__, "amp": amp}))
+    assert seen == [False, True]
+    captured = []
+
+    def fake_run(out, settings):
+        captured.append(settings)
+        (Path(out) / "report.md").write_text("# report\n")
+        return {"model": "model.safetensors"}
+
+    monkeypatch.setattr(qs_run, "run_quickstart", fake_run)
+    (tmp_path / "cli").mkdir()
+    assert main(["quickstart", "--amp", "--out", str(tmp_path / "cli")]) == 0
+    assert captured[0].amp is True
+
+
 def test_quickstart_cli_rejects_bad_options(capsys):
     assert main(["quickstart", "--budget-minutes", "0"]) == 2
     assert "--budget-minutes must be positive" in capsys.readouterr().err
