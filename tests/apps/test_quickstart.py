@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from vlpart.apps.cli import main
+from vlpart.apps.quickstart.report import _schedule_text
 from vlpart.apps.quickstart.run import (
     QuickstartSettings,
     budget_schedule,
@@ -177,6 +178,8 @@ def test_amp_option_trains_every_row_with_autocast(monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             run_quickstart(tmp_path / str(amp), QuickstartSettings(**{**TOY.__dict__, "amp": amp}))
     assert seen == [False, True]
+    result = {"settings": {"batch_size": 4, "image_size": 128, "amp": True}, "ratios": {"a": 1.0}}
+    assert "bfloat16 autocast (`--amp`)" in _schedule_text(result, [])
     captured = []
 
     def fake_run(out, settings):
