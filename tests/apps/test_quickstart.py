@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from vlpart.apps.cli import main
+from vlpart.apps.quickstart.report import _schedule_text
 from vlpart.apps.quickstart.run import (
     QuickstartSettings,
     budget_schedule,
@@ -161,6 +162,35 @@ def test_seeds_report_mean_and_std(tmp_path):
     assert "±" in (tmp_path / "report.md").read_text()
     with pytest.raises(ValueError, match="at least 2 seeds"):
         run_quickstart_seeds(tmp_path, settings, num_seeds=1)
+
+
+def test_amp_option_trains_every_row_with_autocast(monkeypatch, tmp_path):
+    from vlpart.apps.quickstart import run as qs_run
+
+    seen = []
+
+    def fake_train(cfg, run_dir, **_):
+        seen.append(cfg.train.amp)
+        raise SystemExit  # stop after the first row's config
+
+    monkeypatch.setattr(qs_run, "train", fake_train)
+    for amp in (False, True):
+        with pytest.raises(SystemExit):
+            run_quickstart(tmp_path / str(amp), QuickstartSettings(**{**TOY.__dict__, "amp": amp}))
+    assert seen == [False, True]
+    result = {"settings": {"batch_size": 4, "image_size": 128, "amp": True}, "ratios": {"a": 1.0}}
+    assert "bfloat16 autocast (`--amp`)" in _schedule_text(result, [])
+    captured = []
+
+    def fake_run(out, settings):
+        captured.append(settings)
+        (Path(out) / "report.md").write_text("# report\n")
+        return {"model": "model.safetensors"}
+
+    monkeypatch.setattr(qs_run, "run_quickstart", fake_run)
+    (tmp_path / "cli").mkdir()
+    assert main(["quickstart", "--amp", "--out", str(tmp_path / "cli")]) == 0
+    assert captured[0].amp is True
 
 
 def test_quickstart_cli_rejects_bad_options(capsys):

@@ -190,3 +190,14 @@ def test_backbone_weights_are_checked_against_the_hash_in_their_name(tmp_path, m
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(DownloadError, match="SHA-256 .* does not match the expected 0676ba61"):
         resolve_weights("resnet50")
+
+
+def test_efficientnet_trunk_trains_in_float32_under_cpu_autocast():
+    # bfloat16 depthwise-convolution gradients are slow on CPUs: training under autocast runs
+    # the trunk in float32: the same maps as without autocast.
+    trunk = build_backbone("efficientnet_lite0", weights=None, out_channels=16).body
+    x = torch.rand(1, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = trunk(x)
+    assert all(f.dtype == torch.float32 for f in trained.values())
+    torch.testing.assert_close(dict(trained), dict(trunk(x)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -96,14 +97,16 @@ class VLPartDetector(nn.Module):
         if not self.training:
             detections = self.detect(batch, text_embeddings=text_embeddings)
             return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        features = self.backbone(batch.tensors)
+        # Training runs the backbone and the RPN in channels-last layout (oneDNN's fast one for
+        # convolutions and their gradients) and gives RoIAlign standard contiguous maps.
+        features = self.backbone(batch.tensors.contiguous(memory_format=torch.channels_last))
         weights = LOSS_WEIGHTS[kind]
         rpn_wanted = "loss_objectness" in weights
         proposals, scores, losses = self.rpn(
             batch, features, targets if rpn_wanted else None, compute_losses=rpn_wanted
         )
         _, roi_losses = self.roi_heads(
-            features,
+            OrderedDict((name, x.contiguous()) for name, x in features.items()),
             proposals,
             batch.image_sizes,
             targets,

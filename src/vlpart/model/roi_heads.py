@@ -250,7 +250,10 @@ class TextRoIHeads(RoIHeads):
                 pos = pos[torch.randperm(len(pos), device=pos.device)[: self.mask_rois_per_image]]
             pos_boxes.append(b[pos])
             pos_targets.append(mask_targets(t["masks"], b[pos], m[pos], 2 * MASK_POOL_SIZE))
-        mask_feats = self.mask_head(self.mask_roi_pool(features, pos_boxes))
+        # The mask head's convolutions and deconvolution, forward and backward, are faster on
+        # channels-last maps (as at inference, see vlpart.model.optimize); same values.
+        pooled = self.mask_roi_pool(features, pos_boxes)
+        mask_feats = self.mask_head(pooled.contiguous(memory_format=torch.channels_last))
         return mask_loss(self.mask_predictor(mask_feats), torch.cat(pos_targets))
 
     def _image_losses(

@@ -155,7 +155,8 @@ def _schedule_text(result: dict, rows: list[RowResult]) -> str:
     return (
         f"Each row trains EfficientNet-Lite0 + FPN with MiniLM text embeddings "
         f"(`configs/quickstart.yaml`, {s['batch_size']} images per step at {s['image_size']} px; "
-        f"iterations {per_row}; source ratios {names} = {ratios})."
+        f"iterations {per_row}; source ratios {names} = {ratios})"
+        + (", trained with bfloat16 autocast (`--amp`)." if s.get("amp") else ".")
     )
 
 
