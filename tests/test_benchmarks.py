@@ -20,6 +20,7 @@ def test_benchmark_imports(path, monkeypatch):
     spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python benchmarks/x.py` runs it
     spec.loader.exec_module(module)  # module level: imports and definitions only
     assert callable(module.main)
     assert module.__doc__ and "python benchmarks/" in module.__doc__
