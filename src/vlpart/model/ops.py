@@ -15,6 +15,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from vlpart.model.roi_align import roi_align as pool_rois
+
 __all__ = [
     "MultiLevelRoIAlign",
     "assign_fpn_levels",
@@ -122,7 +124,7 @@ class MultiLevelRoIAlign(nn.Module):
 
         def pool(job: tuple[Tensor, Tensor, float]) -> None:
             feat, idx, scale = job
-            pooled = roi_align(
+            pooled = pool_rois(
                 feat,
                 rois[idx],
                 self.output_size,
