@@ -4,10 +4,9 @@ torchvision's CPU backward visits every (box, channel, bin, sample) on one threa
 the bilinear weights for each channel. RoIAlign is separable: with ``A_y[p, y]`` the weight of
 feature row ``y`` in output row ``p`` (bilinear, averaged over the bin's samples, zero where a
 sample falls outside the map) and ``A_x`` the same for columns, a box pools
-``out[c] = A_y @ feature[c] @ A_x.T`` and the gradient of its feature map is
-``A_y.T @ grad_out[c] @ A_x``. Both factors are computed once per box, in a window of the map
-that holds all of the box's samples; the two products are batched over boxes and the windows are
-added into the map in one indexed accumulation. The forward pass is torchvision's own.
+``out[c] = A_y @ feature[c] @ A_x.T``. Here both factors are computed once per box, only over
+the few pixels each bin touches, and the gradient of the whole map is one sparse matrix product
+of their outer products with the output gradient. The forward pass is torchvision's own.
 """
 
 from __future__ import annotations
