@@ -46,14 +46,7 @@ def roi_align(
         Tensor[R, C, S, S].
     """
     if features.device.type != "cpu" or not (torch.is_grad_enabled() and features.requires_grad):
-        return tv_roi_align(
-            features,
-            rois,
-            output_size,
-            spatial_scale=spatial_scale,
-            sampling_ratio=sampling_ratio,
-            aligned=aligned,
-        )
+        return tv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
     dtype = features.dtype
     if torch.is_autocast_enabled("cpu"):
         features, rois = features.float(), rois.float()
@@ -67,14 +60,7 @@ class _RoIAlign(torch.autograd.Function):
     def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.setup = (features.shape, output_size, spatial_scale, sampling_ratio, aligned)
-        return tv_roi_align(
-            features,
-            rois,
-            output_size,
-            spatial_scale=spatial_scale,
-            sampling_ratio=sampling_ratio,
-            aligned=aligned,
-        )
+        return tv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
     def backward(ctx, grad):
