@@ -118,9 +118,9 @@ def roi_align_input_grad(
         grid = (extent / size).ceil().to(torch.int64)
     col, col_weight = _axis_weights(start[:, 0], extent[:, 0], grid[:, 0], size, width)
     row, row_weight = _axis_weights(start[:, 1], extent[:, 1], grid[:, 1], size, height)
-    # Entry (r, p, q, a, b): pixel (row[r, p] + a, col[r, q] + b) of box r's image, output (p, q).
-    row = (rois[:, 0].to(torch.int64) * height)[:, None, None] + row
-    pixel = row[:, :, None, :, None] * width + col[:, None, :, None, :]
+    # Entry (r, p, q, a, b): pixel (row[r, p, a], col[r, q, b]) of box r's image, output (p, q).
+    map_row = (rois[:, 0].to(torch.int64) * height)[:, None, None] + row
+    pixel = map_row[:, :, None, :, None] * width + col[:, None, :, None, :]
     weight = row_weight[:, :, None, :, None] * col_weight[:, None, :, None, :]
     output = torch.arange(num_rois * size * size, device=grad.device)
     output = output.view(num_rois, size, size, 1, 1).expand_as(pixel)
