@@ -5,17 +5,23 @@ for byte.
 
 The folder holds ``--num-images`` copies of the Pascal-Part example photos (~500×375 JPEGs,
 cycled); the model is a random-init R50 detector with the released checkpoints' settings (800 px,
-1000 proposals, 100 detections; speed does not depend on the weights; seed 0, so every run
-builds the same one) and the Pascal-Part vocabulary's released CLIP RN50 embeddings.
-``--score-thresh`` is the predict threshold (random weights score about 0.5, so the default 0.3
-keeps all 100 detections per image: the slow case for encoding and drawing).
+1000 proposals, 100 detections; seed 0, so every run builds the same one) and the Pascal-Part
+vocabulary's released CLIP RN50 embeddings. ``--score-thresh`` is the predict threshold (random
+weights score about 0.5 for every class, so the default 0.3 keeps all 100 detections per image
+and every class's NMS sees all 1000 boxes: the slow case for NMS, encoding and drawing).
+``--weights`` runs a trained model file instead, e.g. a quickstart's (128 px, a fraction of the
+R50's time: the case where decoding and writing are a large share of an image's time).
 
 Each run is its own process over the whole folder, one after another in this one invocation
 (compare the runs of one invocation only: the machine may be loaded): for each ``--writers``
 value (0: encode and write in the main thread, the sequential path; N: N writer threads) with
 ``--workers`` decoding processes, and with ``--before-src`` first the same folder through
 another vlpart source tree (e.g. the commit before the pipeline) as the baseline. Every run's
-output folder must equal the first run's byte for byte (``identical`` in the JSON). Prints JSON.
+output folder must equal the first run's byte for byte (``identical`` in the JSON). The runs of
+this tree with writer threads wait for OpenMP work passively, as ``vlpart predict`` sets it
+(``OMP_WAIT_POLICY``, unless the environment sets it: export ``OMP_WAIT_POLICY=ACTIVE`` to
+measure spinning waits); the ``--writers 0`` and ``--before-src`` runs keep the environment as it
+is, as ``vlpart predict --writers 0`` and the older ``vlpart predict`` do. Prints JSON.
 
     flock /tmp/cpu.lock python benchmarks/predict_throughput.py --threads 2 \\
         --before-src /path/to/old/vlpart/src --writers 0 1
@@ -55,9 +61,12 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vocab = parse_vocabulary("pascal_part")
-    encoder = PrecomputedTextEncoder(torch.from_numpy(np.load(EMBEDDINGS)), vocab.prompts())
-    model = build_model(ModelConfig(backbone_weights=None))
-    segmenter = PartSegmenter(model, encoder, precision=args.precision)
+    if args.weights is None:
+        encoder = PrecomputedTextEncoder(torch.from_numpy(np.load(EMBEDDINGS)), vocab.prompts())
+        model = build_model(ModelConfig(backbone_weights=None))
+        segmenter = PartSegmenter(model, encoder, precision=args.precision)
+    else:
+        segmenter = PartSegmenter.from_pretrained(args.weights, precision=args.precision)
     segmenter.predict(np.zeros((64, 64, 3), np.uint8), vocabulary=vocab)  # warm-up
     paths, _ = expand_inputs([str(args.folder)])
     extra = {} if args.writers is None else {"writers": args.writers}
@@ -85,13 +94,20 @@ def _run(src: Path, folder: Path, out: Path, args: argparse.Namespace, writers: 
     cmd = [sys.executable, __file__, "--worker", "--folder", str(folder), "--out", str(out)]
     cmd += ["--threads", str(args.threads), "--workers", str(args.workers)]
     cmd += ["--score-thresh", str(args.score_thresh), "--precision", args.precision]
+    if args.weights is not None:
+        cmd += ["--weights", str(args.weights)]
     if writers is not None:
         cmd += ["--writers", str(writers)]
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(args.threads)}
+    if src == REPO_SRC and writers != 0:  # as `vlpart predict` does (vlpart.apps.cli)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run failed ({src}, writers {writers}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        **json.loads(done.stdout.strip().splitlines()[-1]),
+        "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset"),
+    }
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -111,6 +127,12 @@ def main() -> None:
     parser.add_argument("--before-src", type=Path, help="another vlpart src tree: the baseline")
     parser.add_argument("--score-thresh", type=float, default=0.3, help="(SCORE_THRESH)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a trained model file (e.g. a quickstart's model.safetensors, its own text encoder) "
+        "instead of the random-init R50",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -146,7 +168,7 @@ def main() -> None:
         "precision": args.precision,
         "score_thresh": args.score_thresh,
         "num_images": args.num_images,
-        "model": "R50-FPN random init, released settings",
+        "model": str(args.weights) if args.weights else "R50-FPN random init, released settings",
         "runs": runs,
         "speedup_vs_first": {k: round(base / v["seconds"], 3) for k, v in runs.items()},
     }

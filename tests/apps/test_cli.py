@@ -1,4 +1,5 @@
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -161,3 +162,48 @@ def test_readme_setup_commands_match_ci():
     main_cmd, test_cmd = (line for line in blocks[0].splitlines() if line.strip())
     assert "vlpart " in main_cmd
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "preset", "expected"),
+    [
+        (["predict", "no_such_image.jpg", "--weights", "x.safetensors"], None, "PASSIVE"),
+        (
+            ["label", "no_such_dir", "--weights", "x.pth", "--vocab", "dog", "--out", "o"],
+            None,
+            "PASSIVE",
+        ),
+        (["predict", "no_such_image.jpg", "--weights", "x.safetensors"], "ACTIVE", "ACTIVE"),
+        (["predict", "no_such_image.jpg", "--weights", "x.pth", "--writers", "0"], None, None),
+        (["eval", "--pred", "no_such.json", "--gt", "no_such.json"], None, None),
+    ],
+)
+def test_pipelined_commands_make_openmp_wait_passively(tmp_path, argv, preset, expected):
+    """``predict`` (with writer threads) and ``label`` set ``OMP_WAIT_POLICY=PASSIVE`` (unless
+    the user set it) before torch loads OpenMP, so that the model's idle OpenMP threads leave
+    the cores to the writer threads; ``--writers 0`` and other commands leave it alone."""
+    code = (
+        "import importlib.abc, os, sys\n"
+        "seen = []\n"
+        "class Watch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' and not seen:\n"
+        "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from vlpart.apps.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "print('RC', rc, 'POLICY', seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.splitlines()[-1]
+    # Each command fails on its missing input, after torch is loaded (the policy is read then).
+    assert out == f"RC 2 POLICY [{expected!r}]"
