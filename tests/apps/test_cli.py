@@ -175,13 +175,15 @@ def test_readme_setup_commands_match_ci():
         ),
         (["predict", "no_such_image.jpg", "--weights", "x.safetensors"], "ACTIVE", "ACTIVE"),
         (["predict", "no_such_image.jpg", "--weights", "x.pth", "--writers", "0"], None, None),
+        (["predict", "--webcam", "0", "--weights", "x.safetensors"], None, None),
         (["eval", "--pred", "no_such.json", "--gt", "no_such.json"], None, None),
     ],
 )
 def test_pipelined_commands_make_openmp_wait_passively(tmp_path, argv, preset, expected):
     """``predict`` (with writer threads) and ``label`` set ``OMP_WAIT_POLICY=PASSIVE`` (unless
     the user set it) before torch loads OpenMP, so that the model's idle OpenMP threads leave
-    the cores to the writer threads; ``--writers 0`` and other commands leave it alone."""
+    the cores to the writer threads; ``--writers 0``, ``--webcam`` and other commands leave it
+    alone."""
     code = (
         "import importlib.abc, os, sys\n"
         "seen = []\n"

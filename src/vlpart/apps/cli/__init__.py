@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from vlpart.apps.cli._options import check_common_options
 from vlpart.core.errors import VlpartError
 
-__all__ = ["main"]
+__all__ = ["main", "waits_passively"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -60,7 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if _has_writer_threads(args):  # before torch loads OpenMP; a value the user set is kept
+    writers, webcam = getattr(args, "writers", 0), getattr(args, "webcam", None)
+    if waits_passively(args.command, writers, webcam):  # before torch loads; the user's value wins
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -78,15 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _has_writer_threads(args: argparse.Namespace) -> bool:
-    """Whether the command runs the folder pipeline (:mod:`vlpart.inference.pipeline`) with
-    writer threads beside the model's OpenMP threads: ``label``, and ``predict`` unless
-    ``--writers 0`` or ``--webcam``. OpenMP threads that spin while they wait between the model's
-    parallel regions take the cores those writers need; waiting passively, a writer thread gave
-    1.2x on the quickstart model on 2 cores, spinning nothing (docs/predict.md)."""
-    if args.command == "label":
+def waits_passively(command: str, writers: int = 1, webcam: int | None = None) -> bool:
+    """Whether ``vlpart <command>`` sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the environment
+    sets it) before torch loads OpenMP: the commands that run the folder pipeline
+    (:mod:`vlpart.inference.pipeline`) with writer threads beside the model's OpenMP threads,
+    ``label`` and ``predict`` unless ``writers`` is 0 or it reads a ``webcam``. OpenMP threads
+    that spin while they wait between the model's parallel regions take the cores those writers
+    need; waiting passively, a writer thread gave 1.2x on the quickstart model on 2 cores,
+    spinning nothing (docs/predict.md)."""
+    if command == "label":
         return True
-    return args.command == "predict" and args.writers > 0 and args.webcam is None
+    return command == "predict" and writers > 0 and webcam is None
 
 
 def user_message(err: VlpartError | OSError | ImportError) -> str:
