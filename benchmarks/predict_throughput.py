@@ -116,7 +116,8 @@ def _run(src: Path, folder: Path, out: Path, args: argparse.Namespace, writers: 
     if writers is not None:
         cmd += ["--writers", str(writers)]
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(args.threads)}
-    if src == REPO_SRC and waits_passively("predict", writers=1 if writers is None else writers):
+    # Runs of this tree name their writers; the --before-src baseline (None) keeps the environment.
+    if writers is not None and waits_passively("predict", writers):
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vlpart predict` sets it
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
